@@ -1,0 +1,93 @@
+"""The ``cohort`` command: ``cohort data ...`` writes datasets, ``cohort train ...`` trains."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cohort.config import ConfigError, load_config
+from cohort.data.datasets import DataError, read_meta
+from cohort.run_dir import RunDir, RunDirError
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from cohort.data import datasets
+
+    out = Path(args.out)
+    if args.dataset == "digits":
+        meta = datasets.write_digits(out, size=args.size)
+    elif args.dataset in ("cifar10", "cifar100"):
+        meta = datasets.write_cifar(out, 10 if args.dataset == "cifar10" else 100, Path(args.source or out / "download"),
+                                    download=not args.no_download)
+    else:
+        if not (args.train_dir and args.test_dir):
+            raise DataError("imagefolder needs --train-dir and --test-dir (e.g. ImageNet's train/ and val/)")
+        meta = datasets.write_imagefolder(out, Path(args.train_dir), Path(args.test_dir), args.max_resolution,
+                                          num_workers=args.workers)
+    print(f"wrote {out}: {meta['sizes']} samples, {meta['num_classes']} classes")
+    return 0
+
+
+def ensure_data(root: str, dataset: str) -> None:
+    """Write the digits data if it is missing (it ships with scikit-learn); else check it exists."""
+    try:
+        read_meta(root)
+    except DataError:
+        if dataset != "digits":
+            raise
+        from cohort.data.datasets import write_digits
+
+        print(f"cohort: writing the digits dataset to {root} (first run only)", flush=True)
+        write_digits(Path(root))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from launch.torchrun import launch_local
+
+    config = load_config(args.config, args.overrides)
+    ensure_data(config.data.root, config.data.dataset)
+    RunDir(config.run_dir).check(config)
+    if config.train.device == "cuda" and torch.cuda.device_count() < config.world_size:
+        raise ConfigError(f"the cohort needs K×R = {config.world_size} GPUs but {torch.cuda.device_count()} are visible; "
+                          f"use a cluster launcher or train.device=cpu")
+    return launch_local(args.config, args.overrides, config.world_size, max_restarts=args.max_restarts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cohort", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="write train/val/test .beton files")
+    data.add_argument("dataset", choices=["digits", "cifar10", "cifar100", "imagefolder"])
+    data.add_argument("--out", required=True, help="folder for the .beton files and meta.json")
+    data.add_argument("--size", type=int, default=32, help="digits: side of the upscaled images")
+    data.add_argument("--source", help="cifar: folder holding (or to download) the python archive")
+    data.add_argument("--no-download", action="store_true", help="cifar: fail instead of downloading")
+    data.add_argument("--train-dir", help="imagefolder: training images, one folder per class")
+    data.add_argument("--test-dir", help="imagefolder: test images (ImageNet's val), one folder per class")
+    data.add_argument("--max-resolution", type=int, default=256, help="imagefolder: longest side stored")
+    data.add_argument("--workers", type=int, default=4, help="imagefolder: writer processes")
+    data.set_defaults(run=cmd_data)
+
+    train = sub.add_parser("train", help="train a cohort locally (K×R processes through torchrun)")
+    train.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.05 members.1.arch=resnet56")
+    train.add_argument("--max-restarts", type=int, default=0, help="torchrun restarts of the whole cohort after a failure")
+    train.set_defaults(run=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ConfigError, DataError, RunDirError) as error:
+        print(f"cohort: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""The typed configuration tree of a cohort run.
+
+A run is described by one ``CohortConfig``: loaded from a YAML file in ``configs/``,
+changed by ``key=value`` overrides with dotted paths (``optim.lr=0.05``,
+``members.1.arch=resnet56``), validated before any process starts, and dumped to
+``RUN_DIR/config.yaml``. Unknown keys and wrong types are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; its message is one line naming the key and the fix."""
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    """``sgd`` or ``adamw``."""
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW only."""
+
+    def validate(self, where: str) -> None:
+        _choose(f"{where}.name", self.name, ("sgd", "adamw"))
+        if not self.lr > 0:
+            raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError(f"{where}: need weight_decay >= 0 and 0 <= momentum < 1")
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ConfigError(f"{where}.nesterov needs name=sgd and momentum > 0")
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "step"
+    """``step`` (multiply by ``gamma`` at ``milestones``), ``cosine`` or ``constant``."""
+    milestones: list[int] = field(default_factory=list)
+    """Epochs at which the step schedule multiplies the LR by ``gamma``."""
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    """Linear warm-up from 0, in (fractional) epochs, before the schedule proper."""
+
+    def validate(self) -> None:
+        _choose("schedule.name", self.name, ("step", "cosine", "constant"))
+        if self.warmup_epochs < 0 or not self.gamma > 0:
+            raise ConfigError("schedule: need warmup_epochs >= 0 and gamma > 0")
+        if sorted(self.milestones) != list(self.milestones):
+            raise ConfigError(f"schedule.milestones must increase, got {self.milestones}")
+
+
+@dataclass
+class MemberConfig:
+    """One network of the cohort; it lives on its own rank (or R replica ranks)."""
+
+    arch: str = "small_cnn"
+    """Model name; see ``cohort.models.ARCHITECTURES``."""
+    policy: str = "standard"
+    """Augmentation policy name; see ``cohort.data.augment.POLICIES``."""
+    name: str = ""
+    """Display name; defaults to ``m{index}``."""
+    optim: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the cohort's ``optim`` for this member only (e.g. ``{lr: 0.05}``)."""
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/digits"
+    """Folder holding ``train.beton``, ``val.beton``, ``test.beton`` and ``meta.json``."""
+    dataset: str = "digits"
+    """What ``cohort data`` writes into ``root`` if it is missing. Only ``digits`` is
+    written automatically (it needs no download); others are an error naming the command."""
+    batch_size: int = 64
+    """Per replica: a member with R replicas sees R × batch_size images per step."""
+    eval_batch_size: int = 256
+    num_workers: int = 2
+    """FFCV decoding threads per rank (results do not depend on it)."""
+
+
+@dataclass
+class MimicryConfig:
+    weight: float = 1.0
+    """λ. Zero gives the independent baseline and skips the logit exchange."""
+    target: str = "pairwise"
+    """``pairwise`` (mean of KL to each peer) or ``peer_mean`` (KL to the peers' mean)."""
+    divergence: str = "kl"
+    """``kl`` or ``js`` (Jensen–Shannon)."""
+    temperature: float = 1.0
+    rampup_epochs: float = 0.0
+    """Sigmoid ramp-up of λ over this many epochs (0: full weight from the start)."""
+
+    def validate(self) -> None:
+        _choose("mimicry.target", self.target, ("pairwise", "peer_mean"))
+        _choose("mimicry.divergence", self.divergence, ("kl", "js"))
+        if self.weight < 0 or not self.temperature > 0 or self.rampup_epochs < 0:
+            raise ConfigError("mimicry: need weight >= 0, temperature > 0, rampup_epochs >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    label_smoothing: float = 0.0
+    eval_every: int = 1
+    """Evaluate on val (and test) every this many epochs, and after the last one."""
+    checkpoint_every: int = 0
+    """Save a checkpoint every this many epochs (0: only after the last epoch)."""
+    device: str = "auto"
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when available)."""
+    bf16: bool = False
+    """bf16 autocast (CUDA only)."""
+    channels_last: bool = False
+    """channels_last memory format (CUDA only)."""
+    threads_per_rank: int = 0
+    """torch CPU threads per rank; 0: the machine's cores divided among local ranks."""
+    dist_timeout_s: float = 300.0
+    """Collectives that wait longer than this fail instead of hanging."""
+    trace: bool = False
+    """Write ``trace/member{m}-replica{r}.jsonl``: per-step losses and batch digests."""
+    max_steps_per_epoch: int = 0
+    """Cut epochs short (0: full epochs). For smoke tests and benchmarks."""
+    progress: bool = True
+    """tqdm progress bar on rank 0."""
+
+
+@dataclass
+class CohortConfig:
+    name: str = "cohort"
+    seed: int = 0
+    run_dir: str = "runs/cohort"
+    resume: str = "never"
+    """``never`` (the run directory must not hold another run) or ``auto`` (continue
+    from its latest complete checkpoint, if any)."""
+    replicas: int = 1
+    """R: data-parallel replicas per member (DDP). World size is K × R."""
+    members: list[MemberConfig] = field(default_factory=lambda: [MemberConfig(), MemberConfig()])
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mimicry: MimicryConfig = field(default_factory=MimicryConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def num_members(self) -> int:
+        return len(self.members)
+
+    @property
+    def world_size(self) -> int:
+        return self.num_members * self.replicas
+
+    def member_optim(self, index: int) -> OptimConfig:
+        """The cohort's optimiser settings with member ``index``'s overrides applied."""
+        merged = {**dataclasses.asdict(self.optim), **self.members[index].optim}
+        return _build(OptimConfig, merged, f"members.{index}.optim")
+
+    def validate(self) -> None:
+        """Check everything that can be checked without touching data or processes."""
+        # Imported here: the registries pull in torch/ffcv, which config loading avoids.
+        from cohort.data.augment import POLICIES
+        from cohort.models import ARCHITECTURES, is_known_architecture
+
+        if not self.members:
+            raise ConfigError("members is empty: a cohort needs at least one member")
+        if self.replicas < 1:
+            raise ConfigError(f"replicas must be >= 1, got {self.replicas}")
+        _choose("resume", self.resume, ("never", "auto"))
+        _choose("train.device", self.train.device, ("cpu", "cuda", "auto"))
+        names = set()
+        for i, member in enumerate(self.members):
+            if not member.name:
+                member.name = f"m{i}"
+            if member.name in names:
+                raise ConfigError(f"members.{i}.name {member.name!r} is used twice; give each member its own name")
+            names.add(member.name)
+            if not is_known_architecture(member.arch):
+                raise ConfigError(
+                    f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURES)}, or tv.<torchvision model>"
+                )
+            _choose(f"members.{i}.policy", member.policy, tuple(POLICIES))
+            self.member_optim(i).validate(f"members.{i}.optim")
+        self.optim.validate("optim")
+        self.schedule.validate()
+        self.mimicry.validate()
+        t, d = self.train, self.data
+        if t.epochs < 1 or t.eval_every < 1 or t.checkpoint_every < 0 or t.max_steps_per_epoch < 0:
+            raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, max_steps_per_epoch >= 0")
+        if not 0 <= t.label_smoothing < 1:
+            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+        if d.batch_size < 1 or d.eval_batch_size < 1 or d.num_workers < 1:
+            raise ConfigError("data: need batch_size >= 1, eval_batch_size >= 1, num_workers >= 1")
+        if not t.dist_timeout_s > 0:
+            raise ConfigError(f"train.dist_timeout_s must be > 0, got {t.dist_timeout_s}")
+
+
+def _choose(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key} {value!r} is not valid; choose one of: {', '.join(valid)}")
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> CohortConfig:
+    """Read a YAML config, apply ``key=value`` overrides, build and validate the tree."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pick one from configs/")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}; fix the file's syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping of config keys, not {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    config = _build(CohortConfig, raw, "")
+    config.validate()
+    return config
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Set ``a.b.c=value`` in the raw tree; the value is parsed as YAML (``1e-3``, ``[1, 2]``)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} must look like key=value (e.g. optim.lr=0.05)")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: depth + 1]), create=True)
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = value
+    else:
+        node[last] = value
+
+
+def _child(node: Any, part: str, path: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, path)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override path {path!r} descends into a plain value")
+    if part not in node or node[part] is None:
+        node[part] = {}
+    return node[part]
+
+
+def _list_index(node: list, part: str, path: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{path}: list index {part!r} is out of range (the list has {len(node)} entries)")
+    return int(part)
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    """Construct dataclass ``cls`` from a raw mapping, checking keys and types."""
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]}; valid keys{' of ' + where if where else ''}: {', '.join(sorted(fields))}"
+        )
+    values = {name: _coerce(hints[name], raw[name], f"{where}.{name}" if where else name) for name in raw}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(item, v, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, hint)):
+        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def config_to_dict(config: CohortConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: CohortConfig, path: Path) -> None:
+    """Write the resolved config as YAML (atomically: a temp file, then a rename)."""
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    tmp.replace(path)
+
+
+def same_run_config(a: dict, b: dict) -> bool:
+    """Whether two dumped configs describe the same run (``resume`` aside)."""
+    a, b = copy.deepcopy(a), copy.deepcopy(b)
+    for d in (a, b):
+        d.pop("resume", None)
+    return a == b

@@ -1,0 +1,1 @@
+"""Data: ``.beton`` files written once, read by one FFCV loader per member."""

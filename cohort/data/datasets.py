@@ -1,0 +1,193 @@
+"""Write datasets as FFCV ``.beton`` files: ``train``, ``val`` and ``test`` plus ``meta.json``.
+
+The validation split is carved from the training set with a fixed seed; test is the
+dataset's own test split (digits has none, so it is carved first). ``meta.json`` is
+written last: a data folder without it is incomplete and is rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+SPLIT_SEED = 20180612  # fixed: the same data folder on every machine
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class DataError(ValueError):
+    """A data problem; its message names the file and the command that fixes it."""
+
+
+def read_meta(root: str | Path) -> dict:
+    """``meta.json`` of a data folder, or a one-line error naming the command to write it."""
+    root = Path(root)
+    meta = root / "meta.json"
+    if not meta.is_file():
+        raise DataError(f"{meta} is missing; write the data with `cohort data <digits|cifar10|cifar100|imagefolder> --out {root}`")
+    info = json.loads(meta.read_text())
+    for split in SPLITS:
+        beton = root / f"{split}.beton"
+        if not beton.is_file():
+            raise DataError(f"{beton} is missing; rewrite the folder with `cohort data {info.get('dataset', '<dataset>')} --out {root}`")
+    return info
+
+
+class ArrayDataset:
+    """Indexable (image HWC uint8, label) pairs over numpy arrays, for FFCV's writer."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i])
+
+
+def split_indices(n: int, holdout: int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random split of ``range(n)`` into (kept, held out) index arrays, both sorted."""
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[holdout:]), np.sort(order[:holdout])
+
+
+def write_arrays(out: Path, name: str, images: np.ndarray, labels: np.ndarray, test_images: np.ndarray,
+                 test_labels: np.ndarray, val_fraction: float, classes: Sequence[str]) -> dict:
+    """Carve val from train, compute the train mean/std, and write the three splits."""
+    train_idx, val_idx = split_indices(len(labels), int(round(val_fraction * len(labels))))
+    splits = {
+        "train": ArrayDataset(images[train_idx], labels[train_idx]),
+        "val": ArrayDataset(images[val_idx], labels[val_idx]),
+        "test": ArrayDataset(test_images, test_labels),
+    }
+    pixels = images[train_idx].reshape(-1, 3).astype(np.float64) / 255.0
+    meta = {
+        "dataset": name,
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "image_size": int(images.shape[1]),
+        "mean": pixels.mean(0).round(4).tolist(),
+        "std": pixels.std(0).round(4).tolist(),
+        "decoder": "simple",
+    }
+    return _write_splits(out, splits, meta, write_mode="raw", max_resolution=None)
+
+
+def _write_splits(out: Path, splits: dict, meta: dict, write_mode: str, max_resolution: int | None,
+                  num_workers: int = 1) -> dict:
+    """Write all splits into a temporary folder next to ``out``, then move them in."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=out))
+    try:
+        for split, dataset in splits.items():
+            image_field = RGBImageField(write_mode=write_mode, max_resolution=max_resolution)
+            writer = DatasetWriter(str(staging / f"{split}.beton"), {"image": image_field, "label": IntField()},
+                                   num_workers=num_workers)
+            writer.from_indexed_dataset(dataset)
+        meta["sizes"] = {split: len(dataset) for split, dataset in splits.items()}
+        for split in splits:
+            (staging / f"{split}.beton").replace(out / f"{split}.beton")
+        (staging / "meta.json").write_text(json.dumps(meta, indent=1))
+        (staging / "meta.json").replace(out / "meta.json")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+# --- the datasets -----------------------------------------------------------------------------
+
+
+def write_digits(out: Path, size: int = 32) -> dict:
+    """scikit-learn's bundled 8×8 digits (1,797 real scans), upscaled to ``size``² RGB.
+
+    No download: the images ship with scikit-learn. Test takes 20 %, val 12.5 % of the rest.
+    """
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    grey = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    images = np.stack([np.asarray(Image.fromarray(g).resize((size, size), Image.BILINEAR)) for g in grey])
+    images = np.repeat(images[..., None], 3, axis=3)
+    labels = digits.target.astype(np.int64)
+    train_idx, test_idx = split_indices(len(labels), int(round(0.2 * len(labels))), seed=SPLIT_SEED + 1)
+    return write_arrays(out, "digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
+                        val_fraction=0.125, classes=[str(d) for d in range(10)])
+
+
+def read_cifar_batches(folder: Path, files: Sequence[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR's python pickles (``data`` N×3072 uint8, labels) into HWC images."""
+    images, labels = [], []
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing; is {folder} an extracted CIFAR python archive?")
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch[label_key], dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def write_cifar(out: Path, classes: int, source: Path, download: bool = True) -> dict:
+    """CIFAR-10/100 from torchvision's on-disk python format under ``source``.
+
+    If ``source`` does not hold the extracted archive, torchvision downloads it (needs
+    the internet); the pickles are then read here, so a hand-made archive works too.
+    """
+    folder = source / ("cifar-10-batches-py" if classes == 10 else "cifar-100-python")
+    if not folder.is_dir():
+        if not download:
+            raise DataError(f"{folder} is missing; pass --download or extract CIFAR-{classes} there")
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        (CIFAR10 if classes == 10 else CIFAR100)(root=str(source), train=True, download=True)
+    if classes == 10:
+        meta_file, names_key, label_key = "batches.meta", "label_names", "labels"
+        train_files, test_files = [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]
+    else:
+        meta_file, names_key, label_key = "meta", "fine_label_names", "fine_labels"
+        train_files, test_files = ["train"], ["test"]
+    with open(folder / meta_file, "rb") as f:
+        class_names = pickle.load(f, encoding="latin1")[names_key]
+    train_images, train_labels = read_cifar_batches(folder, train_files, label_key)
+    test_images, test_labels = read_cifar_batches(folder, test_files, label_key)
+    return write_arrays(out, f"cifar{classes}", train_images, train_labels, test_images, test_labels,
+                        val_fraction=0.1, classes=class_names)
+
+
+def write_imagefolder(out: Path, train_dir: Path, test_dir: Path, max_resolution: int = 256,
+                      val_fraction: float = 0.02, num_workers: int = 4) -> dict:
+    """Any ``ImageFolder`` layout (ImageNet: its val folder is our test split), stored as JPEG."""
+    from torch.utils.data import Subset
+    from torchvision.datasets import ImageFolder
+
+    for d in (train_dir, test_dir):
+        if not d.is_dir():
+            raise DataError(f"{d} is not a directory of class folders")
+    train, test = ImageFolder(str(train_dir)), ImageFolder(str(test_dir))
+    if train.classes != test.classes:
+        raise DataError(f"{train_dir} and {test_dir} have different class folders")
+    train_idx, val_idx = split_indices(len(train), int(round(val_fraction * len(train))))
+    splits = {"train": Subset(train, train_idx.tolist()), "val": Subset(train, val_idx.tolist()), "test": test}
+    meta = {
+        "dataset": "imagefolder",
+        "num_classes": len(train.classes),
+        "classes": train.classes,
+        "image_size": 224 if max_resolution >= 256 else max_resolution,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "decoder": "center_crop",
+    }
+    return _write_splits(out, splits, meta, write_mode="jpg", max_resolution=max_resolution, num_workers=num_workers)

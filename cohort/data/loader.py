@@ -1,0 +1,76 @@
+"""One FFCV loader per member and split, reading the cohort's shared sample order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from ffcv.fields.basics import IntDecoder
+from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, SimpleRGBImageDecoder
+from ffcv.loader import Loader
+from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
+
+from cohort.data.augment import AugmentationClock, build_policy
+from cohort.data.datasets import read_meta
+from cohort.data.order import CohortOrder, unshard
+
+
+class MemberLoader:
+    """Batches of (uint8 NCHW images, int64 labels) for one member's replica.
+
+    Images stay in [0, 255] uint8 until the model's first layer: normalisation belongs
+    to the model, so that input-space perturbations have a well-defined pixel scale.
+    FFCV reuses its output buffers, so a caller that keeps a batch must clone it.
+    """
+
+    def __init__(self, root: str | Path, split: str, *, member: int, replica: int, replicas: int, seed: int,
+                 policy: str, batch_size: int, num_workers: int, device: torch.device, train: bool):
+        self.root, self.split, self.train = Path(root), split, train
+        self.meta = read_meta(self.root)
+        self.path = self.root / f"{split}.beton"
+        self.clock = AugmentationClock(seed, member)
+        size = self.meta["image_size"]
+        if self.meta.get("decoder") == "center_crop":
+            decoder = CenterCropRGBImageDecoder((size, size), ratio=224 / 256)
+        else:
+            decoder = SimpleRGBImageDecoder()
+        ops = build_policy(policy if train else "none", self.clock, size)
+        to_device = [ToDevice(device, non_blocking=True)] if device.type == "cuda" else []
+        self.order = CohortOrder(seed, replica, replicas, shuffle=train)
+        self.loader = Loader(
+            str(self.path),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            order=self.order,
+            drop_last=train,
+            pipelines={
+                "image": [decoder, *ops, ToTensor(), *to_device, ToTorchImage()],
+                "label": [IntDecoder(), ToTensor(), *to_device, Squeeze(1)],
+            },
+        )
+        self.num_samples = self.loader.reader.num_samples
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return len(self.loader)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` (any epoch, in any order: the order is a pure function)."""
+        self.clock.set_epoch(epoch)
+        self.loader.next_epoch = epoch
+        batches = iter(self.loader)
+        try:
+            yield from batches
+        finally:
+            batches.close()  # stops FFCV's prefetch thread when the caller stops early
+
+    def indices(self, epoch: int) -> np.ndarray:
+        """The sample indices this replica reads in ``epoch``, batch after batch."""
+        order = self.order.shard(np.asarray(self.loader.indices), epoch)
+        return order[: len(self) * self.loader.batch_size] if self.train else order
+
+    def unshard(self, per_replica: np.ndarray) -> np.ndarray:
+        """Evaluation outputs gathered over replicas ``[R, L, ...]`` → file order ``[N, ...]``."""
+        return unshard(per_replica, self.num_samples)

@@ -1,0 +1,50 @@
+"""The logit exchange: every step, the members' replica-r ranks all-gather their logits.
+
+Labels travel in the same message (one extra column), which makes the desync guard
+free: every member must have trained on the same samples at every step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+class DesyncError(RuntimeError):
+    """Members disagree on the batch (different labels at the same step)."""
+
+
+class NonFiniteError(RuntimeError):
+    """A member produced non-finite logits or loss."""
+
+
+class LogitExchange:
+    """All-gathers detached ``[B, C]`` logits (and labels) over the member group."""
+
+    def __init__(self, group: dist.ProcessGroup | None, member: int, num_members: int):
+        self.group, self.member, self.num_members = group, member, num_members
+
+    def gather(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
+        """All members' logits ``[K, B, C]`` (detached); checks labels and finiteness."""
+        message = torch.cat([logits.detach().float(), labels.to(torch.float32).unsqueeze(1)], dim=1)
+        if self.num_members == 1:
+            gathered = message.unsqueeze(0)
+        else:
+            parts = [torch.empty_like(message) for _ in range(self.num_members)]
+            dist.all_gather(parts, message.contiguous(), group=self.group)
+            gathered = torch.stack(parts)
+        all_logits, all_labels = gathered[..., :-1], gathered[..., -1]
+        finite = torch.isfinite(all_logits).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0])
+            raise NonFiniteError(f"member {bad} produced non-finite logits at step {step}; lower the learning rate or check the data")
+        mismatch = (all_labels != all_labels[0]).any(dim=1)
+        if bool(mismatch.any()):
+            bad = int(mismatch.nonzero()[0])
+            raise DesyncError(f"member {bad} trained on different samples than member 0 at step {step}; the cohort's loaders are out of step")
+        return all_logits
+
+    def peers(self, all_logits: torch.Tensor) -> torch.Tensor:
+        """The other members' logits ``[K−1, B, C]``."""
+        keep = [j for j in range(self.num_members) if j != self.member]
+        return all_logits[keep]

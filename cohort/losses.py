@@ -1,0 +1,71 @@
+"""Training losses of a member: cross-entropy and DML mimicry against detached peers.
+
+Notation (design.md §3): p^T = softmax(z / T), K members; member i's own logits carry
+gradients, its peers' logits arrive detached from the exchange.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def kl_divergence(target_log_probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(target ‖ p) per sample, from log-probabilities ``[..., B, C]`` → ``[..., B]``."""
+    return (target_log_probs.exp() * (target_log_probs - log_probs)).sum(-1)
+
+
+def js_divergence(a_log_probs: torch.Tensor, b_log_probs: torch.Tensor) -> torch.Tensor:
+    """Jensen–Shannon divergence per sample: ½ KL(a ‖ m) + ½ KL(b ‖ m), m = (a + b) / 2."""
+    mixture = torch.logsumexp(torch.stack([a_log_probs, b_log_probs]), dim=0) - math.log(2.0)
+    return 0.5 * kl_divergence(a_log_probs, mixture) + 0.5 * kl_divergence(b_log_probs, mixture)
+
+
+def mimicry_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, *, target: str = "pairwise",
+                 divergence: str = "kl", temperature: float = 1.0) -> torch.Tensor:
+    """DML's mimicry term of one member (paper, Zhang et al. 2018), scaled by T².
+
+    own_logits ``[B, C]``; peer_logits ``[K−1, B, C]`` (treated as constants).
+    ``pairwise``: 1/(K−1) Σ_j D(p_j ‖ p_i); ``peer_mean``: D(mean_j p_j ‖ p_i).
+    """
+    if peer_logits.shape[0] == 0:
+        return own_logits.new_zeros(())
+    peer_logits = peer_logits.detach()
+    own = F.log_softmax(own_logits / temperature, dim=-1)
+    peers = F.log_softmax(peer_logits / temperature, dim=-1)
+    if target == "peer_mean":
+        peers = (torch.logsumexp(peers, dim=0) - math.log(peers.shape[0])).unsqueeze(0)
+    elif target != "pairwise":
+        raise ValueError(f"unknown mimicry target {target!r}")
+    if divergence == "kl":
+        per_sample = kl_divergence(peers, own.unsqueeze(0))
+    elif divergence == "js":
+        per_sample = js_divergence(peers, own.unsqueeze(0).expand_as(peers))
+    else:
+        raise ValueError(f"unknown divergence {divergence!r}")
+    return temperature**2 * per_sample.mean()
+
+
+def sigmoid_rampup(epoch: float, rampup_epochs: float) -> float:
+    """exp(−5 (1 − t)²) for t = epoch / rampup_epochs < 1, else 1 (Laine & Aila; ONE)."""
+    if rampup_epochs <= 0 or epoch >= rampup_epochs:
+        return 1.0
+    t = max(epoch, 0.0) / rampup_epochs
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def member_loss(own_logits: torch.Tensor, labels: torch.Tensor, peer_logits: torch.Tensor | None, *,
+                mimicry_weight: float, target: str, divergence: str, temperature: float,
+                label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss CE + λ·L_mim of one member and its detached terms, for logging."""
+    ce = F.cross_entropy(own_logits, labels, label_smoothing=label_smoothing)
+    terms = {"ce": ce}
+    total = ce
+    if peer_logits is not None and mimicry_weight > 0:
+        mimicry = mimicry_loss(own_logits, peer_logits, target=target, divergence=divergence, temperature=temperature)
+        terms["mimicry"] = mimicry
+        total = total + mimicry_weight * mimicry
+    terms["loss"] = total
+    return total, {k: v.detach() for k, v in terms.items()}

@@ -1,0 +1,114 @@
+"""Who am I in the cohort: launcher detection, the process group and the (member, replica) mesh.
+
+    world = K members × R replicas,   rank = member · R + replica   (member-major)
+
+``mesh["replica"]`` is a member's data-parallel group (DDP); ``mesh["member"]`` is the
+exchange group of the K ranks holding replica r of every member.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+
+class LaunchError(RuntimeError):
+    """The processes started do not fit the config (count, GPUs)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How this process was started and where its peers rendezvous."""
+
+    launcher: str  # "torchrun", "slurm" or "single"
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    master_addr: str
+    master_port: int
+
+
+def detect_launch(env: dict[str, str] | None = None) -> Launch:
+    """torchrun's environment, else SLURM's (srun / submitit), else a single process."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return Launch("torchrun", int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
+                      int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])), env.get("MASTER_ADDR", "127.0.0.1"),
+                      int(env.get("MASTER_PORT", 29500)))
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
+        nodes = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True,
+                               text=True, check=True).stdout.split()
+        job_id = int(env.get("SLURM_ARRAY_JOB_ID", env["SLURM_JOB_ID"])) + int(env.get("SLURM_ARRAY_TASK_ID", 0))
+        return Launch("slurm", int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env["SLURM_LOCALID"]),
+                      int(env.get("SLURM_NTASKS_PER_NODE", env["SLURM_NTASKS"]).split("(")[0]), nodes[0],
+                      20000 + job_id % 20000)
+    return Launch("single", 0, 1, 0, 1, "127.0.0.1", _free_port())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pick_device(requested: str, launch: Launch) -> torch.device:
+    """This rank's device: ``cuda:LOCAL_RANK`` (one rank per GPU) or the CPU."""
+    use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        return torch.device("cpu")
+    available = torch.cuda.device_count()
+    if available < launch.local_world_size:
+        raise LaunchError(
+            f"{launch.local_world_size} ranks on this node need one GPU each but {available} are visible; "
+            f"use fewer members/replicas per node, or train.device=cpu"
+        )
+    return torch.device("cuda", launch.local_rank)
+
+
+class CohortMesh:
+    """The process group and the named (member, replica) device mesh of this rank."""
+
+    def __init__(self, members: int, replicas: int, launch: Launch, device: torch.device, timeout_s: float):
+        if launch.world_size != members * replicas:
+            raise LaunchError(
+                f"{launch.world_size} processes were started but the config needs K×R = {members}×{replicas} = "
+                f"{members * replicas}; start {members * replicas} (e.g. torchrun --nproc-per-node {members * replicas})"
+            )
+        self.launch, self.device = launch, device
+        self.rank, self.world_size = launch.rank, launch.world_size
+        self.members, self.replicas = members, replicas
+        self.member, self.replica = divmod(launch.rank, replicas)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(
+                backend="nccl" if device.type == "cuda" else "gloo",
+                # torchrun's agent already serves the rendezvous store that env:// finds.
+                init_method="env://" if launch.launcher == "torchrun" else f"tcp://{launch.master_addr}:{launch.master_port}",
+                rank=launch.rank,
+                world_size=launch.world_size,
+                timeout=timedelta(seconds=timeout_s),
+            )
+        self.mesh: DeviceMesh = init_device_mesh(device.type, (members, replicas), mesh_dim_names=("member", "replica"))
+        self.member_group = self.mesh.get_group("member")
+        self.replica_group = self.mesh.get_group("replica")
+
+    @property
+    def is_main(self) -> bool:
+        """Global rank 0: the rank that writes shared files."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()

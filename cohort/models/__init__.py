@@ -1,0 +1,68 @@
+"""The model zoo: CIFAR-style networks, torchvision's ImageNet models, a small demo CNN.
+
+``build_model`` returns the network behind a ``Normalize`` layer, because loaders hand
+over [0, 1] images (see ``cohort.data.loader``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from cohort.models.cifar_resnet import cifar_resnet, cifar_stem_resnet
+from cohort.models.mobilenetv2 import MobileNetV2
+from cohort.models.small_cnn import SmallCNN
+from cohort.models.wide_resnet import WideResNet
+
+ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
+    "small_cnn": SmallCNN,
+    **{f"resnet{d}": (lambda c, d=d: cifar_resnet(d, c)) for d in (20, 32, 44, 56, 110)},
+    "resnet18": lambda c: cifar_stem_resnet((2, 2, 2, 2), c),
+    "resnet34": lambda c: cifar_stem_resnet((3, 4, 6, 3), c),
+    "mobilenetv2": MobileNetV2,
+    # WRN-depth-width; any wrn<depth>_<width> with depth = 6n + 4 works.
+    "wrn28_2": lambda c: WideResNet(28, 2, c),
+    "wrn28_10": lambda c: WideResNet(28, 10, c),
+}
+_WRN = re.compile(r"wrn(\d+)_(\d+)$")
+TORCHVISION_PREFIX = "tv."
+
+
+def is_known_architecture(arch: str) -> bool:
+    if arch in ARCHITECTURES or _WRN.match(arch):
+        return True
+    if arch.startswith(TORCHVISION_PREFIX):
+        import torchvision
+
+        return arch[len(TORCHVISION_PREFIX):] in torchvision.models.list_models(module=torchvision.models)
+    return False
+
+
+class Normalize(nn.Module):
+    """Per-channel (x − mean) / std on [0, 1] images."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
+    """``Normalize`` followed by network ``arch`` with ``num_classes`` outputs."""
+    if arch in ARCHITECTURES:
+        net = ARCHITECTURES[arch](num_classes)
+    elif match := _WRN.match(arch):
+        net = WideResNet(int(match[1]), int(match[2]), num_classes)
+    elif arch.startswith(TORCHVISION_PREFIX) and is_known_architecture(arch):
+        import torchvision
+
+        net = torchvision.models.get_model(arch[len(TORCHVISION_PREFIX):], weights=None, num_classes=num_classes)
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}, or tv.<torchvision model>")
+    return nn.Sequential(Normalize(mean, std), net)

@@ -1,0 +1,44 @@
+"""Optimisers and learning-rate schedules.
+
+The schedule is a pure function of training progress (fractional epochs), set on the
+optimiser before every step: nothing to save, and resuming at any step is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+from cohort.config import OptimConfig, ScheduleConfig
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name!r}")
+
+
+def lr_factor(schedule: ScheduleConfig, progress: float, total_epochs: int) -> float:
+    """Multiplier of the base LR after ``progress`` epochs (fractional) of ``total_epochs``.
+
+    Linear warm-up reaches 1 at ``warmup_epochs``; then ``step`` multiplies by gamma at
+    each milestone passed, ``cosine`` anneals to 0 at the end, ``constant`` stays at 1.
+    """
+    warmup = min(1.0, progress / schedule.warmup_epochs) if schedule.warmup_epochs > 0 else 1.0
+    if schedule.name == "step":
+        decay = schedule.gamma ** sum(progress >= m for m in schedule.milestones)
+    elif schedule.name == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * min(progress / total_epochs, 1.0)))
+    else:
+        decay = 1.0
+    return warmup * decay
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,95 @@
+"""The run directory: the contract other tools read.
+
+    RUN_DIR/config.yaml                 the resolved config
+    RUN_DIR/metrics.jsonl               one JSON object per member (and "ensemble") per evaluation
+    RUN_DIR/predictions/{val,test}.npz  logits float32 [K, N, C], labels int64 [N]
+    RUN_DIR/checkpoints/epoch-NNNN/     see cohort.checkpoint
+    RUN_DIR/trace/                      per-step traces (train.trace=true)
+
+Only global rank 0 writes here, except checkpoint parts and traces (each rank its own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from cohort.config import CohortConfig, config_to_dict, dump_config, same_run_config
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot hold this run; the message names the fix."""
+
+
+def _first_difference(a, b, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key != "resume" and a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}.{i}")
+    return f"{path}: {a!r} there, {b!r} here"
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_file = self.path / "config.yaml"
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.predictions = self.path / "predictions"
+        self.checkpoints = self.path / "checkpoints"
+        self.trace = self.path / "trace"
+
+    def check(self, config: CohortConfig) -> None:
+        """Raise unless this run may start (or continue, with resume=auto) here. Writes nothing."""
+        if self.config_file.is_file():
+            if config.resume == "never":
+                raise RunDirError(f"{self.path} already holds a run; pass resume=auto to continue it, or run_dir=<a new folder>")
+            existing = yaml.safe_load(self.config_file.read_text())
+            if not same_run_config(existing, config_to_dict(config)):
+                raise RunDirError(
+                    f"{self.path} holds a run of a different config ({_first_difference(existing, config_to_dict(config))}); "
+                    f"choose another run_dir="
+                )
+        elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise RunDirError(f"{self.path} exists and is not a cohort run directory; choose another run_dir=")
+        parent = self.path if self.path.exists() else next(p for p in self.path.parents if p.exists())
+        if not os.access(parent, os.W_OK):
+            raise RunDirError(f"cannot write into {parent}; choose a writable run_dir=")
+
+    def create(self, config: CohortConfig) -> None:
+        for folder in (self.path, self.predictions, self.checkpoints):
+            folder.mkdir(parents=True, exist_ok=True)
+        if not self.config_file.exists():
+            dump_config(config, self.config_file)
+
+    def append_metrics(self, rows: list[dict]) -> None:
+        with open(self.metrics_file, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
+
+    def drop_metrics_after(self, epoch: int) -> None:
+        """Forget evaluations newer than a checkpoint being resumed (they will be redone)."""
+        kept = [row for row in self.read_metrics() if row["epoch"] <= epoch]
+        tmp = self.metrics_file.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        tmp.replace(self.metrics_file)
+
+    def save_predictions(self, split: str, logits: np.ndarray, labels: np.ndarray) -> Path:
+        self.predictions.mkdir(parents=True, exist_ok=True)
+        path = self.predictions / f"{split}.npz"
+        tmp = self.predictions / f".{split}.tmp.npz"
+        np.savez(tmp, logits=logits.astype(np.float32), labels=labels.astype(np.int64))
+        tmp.replace(path)
+        return path

@@ -1,0 +1,332 @@
+"""Train a cohort: one member per rank (R replica ranks with DDP), DML through a logit exchange.
+
+    torchrun --nproc-per-node K*R -m cohort.train CONFIG [key=value ...]
+    cohort train CONFIG [key=value ...]       # the same; starts the K*R processes for you
+
+Each step, on every rank: forward this member's batch → all-gather the detached logits
+over the member group → CE + λ·mimicry against the peers → backward (DDP all-reduces
+over the replica group) → optimiser step. Every ``eval_every`` epochs the cohort
+predicts val and test, and rank 0 writes metrics; at the end, predictions and a table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from cohort import checkpoint
+from cohort.config import CohortConfig, ConfigError, load_config
+from cohort.data.datasets import DataError, read_meta
+from cohort.data.loader import MemberLoader
+from cohort.exchange import DesyncError, LogitExchange, NonFiniteError
+from cohort.losses import member_loss, sigmoid_rampup
+from cohort.mesh import CohortMesh, LaunchError, detect_launch, pick_device
+from cohort.metrics import cohort_metrics
+from cohort.models import build_model
+from cohort.optim import build_optimizer, lr_factor, set_lr
+from cohort.run_dir import RunDir, RunDirError
+
+LOSS_TERMS = ("ce", "mimicry", "loss")
+
+
+class TrainingError(RuntimeError):
+    """A problem found while training (bad labels, a lost peer); the message names the fix."""
+
+
+def member_init_seed(seed: int, member: int) -> int:
+    """The torch seed that initialises member ``member``'s weights (replicas share it)."""
+    return int(np.random.SeedSequence([seed, member, 0x1A17]).generate_state(1)[0])
+
+
+def configure_threads(config: CohortConfig, local_world_size: int) -> None:
+    import os
+
+    threads = config.train.threads_per_rank or max(1, (os.cpu_count() or 1) // local_world_size)
+    torch.set_num_threads(threads)
+
+
+class Trainer:
+    """Everything one rank holds: its member's model, optimiser, loaders and exchange."""
+
+    def __init__(self, config: CohortConfig, mesh: CohortMesh):
+        self.config, self.mesh, self.device = config, mesh, mesh.device
+        self.member = mesh.member
+        self.member_config = config.members[self.member]
+        self.run = RunDir(config.run_dir)
+        self.meta = read_meta(config.data.root)
+        self.num_classes = self.meta["num_classes"]
+
+        torch.manual_seed(member_init_seed(config.seed, self.member))
+        self.net = build_model(self.member_config.arch, self.num_classes, self.meta["mean"], self.meta["std"]).to(self.device)
+        if config.train.channels_last and self.device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.model = self.net
+        if config.replicas > 1:
+            self.model = DistributedDataParallel(self.net, process_group=mesh.replica_group,
+                                                 device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.optim_config = config.member_optim(self.member)
+        self.optimizer = build_optimizer(self.net.parameters(), self.optim_config)
+
+        common = dict(member=self.member, replica=mesh.replica, replicas=config.replicas, seed=config.seed,
+                      num_workers=config.data.num_workers, device=self.device)
+        self.train_loader = MemberLoader(config.data.root, "train", policy=self.member_config.policy,
+                                         batch_size=config.data.batch_size, train=True, **common)
+        self.eval_loaders = {split: MemberLoader(config.data.root, split, policy="none", batch_size=config.data.eval_batch_size,
+                                                 train=False, **common) for split in ("val", "test")}
+        if len(self.train_loader) == 0:
+            raise TrainingError(
+                f"{self.train_loader.path} has {self.train_loader.num_samples} samples, fewer than one batch of "
+                f"{config.data.batch_size} per replica; lower data.batch_size"
+            )
+        self.steps_per_epoch = len(self.train_loader)
+        if config.train.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
+        self.exchange = LogitExchange(mesh.member_group, self.member, mesh.members) if config.mimicry.weight > 0 else None
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if config.train.bf16 and self.device.type == "cuda" else nullcontext())
+        self.start_epoch, self.step = 0, 0
+        self.trace_file = None
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def prepare_run_dir(self) -> None:
+        """Check the run directory on every rank, then rank 0 creates it; resume if asked."""
+        self.run.check(self.config)
+        self.mesh.barrier()
+        if self.mesh.is_main:
+            self.run.create(self.config)
+        self.mesh.barrier()
+        latest = checkpoint.latest_complete(self.run.path) if self.config.resume == "auto" else None
+        if latest is not None:
+            self.load(latest)
+        if self.config.train.trace:
+            self.run.trace.mkdir(exist_ok=True)
+            name = f"member{self.member}-replica{self.mesh.replica}.jsonl"
+            self.trace_file = open(self.run.trace / name, "a" if latest is not None else "w")
+
+    def load(self, folder: Path) -> None:
+        state = checkpoint.load_part(folder, self.member, self.device)
+        if state["arch"] != self.member_config.arch:
+            raise RunDirError(f"{folder} holds a {state['arch']} for member {self.member}, not {self.member_config.arch}; "
+                              f"choose another run_dir=")
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch, self.step = state["epoch"] + 1, state["step"]
+        torch.set_rng_state(state["torch_rng"])
+        if self.mesh.is_main:
+            self.run.drop_metrics_after(state["epoch"])
+            print(f"cohort: resuming {self.run.path} after epoch {state['epoch']} from {folder.name}", flush=True)
+
+    def save(self, epoch: int) -> None:
+        folder = checkpoint.checkpoint_dir(self.run.path, epoch)
+        if self.mesh.replica == 0:
+            checkpoint.save_part(folder, self.member, {
+                "arch": self.member_config.arch, "member": self.member, "epoch": epoch, "step": self.step,
+                "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            })
+        self.mesh.barrier()
+        if self.mesh.is_main:
+            checkpoint.mark_complete(folder, self.mesh.members, {"epoch": epoch, "step": self.step})
+
+    # --- training -------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        self.prepare_run_dir()
+        epochs = self.config.train.epochs
+        if self.start_epoch >= epochs and self.mesh.is_main:
+            print(f"cohort: {self.run.path} already finished its {epochs} epochs", flush=True)
+        results = None
+        for epoch in range(self.start_epoch, epochs):
+            stats = self.train_epoch(epoch)
+            last = epoch == epochs - 1
+            if last or (epoch + 1) % self.config.train.eval_every == 0:
+                results = self.evaluate(epoch, stats)
+            if last or (self.config.train.checkpoint_every and (epoch + 1) % self.config.train.checkpoint_every == 0):
+                self.save(epoch)
+        if results is not None and self.mesh.is_main:
+            print_summary(results, self.run.path, [m.name for m in self.config.members])
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg = self.config
+        self.model.train()
+        sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+        bar = None
+        # A bar only for a person watching: in logs, the per-epoch summary line says it all.
+        if self.mesh.is_main and cfg.train.progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                       dynamic_ncols=True, file=sys.stderr)
+        started = time.perf_counter()
+        steps = 0
+        for images, labels in self.train_loader.epoch(epoch):
+            if steps == self.steps_per_epoch:
+                break
+            progress = epoch + steps / self.steps_per_epoch
+            terms = self.train_step(images, labels, progress)
+            sums += torch.tensor([float(terms.get(k, 0.0)) for k in LOSS_TERMS], dtype=torch.float64)
+            if self.trace_file:
+                self.trace_file.write(json.dumps({"step": self.step, "epoch": epoch, "labels": labels.tolist(),
+                                                  **{k: float(v) for k, v in terms.items()}}) + "\n")
+            self.step += 1
+            steps += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(terms['loss']):.3f}",
+                                img_s=f"{steps * images.shape[0] * self.mesh.world_size / (time.perf_counter() - started):.0f}")
+        if bar is not None:
+            bar.close()
+        if self.trace_file:
+            self.trace_file.flush()
+        seconds = time.perf_counter() - started
+        means = (sums / max(steps, 1)).tolist()
+        stats = dict(zip(LOSS_TERMS, means))
+        stats.update(steps=steps, seconds=seconds, images_per_s=steps * cfg.data.batch_size / seconds,
+                     lr=self.optimizer.param_groups[0]["lr"])
+        return stats
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        if int(labels.max()) >= self.num_classes or int(labels.min()) < 0:
+            raise TrainingError(
+                f"label {int(labels.max())} in {self.train_loader.path} is outside 0..{self.num_classes - 1} "
+                f"(num_classes in meta.json); rewrite the data folder with `cohort data`"
+            )
+        set_lr(self.optimizer, self.optim_config.lr * lr_factor(cfg.schedule, progress, cfg.train.epochs))
+        x = images.float().div_(255.0)
+        if cfg.train.channels_last and self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            logits = self.model(x)
+        peers = None
+        if self.exchange is not None:
+            peers = self.exchange.peers(self.exchange.gather(logits, labels, self.step))
+        weight = cfg.mimicry.weight * sigmoid_rampup(progress, cfg.mimicry.rampup_epochs)
+        loss, terms = member_loss(logits.float(), labels, peers, mimicry_weight=weight, target=cfg.mimicry.target,
+                                  divergence=cfg.mimicry.divergence, temperature=cfg.mimicry.temperature,
+                                  label_smoothing=cfg.train.label_smoothing)
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"member {self.member} ({self.member_config.name}) has a non-finite loss at step {self.step}; "
+                                 f"lower the learning rate or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return terms
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, loader: MemberLoader) -> tuple[np.ndarray, np.ndarray]:
+        """The cohort's logits ``[K, N, C]`` on a split, in file order, and the labels ``[N]``."""
+        self.net.eval()
+        logits, labels = [], []
+        for images, batch_labels in loader.epoch(0):
+            with self.autocast:
+                logits.append(self.net(images.float().div_(255.0)).float())
+            labels.append(batch_labels.clone())
+        local = torch.cat(logits)
+        local_labels = torch.cat(labels)
+        if self.config.replicas > 1:
+            local = _all_gather(local, self.mesh.replica_group, self.config.replicas)
+            local_labels = _all_gather(local_labels, self.mesh.replica_group, self.config.replicas)
+            member_logits = torch.from_numpy(loader.unshard(local.cpu().numpy()))
+            all_labels = loader.unshard(local_labels.cpu().numpy())
+        else:
+            member_logits, all_labels = local.cpu()[: loader.num_samples], local_labels.cpu().numpy()[: loader.num_samples]
+        cohort_logits = _all_gather(member_logits.to(self.device), self.mesh.member_group, self.mesh.members)
+        return cohort_logits.cpu().numpy(), all_labels
+
+    def evaluate(self, epoch: int, stats: dict[str, float]) -> dict[str, dict]:
+        """Predict val and test; rank 0 logs metrics rows and saves the predictions."""
+        all_stats = _all_gather(torch.tensor([stats[k] for k in (*LOSS_TERMS, "images_per_s", "seconds", "lr")],
+                                             dtype=torch.float64, device=self.device), None, self.mesh.world_size)
+        per_member = all_stats.view(self.mesh.members, self.config.replicas, -1).mean(1).cpu()
+        results = {}
+        for split, loader in self.eval_loaders.items():
+            logits, labels = self.predict(loader)
+            results[split] = cohort_metrics(logits, labels)
+            if self.mesh.is_main:
+                self.run.save_predictions(split, logits, labels)
+        if self.mesh.is_main:
+            rows = []
+            for split, table in results.items():
+                for member, values in table.items():
+                    row = {"epoch": epoch, "split": split, "member": member, **values}
+                    if member != "ensemble":
+                        ce, mim, loss, ips, secs, lr = per_member[member].tolist()
+                        row.update(ce=ce, mimicry=mim, loss=loss, images_per_s=ips, epoch_seconds=secs, lr=lr)
+                    rows.append(row)
+            self.run.append_metrics(rows)
+            val = results["val"]
+            accs = " ".join(f"{self.config.members[m].name} {val[m]['acc']:.3f}" for m in range(self.mesh.members))
+            print(f"epoch {epoch + 1:>3}/{self.config.train.epochs}  loss {per_member[:, 2].mean():.4f}  "
+                  f"val acc {accs}  ensemble {val['ensemble']['acc']:.3f}  nll {val['ensemble']['nll']:.4f}  "
+                  f"{per_member[:, 3].sum():.0f} img/s", flush=True)
+        return results
+
+
+def _all_gather(tensor: torch.Tensor, group, size: int) -> torch.Tensor:
+    parts = [torch.empty_like(tensor) for _ in range(size)]
+    dist.all_gather(parts, tensor.contiguous(), group=group)
+    return torch.stack(parts)
+
+
+def print_summary(results: dict[str, dict], run_dir: Path, names: list[str]) -> None:
+    """The final table: accuracy and NLL of each member and the ensemble, val and test."""
+    lines = ["", f"{'':<10} {'val acc':>8} {'val nll':>8} {'test acc':>9} {'test nll':>9}"]
+    for key in [*range(len(names)), "ensemble"]:
+        label = names[key] if key != "ensemble" else "ensemble"
+        v, t = results["val"][key], results["test"][key]
+        lines.append(f"{label:<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f}")
+    lines.append(f"\nrun directory: {run_dir}")
+    print("\n".join(lines), flush=True)
+
+
+# Errors every rank meets identically are printed once (rank 0); others by their own rank.
+SHARED_ERRORS = (ConfigError, DataError, LaunchError, RunDirError, DesyncError)
+RANK_ERRORS = (TrainingError, NonFiniteError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    launch = detect_launch()
+    try:
+        config = load_config(argv[0], argv[1:])
+        read_meta(config.data.root)
+        configure_threads(config, launch.local_world_size)
+        mesh = CohortMesh(config.num_members, config.replicas, launch, pick_device(config.train.device, launch),
+                          config.train.dist_timeout_s)
+        try:
+            Trainer(config, mesh).fit()
+        finally:
+            mesh.close()
+    except SHARED_ERRORS as error:
+        if launch.rank == 0:
+            print(f"cohort: error: {error}", file=sys.stderr, flush=True)
+        return 1
+    except RANK_ERRORS as error:
+        print(f"cohort: error: {error}", file=sys.stderr, flush=True)
+        return 1
+    except dist.DistError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"cohort: error: rank {launch.rank}: a collective failed ({first_line}); a peer died or stalled "
+              f"longer than train.dist_timeout_s", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Launchers: how the K×R processes of a cohort get started."""

@@ -1,0 +1,35 @@
+"""Start a cohort's K×R processes on this machine through torchrun's own API.
+
+Equivalent to ``torchrun --standalone --nproc-per-node K*R -m cohort.train CONFIG ...``:
+torchrun picks a free rendezvous port, watches the workers and, when one fails, stops
+the others, so an error on any rank ends the whole cohort instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import get_args_parser, run
+
+
+def launch_local(config_path: str, overrides: list[str], nproc: int, max_restarts: int = 0) -> int:
+    """Run ``cohort.train`` in ``nproc`` local processes; returns their exit code."""
+    # torchrun warns about OMP_NUM_THREADS when it is unset; cohort.train sets torch's
+    # thread count itself (train.threads_per_rank), so say so and silence the warning.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # The agent's own logs repeat what the failing rank already printed in one line.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    args = get_args_parser().parse_args([
+        "--standalone", "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts),
+        "--monitor-interval", "0.5", "--module", "cohort.train", config_path, *overrides,
+    ])
+    try:
+        run(args)
+    except ChildFailedError as failure:
+        rank, info = failure.get_first_failure()
+        print(f"cohort: rank {rank} exited with code {info.exitcode}; its error is printed above", file=sys.stderr)
+        return info.exitcode if isinstance(info.exitcode, int) and info.exitcode > 0 else 1
+    return 0
