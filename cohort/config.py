@@ -303,6 +303,12 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # PyYAML (YAML 1.1) reads exponents without a dot, such as 5e-4, as strings.
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be float, got {value!r}") from None
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, hint)):

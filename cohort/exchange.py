@@ -37,7 +37,9 @@ class LogitExchange:
         finite = torch.isfinite(all_logits).flatten(1).all(dim=1)
         if not bool(finite.all()):
             bad = int((~finite).nonzero()[0])
-            raise NonFiniteError(f"member {bad} produced non-finite logits at step {step}; lower the learning rate or check the data")
+            error = NonFiniteError(f"member {bad} produced non-finite logits at step {step}; lower the learning rate or check the data")
+            error.shared = True  # every rank of the exchange sees it: rank 0 alone reports it
+            raise error
         mismatch = (all_labels != all_labels[0]).any(dim=1)
         if bool(mismatch.any()):
             bad = int(mismatch.nonzero()[0])

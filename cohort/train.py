@@ -11,6 +11,7 @@ predicts val and test, and rank 0 writes metrics; at the end, predictions and a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -153,6 +154,9 @@ class Trainer:
                 results = self.evaluate(epoch, stats)
             if last or (self.config.train.checkpoint_every and (epoch + 1) % self.config.train.checkpoint_every == 0):
                 self.save(epoch)
+        if self.trace_file:
+            self.trace_file.write(json.dumps({"final": True, "param_digest": parameter_digest(self.net)}) + "\n")
+            self.trace_file.close()
         if results is not None and self.mesh.is_main:
             print_summary(results, self.run.path, [m.name for m in self.config.members])
 
@@ -275,6 +279,15 @@ class Trainer:
         return results
 
 
+def parameter_digest(net: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer: equal digests mean bit-identical models."""
+    digest = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _all_gather(tensor: torch.Tensor, group, size: int) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(size)]
     dist.all_gather(parts, tensor.contiguous(), group=group)
@@ -292,7 +305,8 @@ def print_summary(results: dict[str, dict], run_dir: Path, names: list[str]) -> 
     print("\n".join(lines), flush=True)
 
 
-# Errors every rank meets identically are printed once (rank 0); others by their own rank.
+# Errors every rank meets identically are printed once (by rank 0); an error of one rank
+# (its own loss went non-finite) by that rank. An error says which it is by ``shared``.
 SHARED_ERRORS = (ConfigError, DataError, LaunchError, RunDirError, DesyncError)
 RANK_ERRORS = (TrainingError, NonFiniteError)
 
@@ -313,12 +327,9 @@ def main(argv: list[str] | None = None) -> int:
             Trainer(config, mesh).fit()
         finally:
             mesh.close()
-    except SHARED_ERRORS as error:
-        if launch.rank == 0:
+    except SHARED_ERRORS + RANK_ERRORS as error:
+        if launch.rank == 0 or not getattr(error, "shared", isinstance(error, SHARED_ERRORS)):
             print(f"cohort: error: {error}", file=sys.stderr, flush=True)
-        return 1
-    except RANK_ERRORS as error:
-        print(f"cohort: error: {error}", file=sys.stderr, flush=True)
         return 1
     except dist.DistError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

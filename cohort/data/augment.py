@@ -77,7 +77,8 @@ class AugmentationClock:
 
     def key(self, index: int, salt: int) -> np.uint64:
         """The stream key the compiled ops use for ``index`` now (for tests and references)."""
-        return sample_key(np.uint64(self.cell[0].view(np.uint64)), np.uint64(self.cell[1]), np.uint64(index), np.uint64(salt))
+        key = sample_key(np.uint64(self.cell[0].view(np.uint64)), np.uint64(self.cell[1]), np.uint64(index), np.uint64(salt))
+        return np.uint64(key)  # numba hands back a Python int; keep it unsigned
 
 
 # --- operations --------------------------------------------------------------------------

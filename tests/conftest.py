@@ -1,0 +1,61 @@
+"""Shared fixtures: a real digits data folder and a helper that writes small configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory) -> Path:
+    """scikit-learn's digits written as .beton files once per test session."""
+    from cohort.data.datasets import write_digits
+
+    root = tmp_path_factory.mktemp("digits")
+    write_digits(root)
+    return root
+
+
+def tiny_config(tmp_path: Path, data_root: Path, members: int = 2, **sections) -> Path:
+    """A fast config (small CNN, 16-image batches, few steps) written to ``tmp_path``."""
+    config = {
+        "name": "test",
+        "seed": 0,
+        "run_dir": str(tmp_path / "run"),
+        "members": [{"arch": "small_cnn", "policy": "crop"} for _ in range(members)],
+        "data": {"root": str(data_root), "batch_size": 16, "eval_batch_size": 128, "num_workers": 1},
+        "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+        "schedule": {"name": "constant"},
+        "mimicry": {"weight": 1.0},
+        "train": {"epochs": 2, "max_steps_per_epoch": 6, "device": "cpu", "threads_per_rank": 1, "dist_timeout_s": 120},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            config.setdefault(key, {}).update(value)
+        else:
+            config[key] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``cohort ARGS`` in a subprocess, as a user would."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "cohort.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_torchrun(nproc: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``torchrun --standalone --nproc-per-node N -m cohort.train ARGS`` in a subprocess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "-m", "cohort.train", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

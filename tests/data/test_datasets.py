@@ -1,0 +1,58 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from cohort.data.datasets import DataError, read_meta
+from cohort.data.loader import MemberLoader
+from tests.conftest import run_cli
+
+
+def test_digits_folder_has_three_disjoint_splits_and_meta(digits_root):
+    meta = read_meta(digits_root)
+    assert meta["num_classes"] == 10 and meta["image_size"] == 32
+    assert meta["sizes"] == {"train": 1258, "val": 180, "test": 359}
+    assert sum(meta["sizes"].values()) == 1797  # every scikit-learn digit, once
+
+
+def write_fake_cifar10(folder, per_batch=8):
+    """A CIFAR-10 python archive in torchvision's on-disk format, with known pixels."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=per_batch).tolist()
+        batches[name] = (data, labels)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels, "batch_label": name}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    return batches
+
+
+def test_cifar_conversion_from_the_on_disk_format(tmp_path):
+    batches = write_fake_cifar10(tmp_path / "src" / "cifar-10-batches-py")
+    result = run_cli("data", "cifar10", "--out", str(tmp_path / "out"), "--source", str(tmp_path / "src"), "--no-download")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["sizes"] == {"train": 36, "val": 4, "test": 8} and meta["classes"][3] == "class3"
+    test = MemberLoader(tmp_path / "out", "test", member=0, replica=0, replicas=1, seed=0, policy="none",
+                        batch_size=8, num_workers=1, device=torch.device("cpu"), train=False)
+    images, labels = next(iter(test.epoch(0)))
+    data, expected_labels = batches["test_batch"]
+    assert labels.tolist() == expected_labels
+    np.testing.assert_array_equal(images.numpy(), data.reshape(-1, 3, 32, 32))
+
+
+def test_missing_folder_names_the_command(tmp_path):
+    with pytest.raises(DataError, match=r"meta\.json is missing; write the data with `cohort data"):
+        read_meta(tmp_path / "nowhere")
+
+
+def test_cifar_without_archive_and_no_download_is_a_one_line_error(tmp_path):
+    result = run_cli("data", "cifar100", "--out", str(tmp_path / "out"), "--source", str(tmp_path), "--no-download")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "cifar-100-python is missing" in result.stderr

@@ -1,0 +1,96 @@
+import pytest
+import yaml
+
+from cohort.config import ConfigError, apply_override, dump_config, load_config
+from tests.conftest import REPO
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_config_loads_and_resolves_member_names():
+    config = load_config(REPO / "configs" / "demo.yaml")
+    assert config.num_members == 3 and config.world_size == 3
+    assert [m.name for m in config.members] == ["crop-a", "crop-b", "plain"]
+
+
+@pytest.mark.parametrize("name", ["cifar100_dml.yaml", "cifar100_independent.yaml"])
+def test_shipped_cifar_configs_load(name):
+    config = load_config(REPO / "configs" / name)
+    assert [m.arch for m in config.members] == ["resnet32", "resnet32"]
+    assert config.schedule.milestones == [60, 120, 180] and config.train.epochs == 200
+
+
+def test_overrides_reach_nested_keys_and_list_entries(tmp_path):
+    path = write(tmp_path, "members: [{arch: small_cnn}, {arch: small_cnn}]\n")
+    config = load_config(path, ["optim.lr=0.01", "members.1.arch=resnet56", "members.0.optim.lr=0.2",
+                                "schedule.milestones=[3, 5]", "train.bf16=true"])
+    assert config.optim.lr == 0.01
+    assert config.members[1].arch == "resnet56"
+    assert config.member_optim(0).lr == 0.2 and config.member_optim(1).lr == 0.01
+    assert config.schedule.milestones == [3, 5] and config.train.bf16 is True
+    assert [m.name for m in config.members] == ["m0", "m1"]
+
+
+def test_int_is_accepted_for_float_fields(tmp_path):
+    assert load_config(write(tmp_path, "optim: {lr: 1}\n")).optim.lr == 1.0
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key optim\.learning_rate; valid keys of optim: .*lr"):
+        load_config(write(tmp_path, "optim: {learning_rate: 0.1}\n"))
+    with pytest.raises(ConfigError, match=r"unknown key epochs; valid keys: .*train"):
+        load_config(write(tmp_path, "{}\n"), ["epochs=3"])
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.epochs must be int, got 'ten'"):
+        load_config(write(tmp_path, "train: {epochs: ten}\n"))
+    with pytest.raises(ConfigError, match=r"members\.0\.optim\.lr must be float"):
+        load_config(write(tmp_path, "members: [{optim: {lr: fast}}]\n"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("members.0.arch=resnet33", r"members\.0\.arch 'resnet33' is unknown; valid: small_cnn, resnet20"),
+    ("members.1.policy=wild", r"members\.1\.policy 'wild' is not valid; choose one of: none, crop, standard"),
+    ("optim.lr=0", r"optim\.lr must be > 0"),
+    ("members=[]", r"members is empty"),
+    ("mimicry.target=nearest", r"mimicry\.target 'nearest' is not valid"),
+    ("members.0.name=m1", r"members\.1\.name 'm1' is used twice"),
+    ("members.5.arch=x", r"members\.5: list index '5' is out of range"),
+    ("optim", r"must look like key=value"),
+])
+def test_invalid_values_are_one_line_errors(tmp_path, override, message):
+    path = write(tmp_path, "members: [{arch: small_cnn}, {arch: small_cnn}]\n")
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(path, [override])
+    assert "\n" not in str(error.value)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"c\.yaml is not valid YAML at line 2; fix the file"):
+        load_config(write(tmp_path, "optim:\n  lr: 0.1: 2\n"))
+
+
+def test_dumped_config_loads_back_identically(tmp_path):
+    config = load_config(REPO / "configs" / "demo.yaml", ["optim.lr=0.02"])
+    dump_config(config, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == config
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["optim"]["lr"] == 0.02
+
+
+def test_apply_override_parses_yaml_values():
+    raw = {}
+    apply_override(raw, "a.b=[1, 2]")
+    apply_override(raw, "a.c=hello")
+    assert raw == {"a": {"b": [1, 2], "c": "hello"}}
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    # PyYAML reads 1e-3 (no dot) as a string; float fields accept it all the same.
+    config = load_config(write(tmp_path, "optim: {weight_decay: 5e-4}\n"), ["optim.lr=1e-3"])
+    assert config.optim.lr == 1e-3 and config.optim.weight_decay == 5e-4

@@ -1,0 +1,93 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cohort.losses import js_divergence, member_loss, mimicry_loss, sigmoid_rampup
+
+
+def kl_by_hand(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def test_pairwise_kl_matches_a_hand_computed_value():
+    own = torch.tensor([[0.0, 1.0, 2.0]])
+    peer = torch.tensor([[[2.0, 1.0, 0.0]]])
+    p_own = torch.softmax(own[0], 0).tolist()
+    p_peer = torch.softmax(peer[0, 0], 0).tolist()
+    # p_own = (1, e, e²)/Z and p_peer its reverse; the middle class cancels and
+    # ln(p_own[2] / p_own[0]) = 2, so KL(peer ‖ own) = 2 (e² − 1) / (1 + e + e²) = 1.15042.
+    expected = 2 * (math.e**2 - 1) / (1 + math.e + math.e**2)
+    assert kl_by_hand(p_peer, p_own) == pytest.approx(expected, rel=1e-6)  # float32 softmax
+    assert mimicry_loss(own, peer).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_temperature_scales_by_t_squared():
+    own, peer = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[[2.0, 1.0, 0.0]]])
+    p_own = torch.softmax(own[0] / 4, 0).tolist()
+    p_peer = torch.softmax(peer[0, 0] / 4, 0).tolist()
+    assert mimicry_loss(own, peer, temperature=4.0).item() == pytest.approx(16 * kl_by_hand(p_peer, p_own), rel=1e-6)
+
+
+def test_pairwise_averages_peers_and_peer_mean_uses_the_mean_distribution():
+    torch.manual_seed(0)
+    own, peers = torch.randn(5, 4), torch.randn(2, 5, 4)
+    log_own = F.log_softmax(own, -1)
+    each = [F.kl_div(log_own, F.log_softmax(p, -1), log_target=True, reduction="batchmean") for p in peers]
+    assert mimicry_loss(own, peers).item() == pytest.approx(float(sum(each) / 2), rel=1e-6)
+    mean_probs = torch.softmax(peers, -1).mean(0)
+    expected = F.kl_div(log_own, mean_probs, reduction="batchmean")
+    assert mimicry_loss(own, peers, target="peer_mean").item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_pairwise_equals_peer_mean_for_two_members():
+    torch.manual_seed(1)
+    own, peer = torch.randn(8, 10), torch.randn(1, 8, 10)
+    for divergence in ("kl", "js"):
+        a = mimicry_loss(own, peer, target="pairwise", divergence=divergence, temperature=2.0)
+        b = mimicry_loss(own, peer, target="peer_mean", divergence=divergence, temperature=2.0)
+        assert a.item() == pytest.approx(b.item(), rel=1e-6)
+
+
+def test_js_divergence_is_symmetric_bounded_and_matches_hand_value():
+    a = torch.log(torch.tensor([[0.5, 0.5]]))
+    b = torch.log(torch.tensor([[1.0 - 1e-9, 1e-9]]))
+    m = [0.75, 0.25]
+    expected = 0.5 * kl_by_hand([0.5, 0.5], m) + 0.5 * (1.0 * math.log(1.0 / 0.75))
+    assert js_divergence(a, b).item() == pytest.approx(expected, abs=1e-6)
+    assert js_divergence(b, a).item() == pytest.approx(expected, abs=1e-6)
+    assert js_divergence(a, b).item() <= math.log(2)
+
+
+def test_gradients_reach_only_the_members_own_logits():
+    torch.manual_seed(2)
+    own = torch.randn(4, 5, requires_grad=True)
+    peers = torch.randn(2, 4, 5, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 3])
+    loss, terms = member_loss(own, labels, peers, mimicry_weight=1.0, target="pairwise", divergence="kl",
+                              temperature=1.0)
+    loss.backward()
+    assert own.grad is not None and own.grad.abs().sum() > 0
+    assert peers.grad is None
+    assert set(terms) == {"ce", "mimicry", "loss"}
+    assert terms["loss"].item() == pytest.approx(terms["ce"].item() + terms["mimicry"].item(), rel=1e-6)
+
+
+def test_zero_weight_is_plain_cross_entropy():
+    own, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    loss, terms = member_loss(own, labels, None, mimicry_weight=0.0, target="pairwise", divergence="kl",
+                              temperature=1.0, label_smoothing=0.1)
+    assert loss.item() == pytest.approx(F.cross_entropy(own, labels, label_smoothing=0.1).item())
+    assert "mimicry" not in terms
+
+
+def test_identical_peers_give_zero_mimicry():
+    own = torch.randn(3, 6)
+    assert mimicry_loss(own, own.unsqueeze(0).clone()).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_sigmoid_rampup():
+    assert sigmoid_rampup(0.0, 10) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(5.0, 10) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(10.0, 10) == 1.0 and sigmoid_rampup(3.0, 0) == 1.0
