@@ -329,9 +329,14 @@ def dump_config(config: CohortConfig, path: Path) -> None:
     tmp.replace(path)
 
 
+RUN_NEUTRAL_KEYS = ("resume", "run_dir")
+"""Keys that do not change what a run computes: a run may be resumed, or its folder moved."""
+
+
 def same_run_config(a: dict, b: dict) -> bool:
-    """Whether two dumped configs describe the same run (``resume`` aside)."""
+    """Whether two dumped configs describe the same run (``RUN_NEUTRAL_KEYS`` aside)."""
     a, b = copy.deepcopy(a), copy.deepcopy(b)
     for d in (a, b):
-        d.pop("resume", None)
+        for key in RUN_NEUTRAL_KEYS:
+            d.pop(key, None)
     return a == b

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cohort.config import CohortConfig, config_to_dict, dump_config, same_run_config
+from cohort.config import RUN_NEUTRAL_KEYS, CohortConfig, config_to_dict, dump_config, same_run_config
 
 
 class RunDirError(RuntimeError):
@@ -28,7 +28,7 @@ class RunDirError(RuntimeError):
 def _first_difference(a, b, path: str = "") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
-            if key != "resume" and a.get(key) != b.get(key):
+            if key not in RUN_NEUTRAL_KEYS and a.get(key) != b.get(key):
                 return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b)):

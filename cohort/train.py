@@ -37,6 +37,9 @@ from cohort.optim import build_optimizer, lr_factor, set_lr
 from cohort.run_dir import RunDir, RunDirError
 
 LOSS_TERMS = ("ce", "mimicry", "loss")
+EPOCH_STATS = ("images_per_s", "seconds", "lr", "data_seconds", "exchange_seconds")
+"""Per-epoch training figures logged with each member's metrics (seconds: wall clock of the
+epoch's steps; data_seconds: blocked on the loader; exchange_seconds: in the all-gather)."""
 
 
 class TrainingError(RuntimeError):
@@ -96,6 +99,7 @@ class Trainer:
                          if config.train.bf16 and self.device.type == "cuda" else nullcontext())
         self.start_epoch, self.step = 0, 0
         self.trace_file = None
+        self.exchange_seconds = 0.0
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -127,7 +131,18 @@ class Trainer:
             self.run.drop_metrics_after(state["epoch"])
             print(f"cohort: resuming {self.run.path} after epoch {state['epoch']} from {folder.name}", flush=True)
 
+    def sync_buffers(self) -> None:
+        """Give every replica replica 0's BatchNorm statistics.
+
+        DDP broadcasts buffers only at the start of a forward pass, so after the last step
+        of an epoch each replica holds the running statistics of its own batches.
+        """
+        if self.config.replicas > 1:
+            for buffer in self.net.buffers():
+                dist.broadcast(buffer, group=self.mesh.replica_group, group_src=0)
+
     def save(self, epoch: int) -> None:
+        self.sync_buffers()
         folder = checkpoint.checkpoint_dir(self.run.path, epoch)
         if self.mesh.replica == 0:
             checkpoint.save_part(folder, self.member, {
@@ -172,10 +187,12 @@ class Trainer:
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                        dynamic_ncols=True, file=sys.stderr)
         started = time.perf_counter()
-        steps = 0
-        for images, labels in self.train_loader.epoch(epoch):
-            if steps == self.steps_per_epoch:
-                break
+        steps, self.exchange_seconds, data_seconds = 0, 0.0, 0.0
+        batches = self.train_loader.epoch(epoch)
+        while steps < self.steps_per_epoch:
+            waited = time.perf_counter()
+            images, labels = next(batches)
+            data_seconds += time.perf_counter() - waited
             progress = epoch + steps / self.steps_per_epoch
             terms = self.train_step(images, labels, progress)
             sums += torch.tensor([float(terms.get(k, 0.0)) for k in LOSS_TERMS], dtype=torch.float64)
@@ -188,6 +205,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(terms['loss']):.3f}",
                                 img_s=f"{steps * images.shape[0] * self.mesh.world_size / (time.perf_counter() - started):.0f}")
+        batches.close()
         if bar is not None:
             bar.close()
         if self.trace_file:
@@ -196,7 +214,8 @@ class Trainer:
         means = (sums / max(steps, 1)).tolist()
         stats = dict(zip(LOSS_TERMS, means))
         stats.update(steps=steps, seconds=seconds, images_per_s=steps * cfg.data.batch_size / seconds,
-                     lr=self.optimizer.param_groups[0]["lr"])
+                     lr=self.optimizer.param_groups[0]["lr"], data_seconds=data_seconds,
+                     exchange_seconds=self.exchange_seconds)
         return stats
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
@@ -214,7 +233,9 @@ class Trainer:
             logits = self.model(x)
         peers = None
         if self.exchange is not None:
+            waited = time.perf_counter()
             peers = self.exchange.peers(self.exchange.gather(logits, labels, self.step))
+            self.exchange_seconds += time.perf_counter() - waited
         weight = cfg.mimicry.weight * sigmoid_rampup(progress, cfg.mimicry.rampup_epochs)
         loss, terms = member_loss(logits.float(), labels, peers, mimicry_weight=weight, target=cfg.mimicry.target,
                                   divergence=cfg.mimicry.divergence, temperature=cfg.mimicry.temperature,
@@ -232,6 +253,7 @@ class Trainer:
     @torch.no_grad()
     def predict(self, loader: MemberLoader) -> tuple[np.ndarray, np.ndarray]:
         """The cohort's logits ``[K, N, C]`` on a split, in file order, and the labels ``[N]``."""
+        self.sync_buffers()
         self.net.eval()
         logits, labels = [], []
         for images, batch_labels in loader.epoch(0):
@@ -252,7 +274,7 @@ class Trainer:
 
     def evaluate(self, epoch: int, stats: dict[str, float]) -> dict[str, dict]:
         """Predict val and test; rank 0 logs metrics rows and saves the predictions."""
-        all_stats = _all_gather(torch.tensor([stats[k] for k in (*LOSS_TERMS, "images_per_s", "seconds", "lr")],
+        all_stats = _all_gather(torch.tensor([stats[k] for k in (*LOSS_TERMS, *EPOCH_STATS)],
                                              dtype=torch.float64, device=self.device), None, self.mesh.world_size)
         per_member = all_stats.view(self.mesh.members, self.config.replicas, -1).mean(1).cpu()
         results = {}
@@ -267,8 +289,7 @@ class Trainer:
                 for member, values in table.items():
                     row = {"epoch": epoch, "split": split, "member": member, **values}
                     if member != "ensemble":
-                        ce, mim, loss, ips, secs, lr = per_member[member].tolist()
-                        row.update(ce=ce, mimicry=mim, loss=loss, images_per_s=ips, epoch_seconds=secs, lr=lr)
+                        row.update(zip((*LOSS_TERMS, *EPOCH_STATS), per_member[member].tolist()))
                     rows.append(row)
             self.run.append_metrics(rows)
             val = results["val"]

@@ -5,16 +5,33 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import numba
 import numpy as np
 import torch
 from ffcv.fields.basics import IntDecoder
 from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, SimpleRGBImageDecoder
 from ffcv.loader import Loader
+from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
 from cohort.data.augment import AugmentationClock, build_policy
 from cohort.data.datasets import read_meta
 from cohort.data.order import CohortOrder, unshard
+
+
+def _set_decoder_threads(cls, threads: int) -> None:
+    """FFCV's ``Compiler.set_num_threads`` without its ``torch.set_num_threads`` call.
+
+    FFCV 1.0.2 also sets torch's intra-op threads to the loader's worker count (at every
+    epoch, from its loader thread), which ties the model's float results to
+    ``data.num_workers``. Decoding threads and model threads are kept apart here, so a run
+    is bit-identical whatever the worker count (tests/test_train_multiprocess.py).
+    """
+    cls.num_threads = min(threads if threads >= 1 else numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(cls.num_threads)
+
+
+Compiler.set_num_threads = classmethod(_set_decoder_threads)
 
 
 class MemberLoader:

@@ -1,0 +1,214 @@
+"""Real cohorts: torchrun processes on gloo, reading real FFCV files. Each run takes ~30 s,
+most of it FFCV's first-use JIT compilation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from cohort.checkpoint import MARKER
+from cohort.config import load_config
+from cohort.data.loader import MemberLoader
+from cohort.models import build_model
+from cohort.optim import build_optimizer, lr_factor, set_lr
+from cohort.train import member_init_seed
+from tests.conftest import run_cli, run_torchrun, tiny_config
+
+pytestmark = pytest.mark.multiprocess
+
+
+def read_trace(run: Path, member: int, replica: int = 0) -> tuple[list[dict], dict]:
+    rows = [json.loads(line) for line in (run / "trace" / f"member{member}-replica{replica}.jsonl").read_text().splitlines()]
+    return [r for r in rows if "step" in r], next(r for r in rows if r.get("final"))
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("cohort: error:")]
+
+
+@pytest.fixture(scope="module")
+def dml_pair(digits_root, tmp_path_factory):
+    """A finished K = 2 DML run (2 epochs × 6 steps, a checkpoint after each epoch)."""
+    tmp = tmp_path_factory.mktemp("dml_pair")
+    config = tiny_config(tmp, digits_root, members=2, train={"trace": True, "checkpoint_every": 1})
+    result = run_torchrun(2, str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return config, tmp / "run", result
+
+
+def test_three_members_see_the_same_labels_at_every_step(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=3, train={"trace": True})
+    result = run_cli("train", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    traces = [read_trace(run, m)[0] for m in range(3)]
+    assert [len(t) for t in traces] == [12, 12, 12]
+    for step in range(12):
+        assert traces[0][step]["labels"] == traces[1][step]["labels"] == traces[2][step]["labels"]
+        assert len(traces[0][step]["labels"]) == 16
+    assert traces[0][0]["labels"] != traces[0][1]["labels"]
+    # The run directory's contract.
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {(r["epoch"], r["split"], r["member"]) for r in rows} == {
+        (e, s, m) for e in (0, 1) for s in ("val", "test") for m in (0, 1, 2, "ensemble")}
+    assert all({"acc", "nll"} <= set(r) for r in rows)
+    assert all({"ce", "mimicry", "loss"} <= set(r) for r in rows if r["member"] != "ensemble")
+    for split, n in (("val", 180), ("test", 359)):
+        saved = np.load(run / "predictions" / f"{split}.npz")
+        assert saved["logits"].shape == (3, n, 10) and saved["logits"].dtype == np.float32
+        assert saved["labels"].shape == (n,) and saved["labels"].dtype == np.int64
+    assert (run / "checkpoints" / "epoch-0001" / MARKER).is_file()
+    assert yaml.safe_load((run / "config.yaml").read_text())["members"][2]["name"] == "m2"
+    assert "ensemble" in result.stdout and f"run directory: {run}" in result.stdout
+
+
+def reference_losses(config_path: Path) -> list[list[dict]]:
+    """The same K = 2 DML training, computed in this one process without any exchange."""
+    config = load_config(config_path)
+    meta = json.loads((Path(config.data.root) / "meta.json").read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models, optimizers, loaders = [], [], []
+        for m in range(2):
+            torch.manual_seed(member_init_seed(config.seed, m))
+            models.append(build_model(config.members[m].arch, 10, meta["mean"], meta["std"]))
+            optimizers.append(build_optimizer(models[m].parameters(), config.member_optim(m)))
+            loaders.append(MemberLoader(config.data.root, "train", member=m, replica=0, replicas=1, seed=config.seed,
+                                        policy=config.members[m].policy, batch_size=config.data.batch_size,
+                                        num_workers=1, device=torch.device("cpu"), train=True))
+        losses: list[list[dict]] = [[], []]
+        steps = config.train.max_steps_per_epoch
+        for epoch in range(config.train.epochs):
+            for step, batches in enumerate(zip(loaders[0].epoch(epoch), loaders[1].epoch(epoch))):
+                if step == steps:
+                    break
+                labels = batches[0][1]
+                assert torch.equal(labels, batches[1][1])
+                logits = [models[m](batches[m][0].float() / 255) for m in range(2)]
+                for m in range(2):
+                    peer = logits[1 - m].detach()
+                    ce = F.cross_entropy(logits[m], labels)
+                    kl = F.kl_div(F.log_softmax(logits[m], 1), F.log_softmax(peer, 1), log_target=True,
+                                  reduction="batchmean")
+                    loss = ce + config.mimicry.weight * kl
+                    set_lr(optimizers[m], config.optim.lr * lr_factor(config.schedule, epoch + step / steps, config.train.epochs))
+                    optimizers[m].zero_grad()
+                    loss.backward()
+                    optimizers[m].step()
+                    losses[m].append({"ce": ce.item(), "mimicry": kl.item(), "loss": loss.item()})
+        return losses
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_dml_losses_equal_a_single_process_reference(dml_pair):
+    config, run, _ = dml_pair
+    expected = reference_losses(config)
+    for member in range(2):
+        trace = read_trace(run, member)[0]
+        assert len(trace) == len(expected[member]) == 12
+        for step, (got, want) in enumerate(zip(trace, expected[member])):
+            for term in ("ce", "mimicry", "loss"):
+                assert got[term] == pytest.approx(want[term], abs=1e-5), (member, step, term)
+    assert all(row["mimicry"] > 1e-4 for row in expected[0])  # the peer term really contributes
+
+
+def test_replicas_of_a_member_end_with_identical_parameters(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, replicas=2, train={"trace": True, "epochs": 1})
+    result = run_torchrun(4, str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    digests = {(m, r): read_trace(run, m, r)[1]["param_digest"] for m in range(2) for r in range(2)}
+    assert digests[0, 0] == digests[0, 1]
+    assert digests[1, 0] == digests[1, 1]
+    assert digests[0, 0] != digests[1, 0]
+    # Replicas read disjoint halves of the same batch indices of the cohort.
+    labels = {(m, r): [row["labels"] for row in read_trace(run, m, r)[0]] for m in range(2) for r in range(2)}
+    assert labels[0, 0] == labels[1, 0] and labels[0, 1] == labels[1, 1] and labels[0, 0] != labels[0, 1]
+    saved = np.load(run / "predictions" / "test.npz")
+    assert saved["logits"].shape == (2, 359, 10)
+
+
+def test_runs_are_bit_identical_across_repeats_and_loader_worker_counts(dml_pair, digits_root, tmp_path):
+    config, run, _ = dml_pair
+    reference = np.load(run / "predictions" / "test.npz")["logits"]
+    for workers in (1, 2):
+        again = run_torchrun(2, str(config), f"run_dir={tmp_path / f'w{workers}'}", f"data.num_workers={workers}")
+        assert again.returncode == 0, again.stderr[-3000:]
+        logits = np.load(tmp_path / f"w{workers}" / "predictions" / "test.npz")["logits"]
+        assert np.array_equal(logits, reference), f"num_workers={workers} changed the test logits"
+
+
+def test_resume_auto_continues_from_the_latest_complete_checkpoint(dml_pair, tmp_path):
+    config, run, _ = dml_pair
+    reference = np.load(run / "predictions" / "test.npz")["logits"]
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    # A crash while saving epoch 1: its folder exists but has no marker; predictions are gone.
+    (moved / "checkpoints" / "epoch-0001" / MARKER).unlink()
+    shutil.rmtree(moved / "predictions")
+    result = run_torchrun(2, str(config), f"run_dir={moved}", "resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" in result.stdout and "after epoch 0 from epoch-0000" in result.stdout
+    assert np.array_equal(np.load(moved / "predictions" / "test.npz")["logits"], reference)
+    rows = [json.loads(line) for line in (moved / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(r["epoch"] for r in rows if r["member"] == 0 and r["split"] == "val") == [0, 1]
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(dml_pair):
+    config, run, _ = dml_pair
+    before = (run / "metrics.jsonl").read_text()
+    result = run_cli("train", str(config))
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [f"cohort: error: {run} already holds a run; pass resume=auto to continue it, "
+                                          f"or run_dir=<a new folder>"]
+    assert (run / "metrics.jsonl").read_text() == before
+
+
+def test_wrong_process_count_is_one_line_from_every_rank(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2)
+    result = run_torchrun(3, str(config), timeout=120)
+    assert result.returncode != 0
+    assert error_lines(result.stderr) == ["cohort: error: 3 processes were started but the config needs K×R = 2×1 = 2; "
+                                          "start 2 (e.g. torchrun --nproc-per-node 2)"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_finite_loss_stops_the_cohort_naming_member_and_step(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, optim={"lr": 1e30})
+    result = run_cli("train", str(config), timeout=300)
+    assert result.returncode != 0
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "non-finite" in lines[0] and "at step 1" in lines[0], result.stderr[-2000:]
+
+
+def test_labels_beyond_the_class_count_are_reported(digits_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(digits_root, data)
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps({**meta, "num_classes": 5}))
+    config = tiny_config(tmp_path, data, members=2)
+    result = run_cli("train", str(config), timeout=300)
+    assert result.returncode != 0
+    lines = error_lines(result.stderr)
+    assert len(lines) >= 1 and "is outside 0..4" in lines[0] and "train.beton" in lines[0], result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.root=/nonexistent/cifar", "cohort: error: /nonexistent/cifar/meta.json is missing; write the data with `cohort data"),
+    ("members.0.arch=resnet33", "cohort: error: members.0.arch 'resnet33' is unknown; valid: small_cnn"),
+])
+def test_bad_input_fails_before_any_process_starts(digits_root, tmp_path, override, message):
+    config = tiny_config(tmp_path, digits_root, members=2, data={"dataset": "cifar10"})
+    result = run_cli("train", str(config), override, timeout=120)
+    assert result.returncode == 2
+    assert len(error_lines(result.stderr)) == 1 and error_lines(result.stderr)[0].startswith(message)
+    assert not (tmp_path / "run").exists()
