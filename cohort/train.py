@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -52,8 +52,7 @@ def member_init_seed(seed: int, member: int) -> int:
 
 
 def configure_threads(config: CohortConfig, local_world_size: int) -> None:
-    import os
-
+    """torch's intra-op threads for this rank: explicit, or the cores shared among local ranks."""
     threads = config.train.threads_per_rank or max(1, (os.cpu_count() or 1) // local_world_size)
     torch.set_num_threads(threads)
 
