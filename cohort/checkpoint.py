@@ -23,6 +23,16 @@ def checkpoint_dir(run_dir: Path, epoch: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"epoch-{epoch:04d}"
 
 
+def best_dir(run_dir: Path) -> Path:
+    """The checkpoint of the epoch chosen by ``train.select_by`` (rewritten when it improves)."""
+    return Path(run_dir) / "checkpoints" / "best"
+
+
+def unmark(folder: Path) -> None:
+    """Make a checkpoint folder incomplete before its parts are rewritten."""
+    (folder / MARKER).unlink(missing_ok=True)
+
+
 def save_part(folder: Path, member: int, state: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path, tmp = folder / f"member-{member}.pt", folder / f".member-{member}.pt.tmp"

@@ -1,4 +1,4 @@
-"""The ``cohort`` command: ``cohort data ...`` writes datasets, ``cohort train ...`` trains."""
+"""The ``cohort`` command: data, train, eval, report, dee."""
 
 from __future__ import annotations
 
@@ -56,6 +56,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return launch_local(args.config, args.overrides, config.world_size, max_restarts=args.max_restarts)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cohort.evaluate import run_eval
+
+    run_eval(args.run_dir, args.checkpoint, args.split, args.data)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cohort.report import write_report
+
+    write_report(args.run_dirs)
+    return 0
+
+
+def cmd_dee(args: argparse.Namespace) -> int:
+    from cohort.dee import run_dee
+
+    run_dee(args.reference, args.run_dirs)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cohort", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.05 members.1.arch=resnet56")
     train.add_argument("--max-restarts", type=int, default=0, help="torchrun restarts of the whole cohort after a failure")
     train.set_defaults(run=cmd_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a trained cohort's checkpoint (one process)")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--checkpoint", default="best", help="best (train.select_by's choice), last, or a folder")
+    evaluate.add_argument("--split", default="test", choices=["test", "val"])
+    evaluate.add_argument("--data", help="another .beton to evaluate on (from a `cohort data` folder)")
+    evaluate.set_defaults(run=cmd_eval)
+
+    report = sub.add_parser("report", help="markdown table and figures comparing finished runs")
+    report.add_argument("run_dirs", nargs="+", help="run directories; report.md and PNGs go into the first")
+    report.set_defaults(run=cmd_report)
+
+    dee = sub.add_parser("dee", help="deep-ensemble equivalent of runs against an independent reference run")
+    dee.add_argument("--reference", required=True, help="run directory of an independent cohort (mimicry.weight: 0)")
+    dee.add_argument("run_dirs", nargs="+")
+    dee.set_defaults(run=cmd_dee)
     return parser
 
 

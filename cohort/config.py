@@ -133,6 +133,11 @@ class TrainConfig:
     """Cut epochs short (0: full epochs). For smoke tests and benchmarks."""
     progress: bool = True
     """tqdm progress bar on rank 0."""
+    select_by: str = "last"
+    """Model selection on the validation split: ``last``, or ``val_<ensemble|members>_<metric>``
+    (e.g. ``val_ensemble_nll``; ``members`` is the members' mean; acc is maximised, the
+    rest minimised). The selected epoch's checkpoint is ``checkpoints/best``, its
+    predictions ``predictions/best``. The test split never chooses anything."""
 
 
 @dataclass
@@ -200,6 +205,9 @@ class CohortConfig:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
         if d.batch_size < 1 or d.eval_batch_size < 1 or d.num_workers < 1:
             raise ConfigError("data: need batch_size >= 1, eval_batch_size >= 1, num_workers >= 1")
+        from cohort.selection import parse_select_by
+
+        parse_select_by(t.select_by)
         if not t.dist_timeout_s > 0:
             raise ConfigError(f"train.dist_timeout_s must be > 0, got {t.dist_timeout_s}")
 

@@ -1,28 +1,166 @@
-"""Evaluation metrics of a cohort's predictions: per member, and for the ensemble.
+"""Every evaluation number of a cohort, computed in one place from its logits.
 
-The ensemble averages member *probabilities* (design.md §4).
+Per member and for the ensemble (the mean of member *probabilities*, design.md §4):
+accuracy, NLL, Brier (summed over classes), ECE (15 equal-width bins), class-wise ECE,
+adaptive ECE (15 equal-mass bins); the same after temperature scaling fitted on the
+validation split (``c_`` prefix); cohort diversity (argmax disagreement, pairwise KL); and
+sub-ensembles of every size 1..K for the ensemble-size curve.
+
+The ensemble's temperature (ours): the ensemble's logits are log p̄ (p̄ the mean of member
+probabilities) and one temperature divides them, as for a single model.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
-import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+
+BINS = 15
+METRICS = ("acc", "nll", "brier", "ece", "cw_ece", "adaece")
+LOWER_IS_BETTER = {"nll", "brier", "ece", "cw_ece", "adaece", "pairwise_kl"}
+MAX_SUBSETS = 64  # per ensemble size; beyond that a fixed random sample of member subsets
 
 
-def classification_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Accuracy and NLL (mean −log p_y) of probabilities ``[N, C]``."""
-    p_true = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
+def _binned_gap(confidence: np.ndarray, hit: np.ndarray, bin_of: np.ndarray, total: int) -> float:
+    """Σ_b (n_b / total) · |mean hit_b − mean confidence_b| over the non-empty bins."""
+    counts = np.bincount(bin_of)
+    nonempty = counts > 0
+    hit_sum = np.bincount(bin_of, weights=hit)[nonempty]
+    conf_sum = np.bincount(bin_of, weights=confidence)[nonempty]
+    return float(np.abs(hit_sum - conf_sum).sum() / total)
+
+
+def equal_width_bins(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """Bin b holds [b/bins, (b+1)/bins); a confidence of exactly 1 gets a bin of its own."""
+    return np.searchsorted(np.linspace(0.0, 1.0, bins + 1), confidence, side="right") - 1
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
+    """ECE: Σ_b (n_b/N) |acc_b − conf_b| over equal-width bins of the top-1 confidence."""
+    confidence = probs.max(1)
+    hit = (probs.argmax(1) == labels).astype(np.float64)
+    return _binned_gap(confidence, hit, equal_width_bins(confidence, bins), len(labels))
+
+
+def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
+    """Class-wise ECE (SCE): 1/C Σ_c Σ_b (n_bc/N) |freq_bc − conf_bc|, bins on every p_c."""
+    num_classes = probs.shape[1]
+    total = sum(_binned_gap(probs[:, c], (labels == c).astype(np.float64), equal_width_bins(probs[:, c], bins),
+                            len(labels)) for c in range(num_classes))
+    return total / num_classes
+
+
+def adaptive_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
+    """adaECE: ECE over ``bins`` equal-mass bins of the sorted top-1 confidences."""
+    confidence = probs.max(1)
+    order = np.argsort(confidence, kind="stable")
+    bin_of = np.empty(len(labels), dtype=np.int64)
+    for b, chunk in enumerate(np.array_split(order, bins)):
+        bin_of[chunk] = b
+    hit = (probs.argmax(1) == labels).astype(np.float64)
+    return _binned_gap(confidence, hit, bin_of, len(labels))
+
+
+def classification_metrics(log_probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """All of ``METRICS`` for log-probabilities ``[N, C]`` and integer labels ``[N]``."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.exp(log_probs)
+    onehot = np.eye(probs.shape[1])[labels]
     return {
-        "acc": float((probs.argmax(1) == labels).double().mean()),
-        "nll": float(-torch.log(p_true.double().clamp_min(1e-12)).mean()),
+        "acc": float((probs.argmax(1) == labels).mean()),
+        "nll": float(-log_probs[np.arange(len(labels)), labels].mean()),
+        "brier": float(((probs - onehot) ** 2).sum(1).mean()),
+        "ece": expected_calibration_error(probs, labels),
+        "cw_ece": classwise_calibration_error(probs, labels),
+        "adaece": adaptive_calibration_error(probs, labels),
     }
 
 
-def cohort_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[int | str, dict[str, float]]:
-    """Metrics of each member ``0..K−1`` and of ``"ensemble"`` from logits ``[K, N, C]``."""
-    logits_t = torch.from_numpy(np.asarray(logits, dtype=np.float64))
-    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    probs = torch.softmax(logits_t, dim=-1)
-    rows: dict[int | str, dict[str, float]] = {m: classification_metrics(probs[m], labels_t) for m in range(len(probs))}
-    rows["ensemble"] = classification_metrics(probs.mean(0), labels_t)
-    return rows
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T that minimises the NLL of softmax(logits / T), searched over log T."""
+    logits = np.asarray(logits, dtype=np.float64)
+    rows = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(logits / math.exp(log_t), axis=1)[rows, labels].mean())
+
+    result = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded",
+                             options={"xatol": 1e-5})
+    return float(math.exp(result.x))
+
+
+def ensemble_logits(member_logits: np.ndarray) -> np.ndarray:
+    """log of the mean member probability, ``[K, N, C]`` → ``[N, C]``."""
+    log_probs = log_softmax(np.asarray(member_logits, dtype=np.float64), axis=-1)
+    return np.logaddexp.reduce(log_probs, axis=0) - math.log(len(log_probs))
+
+
+def diversity(member_logits: np.ndarray) -> dict[str, float]:
+    """Mean over member pairs of argmax disagreement, and of KL(p_i ‖ p_j) over ordered pairs."""
+    log_probs = log_softmax(np.asarray(member_logits, dtype=np.float64), axis=-1)
+    k = len(log_probs)
+    if k < 2:
+        return {"disagreement": 0.0, "pairwise_kl": 0.0}
+    predictions = log_probs.argmax(-1)
+    pairs = list(itertools.combinations(range(k), 2))
+    disagreement = np.mean([(predictions[i] != predictions[j]).mean() for i, j in pairs])
+    kl = np.mean([(np.exp(log_probs[i]) * (log_probs[i] - log_probs[j])).sum(-1).mean()
+                  for i in range(k) for j in range(k) if i != j])
+    return {"disagreement": float(disagreement), "pairwise_kl": float(kl)}
+
+
+def _subsets(k: int, size: int) -> list[tuple[int, ...]]:
+    subsets = list(itertools.combinations(range(k), size))
+    if len(subsets) > MAX_SUBSETS:
+        chosen = np.random.default_rng(size).choice(len(subsets), MAX_SUBSETS, replace=False)
+        subsets = [subsets[i] for i in sorted(chosen)]
+    return subsets
+
+
+def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Every metric of a cohort on each split, temperatures fitted on ``val``.
+
+    ``logits[split]`` is ``[K, N, C]``. Returns ``{split: {member: row}}`` with member
+    ``0..K−1`` and ``"ensemble"``; each row has ``METRICS``, their ``c_`` versions and
+    ``temperature``; ensemble rows also carry ``disagreement``, ``pairwise_kl`` and
+    ``subensembles`` (mean metrics of ensembles of each size 1..K, over member subsets).
+    """
+    k = next(iter(logits.values())).shape[0]
+    fit_split = "val" if "val" in logits else next(iter(logits))
+    temperatures = {m: fit_temperature(logits[fit_split][m], labels[fit_split]) for m in range(k)}
+    temperatures["ensemble"] = fit_temperature(ensemble_logits(logits[fit_split]), labels[fit_split])
+    subset_temperatures = {subset: fit_temperature(ensemble_logits(logits[fit_split][list(subset)]), labels[fit_split])
+                           for size in range(1, k + 1) for subset in _subsets(k, size)}
+    results = {}
+    for split, split_logits in logits.items():
+        y = labels[split]
+        table: dict = {}
+        for member in [*range(k), "ensemble"]:
+            z = split_logits[member] if member != "ensemble" else ensemble_logits(split_logits)
+            table[member] = _scored(z, y, temperatures[member])
+        table["ensemble"].update(diversity(split_logits))
+        table["ensemble"]["subensembles"] = [
+            {"size": size, **{key: float(np.mean([_scored(ensemble_logits(split_logits[list(s)]), y,
+                                                          subset_temperatures[s])[key] for s in _subsets(k, size)]))
+                              for key in (*METRICS, *(f"c_{m}" for m in METRICS))}}
+            for size in range(1, k + 1)
+        ]
+        results[split] = table
+    return results
+
+
+def _scored(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
+    row = classification_metrics(log_softmax(logits, axis=-1), labels)
+    calibrated = classification_metrics(log_softmax(logits / temperature, axis=-1), labels)
+    row.update({f"c_{key}": value for key, value in calibrated.items()}, temperature=temperature)
+    return row
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """softmax over the last axis, in float64."""
+    return softmax(np.asarray(logits, dtype=np.float64), axis=-1)

@@ -86,10 +86,12 @@ class RunDir:
         tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))
         tmp.replace(self.metrics_file)
 
-    def save_predictions(self, split: str, logits: np.ndarray, labels: np.ndarray) -> Path:
-        self.predictions.mkdir(parents=True, exist_ok=True)
-        path = self.predictions / f"{split}.npz"
-        tmp = self.predictions / f".{split}.tmp.npz"
+    def save_predictions(self, split: str, logits: np.ndarray, labels: np.ndarray, folder: str = "") -> Path:
+        """``predictions/[folder/]split.npz``; ``folder="best"`` holds the selected epoch's."""
+        target = self.predictions / folder if folder else self.predictions
+        target.mkdir(parents=True, exist_ok=True)
+        path = target / f"{split}.npz"
+        tmp = target / f".{split}.tmp.npz"
         np.savez(tmp, logits=logits.astype(np.float32), labels=labels.astype(np.int64))
         tmp.replace(path)
         return path

@@ -31,7 +31,8 @@ from cohort.data.loader import MemberLoader
 from cohort.exchange import DesyncError, LogitExchange, NonFiniteError
 from cohort.losses import member_loss, sigmoid_rampup
 from cohort.mesh import CohortMesh, LaunchError, detect_launch, pick_device
-from cohort.metrics import cohort_metrics
+from cohort.metrics import evaluate_cohort
+from cohort.selection import Selection
 from cohort.models import build_model
 from cohort.optim import build_optimizer, lr_factor, set_lr
 from cohort.run_dir import RunDir, RunDirError
@@ -99,6 +100,7 @@ class Trainer:
         self.start_epoch, self.step = 0, 0
         self.trace_file = None
         self.exchange_seconds = 0.0
+        self.selection = Selection(config.train.select_by, self.run.path)
 
     # --- set-up ---------------------------------------------------------------------------
 
@@ -128,6 +130,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if self.mesh.is_main:
             self.run.drop_metrics_after(state["epoch"])
+            self.selection.restore(state["epoch"])
             print(f"cohort: resuming {self.run.path} after epoch {state['epoch']} from {folder.name}", flush=True)
 
     def sync_buffers(self) -> None:
@@ -141,8 +144,14 @@ class Trainer:
                 dist.broadcast(buffer, group=self.mesh.replica_group, group_src=0)
 
     def save(self, epoch: int) -> None:
+        self.save_to(checkpoint.checkpoint_dir(self.run.path, epoch), epoch)
+
+    def save_to(self, folder: Path, epoch: int) -> None:
+        """Every member writes its part, then rank 0 marks the folder complete."""
         self.sync_buffers()
-        folder = checkpoint.checkpoint_dir(self.run.path, epoch)
+        if self.mesh.is_main:
+            checkpoint.unmark(folder)  # "best" is rewritten in place: incomplete until re-marked
+        self.mesh.barrier()
         if self.mesh.replica == 0:
             checkpoint.save_part(folder, self.member, {
                 "arch": self.member_config.arch, "member": self.member, "epoch": epoch, "step": self.step,
@@ -272,17 +281,18 @@ class Trainer:
         return cohort_logits.cpu().numpy(), all_labels
 
     def evaluate(self, epoch: int, stats: dict[str, float]) -> dict[str, dict]:
-        """Predict val and test; rank 0 logs metrics rows and saves the predictions."""
+        """Predict val and test; rank 0 computes every metric, logs rows, saves predictions."""
         all_stats = _all_gather(torch.tensor([stats[k] for k in (*LOSS_TERMS, *EPOCH_STATS)],
                                              dtype=torch.float64, device=self.device), None, self.mesh.world_size)
         per_member = all_stats.view(self.mesh.members, self.config.replicas, -1).mean(1).cpu()
-        results = {}
+        logits, labels = {}, {}
         for split, loader in self.eval_loaders.items():
-            logits, labels = self.predict(loader)
-            results[split] = cohort_metrics(logits, labels)
-            if self.mesh.is_main:
-                self.run.save_predictions(split, logits, labels)
+            logits[split], labels[split] = self.predict(loader)
+        results = evaluate_cohort(logits, labels) if self.mesh.is_main else None
+        improved = False
         if self.mesh.is_main:
+            for split in logits:
+                self.run.save_predictions(split, logits[split], labels[split])
             rows = []
             for split, table in results.items():
                 for member, values in table.items():
@@ -291,11 +301,21 @@ class Trainer:
                         row.update(zip((*LOSS_TERMS, *EPOCH_STATS), per_member[member].tolist()))
                     rows.append(row)
             self.run.append_metrics(rows)
+            improved = self.selection.offer(epoch, results["val"])
+            if improved:
+                for split in logits:
+                    self.run.save_predictions(split, logits[split], labels[split], folder="best")
             val = results["val"]
             accs = " ".join(f"{self.config.members[m].name} {val[m]['acc']:.3f}" for m in range(self.mesh.members))
             print(f"epoch {epoch + 1:>3}/{self.config.train.epochs}  loss {per_member[:, 2].mean():.4f}  "
                   f"val acc {accs}  ensemble {val['ensemble']['acc']:.3f}  nll {val['ensemble']['nll']:.4f}  "
-                  f"{per_member[:, 3].sum():.0f} img/s", flush=True)
+                  f"ece {val['ensemble']['ece']:.4f}  {per_member[:, 3].sum():.0f} img/s"
+                  f"{'  *' if improved and self.selection.metric else ''}", flush=True)
+        if self.selection.metric:
+            flag = [improved]
+            dist.broadcast_object_list(flag, src=0)
+            if flag[0]:
+                self.save_to(checkpoint.best_dir(self.run.path), epoch)
         return results
 
 
@@ -316,11 +336,11 @@ def _all_gather(tensor: torch.Tensor, group, size: int) -> torch.Tensor:
 
 def print_summary(results: dict[str, dict], run_dir: Path, names: list[str]) -> None:
     """The final table: accuracy and NLL of each member and the ensemble, val and test."""
-    lines = ["", f"{'':<10} {'val acc':>8} {'val nll':>8} {'test acc':>9} {'test nll':>9}"]
+    lines = ["", f"{'':<10} {'val acc':>8} {'val nll':>8} {'test acc':>9} {'test nll':>9} {'test ece':>9}"]
     for key in [*range(len(names)), "ensemble"]:
         label = names[key] if key != "ensemble" else "ensemble"
         v, t = results["val"][key], results["test"][key]
-        lines.append(f"{label:<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f}")
+        lines.append(f"{label:<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}")
     lines.append(f"\nrun directory: {run_dir}")
     print("\n".join(lines), flush=True)
 

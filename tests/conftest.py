@@ -23,6 +23,18 @@ def digits_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def dml_pair(digits_root, tmp_path_factory):
+    """A finished K = 2 DML run: 2 epochs × 6 steps, traced, a checkpoint after each epoch,
+    selection by validation ensemble NLL. Tests that change it must copy it first."""
+    tmp = tmp_path_factory.mktemp("dml_pair")
+    config = tiny_config(tmp, digits_root, members=2,
+                         train={"trace": True, "checkpoint_every": 1, "select_by": "val_ensemble_nll"})
+    result = run_torchrun(2, str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return config, tmp / "run", result
+
+
 def tiny_config(tmp_path: Path, data_root: Path, members: int = 2, **sections) -> Path:
     """A fast config (small CNN, 16-image batches, few steps) written to ``tmp_path``."""
     config = {

@@ -2,20 +2,106 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from cohort.metrics import cohort_metrics
+from cohort.metrics import (adaptive_calibration_error, classification_metrics, classwise_calibration_error,
+                            diversity, ensemble_logits, evaluate_cohort, expected_calibration_error, fit_temperature)
+
+LN3 = math.log(3.0)
 
 
-def test_member_and_ensemble_metrics_by_hand():
-    # Two members, two samples, two classes; logits chosen so probabilities are simple.
-    ln3 = math.log(3.0)
-    logits = np.array([[[ln3, 0.0], [ln3, 0.0]],      # member 0: p = (.75, .25) twice
-                       [[0.0, 0.0], [0.0, ln3]]])     # member 1: (.5, .5), (.25, .75)
-    labels = np.array([0, 1])
-    rows = cohort_metrics(logits, labels)
-    assert rows[0]["acc"] == 0.5 and rows[0]["nll"] == pytest.approx(-(math.log(0.75) + math.log(0.25)) / 2)
-    assert rows[1]["acc"] == 1.0  # a tie goes to class 0, which is right for sample 0
-    assert rows[1]["nll"] == pytest.approx(-(math.log(0.5) + math.log(0.75)) / 2)
-    # Ensemble averages probabilities: (.625, .375) and (.5, .5).
-    assert rows["ensemble"]["nll"] == pytest.approx(-(math.log(0.625) + math.log(0.5)) / 2)
-    assert rows["ensemble"]["acc"] == 0.5  # sample 1 ties at (.5, .5) and goes to class 0
+def log(p):
+    return np.log(np.asarray(p, dtype=np.float64))
+
+
+def test_accuracy_nll_brier_by_hand():
+    probs = [[0.75, 0.25], [0.5, 0.5], [0.25, 0.75]]
+    labels = np.array([0, 1, 0])
+    row = classification_metrics(log(probs), labels)
+    assert row["acc"] == pytest.approx(1 / 3)  # the tie goes to class 0 and is wrong; sample 3 is wrong
+    assert row["nll"] == pytest.approx(-(math.log(0.75) + math.log(0.5) + math.log(0.25)) / 3)
+    # Brier summed over classes: 2·0.25², 2·0.5², 2·0.75².
+    assert row["brier"] == pytest.approx((0.125 + 0.5 + 1.125) / 3)
+
+
+def test_ece_by_hand():
+    # Confidences 0.9, 0.9 (bin 13), 0.6 (bin 9), 1.0 (its own bin); hits 1, 0, 1, 1.
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [1.0, 0.0]])
+    labels = np.array([0, 1, 1, 0])
+    expected = (2 / 4) * abs(0.5 - 0.9) + (1 / 4) * abs(1 - 0.6) + (1 / 4) * abs(1 - 1.0)
+    assert expected_calibration_error(probs, labels) == pytest.approx(expected)
+
+
+def test_classwise_ece_by_hand():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8]])
+    labels = np.array([0, 0])
+    # Class 0: p = 0.9 (bin 13, freq 1) and 0.2 (bin 3, freq 1): (1/2)(0.1) + (1/2)(0.8).
+    # Class 1: p = 0.1 (bin 1, freq 0) and 0.8 (bin 12, freq 0): (1/2)(0.1) + (1/2)(0.8).
+    assert classwise_calibration_error(probs, labels) == pytest.approx(0.45)
+
+
+def test_adaptive_ece_uses_equal_mass_bins():
+    confidence = np.linspace(0.55, 0.99, 30)
+    probs = np.stack([confidence, 1 - confidence], 1)
+    labels = np.zeros(30, dtype=int)
+    labels[::3] = 1  # every third prediction is wrong
+    expected = sum(len(c) / 30 * abs(np.mean(labels[c] == 0) - confidence[c].mean())
+                   for c in np.array_split(np.arange(30), 15))
+    assert adaptive_calibration_error(probs, labels) == pytest.approx(expected)
+
+
+def test_ece_agrees_with_torchmetrics_on_random_logits():
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    rng = np.random.default_rng(0)
+    for scale in (0.5, 2.0, 6.0):
+        logits = rng.normal(size=(2000, 10)) * scale
+        labels = rng.integers(0, 10, size=2000)
+        probs = torch.softmax(torch.from_numpy(logits), 1)
+        expected = MulticlassCalibrationError(num_classes=10, n_bins=15, norm="l1")(probs, torch.from_numpy(labels))
+        ours = expected_calibration_error(probs.numpy(), labels)
+        assert ours == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_temperature_scaling_cures_overconfidence_without_changing_accuracy():
+    rng = np.random.default_rng(1)
+    true_logits = rng.normal(size=(3000, 5)) * 1.5
+    labels = np.array([rng.choice(5, p=p) for p in torch.softmax(torch.from_numpy(true_logits), 1).numpy()])
+    overconfident = true_logits * 4.0
+    temperature = fit_temperature(overconfident, labels)
+    assert 3.0 < temperature < 5.5
+    before = classification_metrics(torch.log_softmax(torch.from_numpy(overconfident), 1).numpy(), labels)
+    after = classification_metrics(torch.log_softmax(torch.from_numpy(overconfident / temperature), 1).numpy(), labels)
+    assert after["nll"] < before["nll"] - 0.3
+    assert after["acc"] == before["acc"] and after["ece"] < before["ece"]
+
+
+def test_ensemble_averages_probabilities():
+    logits = np.array([[[LN3, 0.0]], [[0.0, LN3]]])  # (.75, .25) and (.25, .75)
+    np.testing.assert_allclose(np.exp(ensemble_logits(logits)), [[0.5, 0.5]])
+
+
+def test_diversity_by_hand():
+    logits = np.array([[[LN3, 0.0], [LN3, 0.0]], [[LN3, 0.0], [0.0, LN3]]])
+    row = diversity(logits)
+    assert row["disagreement"] == 0.5
+    kl = 0.75 * math.log(3) + 0.25 * math.log(1 / 3)  # KL((.75,.25) ‖ (.25,.75))
+    assert row["pairwise_kl"] == pytest.approx(kl / 2)  # one sample of two disagrees, both directions equal
+
+
+def test_evaluate_cohort_rows_and_subensembles():
+    rng = np.random.default_rng(2)
+    logits = {s: rng.normal(size=(3, 200, 4)) * 2 for s in ("val", "test")}
+    labels = {s: rng.integers(0, 4, size=200) for s in ("val", "test")}
+    results = evaluate_cohort(logits, labels)
+    assert set(results) == {"val", "test"} and set(results["test"]) == {0, 1, 2, "ensemble"}
+    ens = results["test"]["ensemble"]
+    assert {"acc", "nll", "brier", "ece", "cw_ece", "adaece", "c_nll", "c_ece", "temperature", "disagreement",
+            "pairwise_kl"} <= set(ens)
+    sizes = ens["subensembles"]
+    assert [s["size"] for s in sizes] == [1, 2, 3]
+    assert sizes[0]["nll"] == pytest.approx(np.mean([results["test"][m]["nll"] for m in range(3)]))
+    assert sizes[2]["nll"] == pytest.approx(ens["nll"])
+    # Calibration on val can only help val NLL.
+    for m in (0, 1, 2, "ensemble"):
+        assert results["val"][m]["c_nll"] <= results["val"][m]["nll"] + 1e-9

@@ -33,16 +33,6 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("cohort: error:")]
 
 
-@pytest.fixture(scope="module")
-def dml_pair(digits_root, tmp_path_factory):
-    """A finished K = 2 DML run (2 epochs × 6 steps, a checkpoint after each epoch)."""
-    tmp = tmp_path_factory.mktemp("dml_pair")
-    config = tiny_config(tmp, digits_root, members=2, train={"trace": True, "checkpoint_every": 1})
-    result = run_torchrun(2, str(config))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return config, tmp / "run", result
-
-
 def test_three_members_see_the_same_labels_at_every_step(digits_root, tmp_path):
     config = tiny_config(tmp_path, digits_root, members=3, train={"trace": True})
     result = run_cli("train", str(config))

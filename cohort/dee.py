@@ -1,0 +1,57 @@
+"""``cohort dee``: deep-ensemble equivalent (Ashukha et al. 2020).
+
+The reference is an *independent* cohort (``mimicry.weight: 0``): its sub-ensembles of
+size 1..K give the curve of calibrated test NLL against ensemble size. A model's DEE is
+the (linearly interpolated) size at which that curve reaches the model's calibrated NLL.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cohort.report import Run
+from cohort.run_dir import RunDirError
+
+
+def reference_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(sizes, calibrated NLL) of the independent reference run's sub-ensembles on test."""
+    if run.mimicry_weight != 0:
+        raise RunDirError(f"{run.path / 'config.yaml'} has mimicry.weight {run.mimicry_weight}; the DEE reference must "
+                          f"be an independent run (mimicry.weight: 0)")
+    sizes = run.at()["ensemble"]["subensembles"]
+    return np.array([s["size"] for s in sizes], dtype=float), np.array([s["c_nll"] for s in sizes])
+
+
+def deep_ensemble_equivalent(value: float, sizes: np.ndarray, curve: np.ndarray) -> tuple[float, str]:
+    """The interpolated size whose ensemble matches ``value``, and a note when off the curve.
+
+    The curve is made monotone (running minimum) first: a larger deep ensemble is never
+    credited with a worse NLL than a smaller one.
+    """
+    monotone = np.minimum.accumulate(curve)
+    if value >= monotone[0]:
+        return float(sizes[0]), f"off the curve: no better than one independent member ({monotone[0]:.4f})"
+    if value < monotone[-1]:
+        return float(sizes[-1]), f"off the curve: better than all {int(sizes[-1])} independent members ({monotone[-1]:.4f})"
+    for i in range(1, len(sizes)):
+        if value >= monotone[i]:
+            lo, hi = monotone[i - 1], monotone[i]
+            fraction = (lo - value) / (lo - hi) if lo > hi else 0.0
+            return float(sizes[i - 1] + fraction * (sizes[i] - sizes[i - 1])), ""
+    return float(sizes[-1]), ""
+
+
+def run_dee(reference: str, runs: list[str]) -> list[dict]:
+    sizes, curve = reference_curve(Run.load(reference))
+    print("reference curve (calibrated test NLL by ensemble size): " +
+          ", ".join(f"{int(s)}: {v:.4f}" for s, v in zip(sizes, curve)))
+    results = []
+    for path in runs:
+        run = Run.load(path)
+        table = run.at()
+        for member, row in table.items():
+            dee, note = deep_ensemble_equivalent(row["c_nll"], sizes, curve)
+            results.append({"run": str(run.path), "member": member, "c_nll": row["c_nll"], "dee": dee, "note": note})
+            label = f"member {member}" if member != "ensemble" else "ensemble"
+            print(f"{run.name:<24} {label:<10} c_nll {row['c_nll']:.4f}  DEE {dee:.2f}" + (f"  ({note})" if note else ""))
+    return results

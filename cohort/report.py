@@ -1,0 +1,172 @@
+"""``cohort report``: compare finished runs in one markdown table, with figures.
+
+Reads each run's ``metrics.jsonl`` at its selected epoch (``selection.json``) or its last
+evaluation, on the test split, and writes ``report.md`` plus PNG figures into the first
+run directory: reliability diagrams of each member and the ensemble, accuracy / NLL / ECE /
+disagreement against epoch, and the ensemble-size curve.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from cohort.metrics import ensemble_logits, equal_width_bins, probabilities
+from cohort.run_dir import RunDir, RunDirError
+
+COLUMNS = ("acc", "nll", "ece", "c_nll", "c_ece")
+
+
+@dataclass
+class Run:
+    """What a report needs of one run directory."""
+
+    path: Path
+    name: str
+    mimicry_weight: float
+    rows: list[dict]
+    epoch: int
+    selected: bool
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Run":
+        run = RunDir(path)
+        if not run.config_file.is_file():
+            raise RunDirError(f"{run.config_file} is missing: {run.path} is not a cohort run directory")
+        rows = run.read_metrics()
+        if not rows:
+            raise RunDirError(f"{run.metrics_file} is missing or empty: {run.path} has not finished an evaluation")
+        config = yaml.safe_load(run.config_file.read_text())
+        selection = run.path / "selection.json"
+        selected = selection.is_file()
+        epoch = json.loads(selection.read_text())["epoch"] if selected else max(r["epoch"] for r in rows)
+        return cls(run.path, config["name"], config["mimicry"]["weight"], rows, epoch, selected)
+
+    @property
+    def label(self) -> str:
+        """The config's name and the run folder's (runs of one config differ by folder)."""
+        return f"{self.name} ({self.path.name})"
+
+    def at(self, split: str = "test", epoch: int | None = None) -> dict:
+        """``{member: row}`` of one evaluation."""
+        epoch = self.epoch if epoch is None else epoch
+        table = {r["member"]: r for r in self.rows if r["epoch"] == epoch and r["split"] == split}
+        if "ensemble" not in table:
+            raise RunDirError(f"{self.path / 'metrics.jsonl'} has no {split} evaluation at epoch {epoch}")
+        return table
+
+    def predictions(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+        folder = self.path / "predictions" / ("best" if self.selected else "")
+        path = folder / f"{split}.npz"
+        if not path.is_file():
+            raise RunDirError(f"{path} is missing; the run has not finished (or predictions were removed)")
+        saved = np.load(path)
+        logits, labels = saved["logits"], saved["labels"]
+        members = sum(1 for key in self.at(split) if key != "ensemble")
+        if logits.ndim != 3 or logits.shape[0] != members or logits.shape[1] != len(labels):
+            raise RunDirError(f"{path} holds logits of shape {logits.shape} and {len(labels)} labels, but the run has "
+                              f"{members} members; the file does not belong to this run")
+        return logits, labels
+
+
+def summary_table(runs: list[Run]) -> str:
+    """Markdown: members' mean ± std and the ensemble, before and after temperature scaling."""
+    header = "| run | epoch | " + " | ".join(f"members {c}" for c in COLUMNS) + " | " + \
+             " | ".join(f"ensemble {c}" for c in COLUMNS) + " | disagreement |"
+    lines = [header, "|" + "---|" * (3 + 2 * len(COLUMNS))]
+    for run in runs:
+        table = run.at()
+        members = [row for key, row in table.items() if key != "ensemble"]
+        cells = [f"{np.mean([m[c] for m in members]):.4f} ± {np.std([m[c] for m in members]):.4f}" for c in COLUMNS]
+        cells += [f"{table['ensemble'][c]:.4f}" for c in COLUMNS]
+        lines.append(f"| {run.label} | {run.epoch} | " + " | ".join(cells) +
+                     f" | {table['ensemble'].get('disagreement', 0.0):.4f} |")
+    return "\n".join(lines)
+
+
+def reliability_figure(run: Run, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    logits, labels = run.predictions("test")
+    panels = [(f"member {m}", probabilities(logits[m])) for m in range(len(logits))]
+    panels.append(("ensemble", np.exp(ensemble_logits(logits))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    centres = (np.arange(15) + 0.5) / 15
+    for ax, (title, probs) in zip(axes[0], panels):
+        confidence, hit = probs.max(1), probs.argmax(1) == labels
+        bins = np.minimum(equal_width_bins(confidence), 14)
+        counts = np.bincount(bins, minlength=15)
+        accuracy = np.divide(np.bincount(bins, weights=hit, minlength=15), counts, out=np.zeros(15), where=counts > 0)
+        ax.bar(centres, accuracy, width=1 / 15, edgecolor="black", color="tab:blue", label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="tab:red", label="perfect calibration")
+        ax.set(title=title, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=9)
+    fig.suptitle(f"Reliability on test, {run.label}, epoch {run.epoch}")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path = out / "reliability.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(runs: list[Run], out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    panels = (("acc", "accuracy"), ("nll", "NLL"), ("ece", "ECE"), ("disagreement", "disagreement"))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for run, color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
+        epochs = sorted({r["epoch"] for r in run.rows})
+        for ax, (key, label) in zip(axes.flat, panels):
+            tables = [run.at("val", e) for e in epochs]
+            ax.plot(epochs, [t["ensemble"].get(key, np.nan) for t in tables], color=color, label=f"{run.label} ensemble")
+            if key != "disagreement":
+                ax.plot(epochs, [np.mean([row[key] for k, row in t.items() if k != "ensemble"]) for t in tables],
+                        "--", color=color, label=f"{run.label} members (mean)")
+            ax.set(xlabel="epoch", ylabel=label, title=f"validation {label}")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def ensemble_size_figure(runs: list[Run], out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for run in runs:
+        sizes = run.at()["ensemble"]["subensembles"]
+        for ax, key in zip(axes, ("nll", "c_nll")):
+            ax.plot([s["size"] for s in sizes], [s[key] for s in sizes], "o-", label=run.label)
+    for ax, title in zip(axes, ("NLL", "calibrated NLL")):
+        ax.set(xlabel="ensemble size (members averaged)", ylabel=title, title=f"test {title} against ensemble size")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "ensemble_size.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(paths: list[str]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    runs = [Run.load(p) for p in paths]
+    out = runs[0].path
+    table = summary_table(runs)
+    figures = [reliability_figure(runs[0], out), curves_figure(runs, out), ensemble_size_figure(runs, out)]
+    text = ["# Cohort report", "", "Test split at each run's selected epoch (or its last evaluation); "
+            "`c_` metrics after temperature scaling fitted on val.", "", table, ""]
+    text += [f"![{f.stem}]({f.name})" for f in figures]
+    (out / "report.md").write_text("\n".join(text) + "\n")
+    print(table)
+    print(f"\nwrote {out / 'report.md'} and {', '.join(f.name for f in figures)}")
+    return out / "report.md"

@@ -1,0 +1,67 @@
+"""Model selection on the validation split (``train.select_by``); test never chooses anything.
+
+Rank 0 keeps the best value seen and records the chosen epoch in ``RUN_DIR/selection.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cohort.config import ConfigError
+from cohort.metrics import LOWER_IS_BETTER, METRICS
+
+SELECTABLE = (*METRICS, *(f"c_{m}" for m in METRICS))
+
+
+def parse_select_by(select_by: str) -> tuple[str, str] | None:
+    """``val_<who>_<metric>`` → (who, metric); ``last`` → None. Raises ConfigError otherwise."""
+    if select_by == "last":
+        return None
+    parts = select_by.split("_", 2)
+    if len(parts) != 3 or parts[0] != "val" or parts[1] not in ("ensemble", "members") or parts[2] not in SELECTABLE:
+        if select_by.startswith("test"):
+            raise ConfigError(f"train.select_by {select_by!r} selects on test; select on val (e.g. val_ensemble_nll)")
+        raise ConfigError(f"train.select_by {select_by!r} is not valid; use last or val_<ensemble|members>_<metric>, "
+                          f"metric one of: {', '.join(SELECTABLE)}")
+    return parts[1], parts[2]
+
+
+class Selection:
+    """Tracks the best validation value of ``select_by`` over evaluations."""
+
+    def __init__(self, select_by: str, run_dir: Path):
+        parsed = parse_select_by(select_by)
+        self.select_by = select_by
+        self.who, self.metric = parsed if parsed else (None, None)
+        self.file = Path(run_dir) / "selection.json"
+        self.best: float | None = None
+
+    def value(self, val_table: dict) -> float:
+        if self.who == "ensemble":
+            return val_table["ensemble"][self.metric]
+        members = [row for key, row in val_table.items() if key != "ensemble"]
+        return sum(row[self.metric] for row in members) / len(members)
+
+    def offer(self, epoch: int, val_table: dict) -> bool:
+        """Record ``epoch`` if it beats the best so far; True when it does."""
+        if self.metric is None:
+            return False
+        value = self.value(val_table)
+        sign = 1.0 if self.metric.removeprefix("c_") in LOWER_IS_BETTER else -1.0
+        if self.best is not None and sign * value >= sign * self.best:
+            return False
+        self.best = value
+        tmp = self.file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"select_by": self.select_by, "epoch": epoch, "value": value}))
+        tmp.replace(self.file)
+        return True
+
+    def restore(self, resumed_epoch: int) -> None:
+        """After a resume: keep a selection made at or before the resumed epoch."""
+        if self.file.is_file():
+            saved = json.loads(self.file.read_text())
+            if saved["epoch"] <= resumed_epoch:
+                self.best = saved["value"]
+            else:
+                self.file.unlink()
