@@ -37,13 +37,17 @@ Compiler.set_num_threads = classmethod(_set_decoder_threads)
 class MemberLoader:
     """Batches of (uint8 NCHW images, int64 labels) for one member's replica.
 
+    Train loaders augment with ``policy`` at ``strength`` (see ``cohort.data.augment``);
+    evaluation loaders do not augment.
+
     Images stay in [0, 255] uint8 until the model's first layer: normalisation belongs
     to the model, so that input-space perturbations have a well-defined pixel scale.
     FFCV reuses its output buffers, so a caller that keeps a batch must clone it.
     """
 
     def __init__(self, root: str | Path, split: str, *, member: int, replica: int, replicas: int, seed: int,
-                 policy: str, batch_size: int, num_workers: int, device: torch.device, train: bool):
+                 policy: str, batch_size: int, num_workers: int, device: torch.device, train: bool,
+                 strength: float = 1.0):
         self.root, self.split, self.train = Path(root), split, train
         self.meta = read_meta(self.root)
         self.path = self.root / f"{split}.beton"
@@ -53,7 +57,7 @@ class MemberLoader:
             decoder = CenterCropRGBImageDecoder((size, size), ratio=224 / 256)
         else:
             decoder = SimpleRGBImageDecoder()
-        ops = build_policy(policy if train else "none", self.clock, size)
+        ops = build_policy(policy, self.clock, size, strength) if train else []
         to_device = [ToDevice(device, non_blocking=True)] if device.type == "cuda" else []
         self.order = CohortOrder(seed, replica, replicas, shuffle=train)
         self.loader = Loader(

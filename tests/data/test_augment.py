@@ -1,9 +1,12 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from cohort.data.augment import (POLICIES, AugmentationClock, ColorJitter, Cutout, RandomFlip, RandomTranslate,
-                                 build_policy, uniform)
+from cohort.data.augment import (POLICIES, POLICY_ORDER, RANDAUGMENT_OPS, STRENGTH_RANGE, AugmentationClock,
+                                 ColorJitter, Cutout, Grayscale, Posterize, RandAugment, RandomFlip, RandomTranslate,
+                                 Rotate, Solarize, auto_policies, build_policy, uniform)
 from cohort.data.loader import MemberLoader
 
 
@@ -84,9 +87,9 @@ def test_unknown_policy_lists_the_valid_ones():
     assert {"none", "standard", "standard_cutout", "color"} <= set(POLICIES)
 
 
-def load_epoch(root, *, member, policy, workers, epoch=0, batches=3):
+def load_epoch(root, *, member, policy, workers, epoch=0, batches=3, strength=1.0):
     loader = MemberLoader(root, "train", member=member, replica=0, replicas=1, seed=3, policy=policy, batch_size=32,
-                          num_workers=workers, device=torch.device("cpu"), train=True)
+                          num_workers=workers, device=torch.device("cpu"), train=True, strength=strength)
     out = []
     for i, (images, labels) in enumerate(loader.epoch(epoch)):
         if i == batches:
@@ -112,3 +115,243 @@ def test_loader_reads_the_orders_indices_in_batches(digits_root):
     all_labels = torch.cat([y.clone() for _, y in in_file_order.epoch(0)]).numpy()
     got = torch.cat([y for _, y in batches]).numpy()
     np.testing.assert_array_equal(got, all_labels[loader.indices(2)[: len(got)].astype(np.int64)])
+
+
+# --- numpy references for the new operations --------------------------------------------
+
+
+def luma(image):
+    x = image.astype(np.float64)
+    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+
+
+def desaturate(image, amount):
+    return np.round((1.0 - amount) * image.astype(np.float64) + amount * luma(image)[..., None]).astype(np.uint8)
+
+
+def solarize(image, threshold):
+    return np.where(image >= threshold, 255 - image, image)
+
+
+def posterize(image, bits):
+    return image & np.uint8((0xFF << (8 - bits)) & 0xFF)
+
+
+def rotate(image, degrees):
+    """Nearest-neighbour rotation about the centre, clockwise as displayed for degrees > 0."""
+    height, width = image.shape[:2]
+    theta = degrees * np.pi / 180.0
+    cos_t, sin_t = math.cos(theta), math.sin(theta)
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    sx = cos_t * (xs - cx) + sin_t * (ys - cy) + cx
+    sy = cos_t * (ys - cy) - sin_t * (xs - cx) + cy
+    iy, ix = np.floor(sy + 0.5).astype(int), np.floor(sx + 0.5).astype(int)
+    inside = (0 <= iy) & (iy < height) & (0 <= ix) & (ix < width)
+    out = np.zeros_like(image)
+    out[inside] = image[iy[inside], ix[inside]]
+    return out
+
+
+def contrast(image, factor):
+    sums = image.reshape(-1, 3).sum(axis=0, dtype=np.int64)
+    mean_grey = (0.299 * sums[0] + 0.587 * sums[1] + 0.114 * sums[2]) / (image.shape[0] * image.shape[1])
+    return np.clip(np.round(mean_grey + factor * (image.astype(np.float64) - mean_grey)), 0, 255).astype(np.uint8)
+
+
+def brightness(image, factor):
+    return np.clip(np.round(factor * image.astype(np.float64)), 0, 255).astype(np.uint8)
+
+
+def erase(image, cy, cx, size):
+    out = image.copy()
+    y0, x0 = cy - size // 2, cx - size // 2
+    out[max(y0, 0): y0 + size, max(x0, 0): x0 + size] = 0
+    return out
+
+
+def shift(image, dy, dx):
+    """out[y, x] = image[y + dy, x + dx], black outside."""
+    height, width = image.shape[:2]
+    ys, xs = np.arange(height) + dy, np.arange(width) + dx
+    rows, cols = (ys >= 0) & (ys < height), (xs >= 0) & (xs < width)
+    out = np.zeros_like(image)
+    out[np.ix_(rows, cols)] = image[np.ix_(ys[rows], xs[cols])]
+    return out
+
+
+def randaugment(image, key, n, magnitude):
+    """RandAugment as documented: step s draws its kind from 3s and its own numbers from 3s + 1, 3s + 2."""
+    level, (height, width) = magnitude / 10.0, image.shape[:2]
+    kinds = []
+    for step in range(n):
+        kind = RANDAUGMENT_OPS[int(uniform(key, 3 * step) * len(RANDAUGMENT_OPS))]
+        u1, u2 = uniform(key, 3 * step + 1), uniform(key, 3 * step + 2)
+        sign = 1.0 if u1 < 0.5 else -1.0
+        if kind == "rotate":
+            image = rotate(image, sign * 30.0 * level)
+        elif kind == "solarize":
+            image = solarize(image, 256.0 * (1.0 - level))
+        elif kind == "posterize":
+            image = posterize(image, 8 - int(4.0 * level + 0.5))
+        elif kind == "grayscale":
+            image = desaturate(image, level)
+        elif kind == "contrast":
+            image = contrast(image, 1.0 + sign * 0.9 * level)
+        elif kind == "brightness":
+            image = brightness(image, 1.0 + sign * 0.9 * level)
+        elif kind == "cutout":
+            image = erase(image, int(u1 * height), int(u2 * width), int(level * min(height, width) / 2.0 + 0.5))
+        elif kind == "translate":
+            horizontal = u2 < 0.5
+            pixels = int(sign * int(0.3 * level * (width if horizontal else height) + 0.5))
+            image = shift(image, 0, pixels) if horizontal else shift(image, pixels, 0)
+        kinds.append(kind)
+    return image, kinds
+
+
+@pytest.fixture
+def big_image():
+    return np.random.default_rng(1).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+
+
+def test_grayscale_replaces_rgb_by_rounded_luma_in_all_channels(image):
+    op = Grayscale(AugmentationClock(0, 0), salt=5, p=0.5)
+    grey = np.repeat(np.round(luma(image)).astype(np.uint8)[..., None], 3, axis=2)
+    applied = 0
+    for index in range(40):
+        chosen = uniform(op.clock.key(index, 5), 0) < 0.5
+        np.testing.assert_array_equal(op.apply_one(image, index), grey if chosen else image)
+        applied += chosen
+    assert 0 < applied < 40
+
+
+def test_solarize_inverts_values_at_or_above_the_threshold(image):
+    op = Solarize(AugmentationClock(0, 0), salt=6, p=0.5, threshold=128)
+    applied = 0
+    for index in range(40):
+        chosen = uniform(op.clock.key(index, 6), 0) < 0.5
+        np.testing.assert_array_equal(op.apply_one(image, index), solarize(image, 128) if chosen else image)
+        applied += chosen
+    assert 0 < applied < 40
+    edge = np.array([[[127, 128, 255]]], dtype=np.uint8)
+    always = Solarize(AugmentationClock(0, 0), salt=6, p=1.0, threshold=128)
+    np.testing.assert_array_equal(always.apply_one(edge, 0), [[[127, 127, 0]]])
+
+
+def test_posterize_keeps_the_top_bits(image):
+    op = Posterize(AugmentationClock(0, 0), salt=7, p=0.5, bits=3)
+    applied = 0
+    for index in range(40):
+        chosen = uniform(op.clock.key(index, 7), 0) < 0.5
+        np.testing.assert_array_equal(op.apply_one(image, index), image & 0b11100000 if chosen else image)
+        applied += chosen
+    assert 0 < applied < 40
+    with pytest.raises(ValueError, match="bits must be in"):
+        Posterize(AugmentationClock(0, 0), salt=7, p=0.5, bits=9)
+
+
+def test_rotate_matches_a_numpy_reference(image, big_image):
+    square = np.arange(5 * 5 * 3, dtype=np.uint8).reshape(5, 5, 3)
+    np.testing.assert_array_equal(rotate(square, 90.0), np.rot90(square, k=-1))  # the reference itself
+    op = Rotate(AugmentationClock(0, 0), salt=8, max_degrees=40.0)
+    for picture in (image, big_image, square):
+        for index in range(20):
+            degrees = 40.0 * (2.0 * uniform(op.clock.key(index, 8), 0) - 1.0)
+            np.testing.assert_array_equal(op.apply_one(picture, index), rotate(picture, degrees))
+
+
+def test_randaugment_matches_a_numpy_reference_and_uses_every_kind(image, big_image):
+    op = RandAugment(AugmentationClock(0, 0), salt=9, n=2, magnitude=9.0)
+    seen = set()
+    for picture in (image, big_image):
+        for index in range(60):
+            expected, kinds = randaugment(picture, op.clock.key(index, 9), n=2, magnitude=9.0)
+            np.testing.assert_array_equal(op.apply_one(picture, index), expected, err_msg=f"{index}: {kinds}")
+            seen.update(kinds)
+    assert seen == set(RANDAUGMENT_OPS)
+    for n, magnitude in ((-1, 5.0), (2, 10.5)):
+        with pytest.raises(ValueError, match="RandAugment needs"):
+            RandAugment(AugmentationClock(0, 0), salt=9, n=n, magnitude=magnitude)
+
+
+def test_randaugment_at_magnitude_zero_is_the_identity(big_image):
+    op = RandAugment(AugmentationClock(0, 0), salt=9, n=4, magnitude=0.0)
+    for index in range(30):
+        np.testing.assert_array_equal(op.apply_one(big_image, index), big_image)
+
+
+def apply_policy(ops, image, index):
+    for op in ops:
+        image = op.apply_one(image, index)
+    return image
+
+
+@pytest.mark.parametrize("name", POLICY_ORDER)
+def test_strength_zero_is_no_augmentation(name, big_image):
+    ops = build_policy(name, AugmentationClock(0, 0), 32, strength=0.0)
+    for index in range(10):
+        np.testing.assert_array_equal(apply_policy(ops, big_image, index), big_image)
+
+
+def test_strength_one_keeps_the_original_policies():
+    def described(name):
+        ops = build_policy(name, AugmentationClock(0, 0), 32)
+        return [(type(op).__name__, op.salt, op.params.tolist()) for op in ops]
+
+    crop, flip = ("RandomTranslate", 1, [4.0]), ("RandomFlip", 2, [0.5])
+    assert described("none") == []
+    assert described("crop") == [crop]
+    assert described("standard") == [crop, flip]
+    assert described("standard_cutout") == [crop, flip, ("Cutout", 3, [8.0])]
+    assert described("color") == [("ColorJitter", 4, [0.4, 0.4, 0.4]), crop, flip]
+    assert described("randaugment")[-1] == ("RandAugment", 9, [2.0, 9.0])
+
+
+@pytest.mark.parametrize("strength", [-0.1, 2.01, float("nan")])
+def test_strength_outside_the_range_is_refused(strength):
+    with pytest.raises(ValueError, match=r"augmentation strength must be in \[0\.0, 2\.0\], got"):
+        build_policy("standard", AugmentationClock(0, 0), 32, strength=strength)
+    assert STRENGTH_RANGE == (0.0, 2.0)
+    for name in POLICY_ORDER:
+        build_policy(name, AugmentationClock(0, 0), 32, strength=2.0)  # the ends of the range are valid
+
+
+def test_policy_order_lists_every_policy_once():
+    assert sorted(POLICY_ORDER) == sorted(POLICIES) and len(POLICY_ORDER) >= 8
+    assert POLICY_ORDER[0] == "none"
+
+
+def test_auto_policies_are_distinct_and_spread_from_mildest_to_strongest():
+    for members in range(2, len(POLICY_ORDER) + 1):
+        chosen = auto_policies(members)
+        positions = [POLICY_ORDER.index(name) for name in chosen]
+        assert len(chosen) == members and positions == sorted(set(positions))
+        assert chosen[0] == POLICY_ORDER[0] and chosen[-1] == POLICY_ORDER[-1]
+        gaps = np.diff(positions)
+        assert gaps.max() - gaps.min() <= 1  # evenly spread
+    assert auto_policies(len(POLICY_ORDER)) == list(POLICY_ORDER)
+    assert len(auto_policies(1)) == 1
+
+
+def test_auto_policies_refuses_more_members_than_policies():
+    too_many = len(POLICY_ORDER) + 1
+    message = (f"policies: auto has {too_many} members but only {len(POLICY_ORDER)} policies exist; "
+               "name each member's policy")
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        auto_policies(too_many)
+
+
+def test_members_with_new_policies_see_different_views_and_loading_is_bit_identical(digits_root):
+    _, gray = load_epoch(digits_root, member=0, policy="gray", workers=1)
+    _, one = load_epoch(digits_root, member=1, policy="randaugment", workers=1)
+    _, two = load_epoch(digits_root, member=1, policy="randaugment", workers=2)
+    for (xg, yg), (x1, y1), (x2, y2) in zip(gray, one, two):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+        assert torch.equal(yg, y1)  # same samples, same labels ...
+        assert not torch.equal(xg, x1)  # ... different views
+
+
+def test_loader_passes_its_strength_to_the_policy(digits_root):
+    with pytest.raises(ValueError, match="augmentation strength must be in"):
+        load_epoch(digits_root, member=0, policy="randaugment", workers=1, strength=2.5)
