@@ -1,4 +1,4 @@
-"""The ``cohort`` command: data, train, eval, report, dee."""
+"""The ``cohort`` command: data, train, eval, report, dee, study."""
 
 from __future__ import annotations
 
@@ -77,6 +77,13 @@ def cmd_dee(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from cohort.study import run_study
+
+    run_study(args.configs, args.seeds, args.out, args.set)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cohort", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     dee.add_argument("--reference", required=True, help="run directory of an independent cohort (mimicry.weight: 0)")
     dee.add_argument("run_dirs", nargs="+")
     dee.set_defaults(run=cmd_dee)
+
+    study = sub.add_parser("study", help="train several configs over several seeds and tabulate them")
+    study.add_argument("configs", nargs="+", help="YAML configs, each with its own name")
+    study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    study.add_argument("--out", default="runs/study", help="folder for the runs and study.md")
+    study.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every config")
+    study.set_defaults(run=cmd_study)
     return parser
 
 

@@ -70,6 +70,8 @@ class MemberConfig:
     """Model name; see ``cohort.models.ARCHITECTURES``."""
     policy: str = "standard"
     """Augmentation policy name; see ``cohort.data.augment.POLICIES``."""
+    strength: float = 1.0
+    """Policy strength in [0, 2]: 0 no augmentation, 1 the policy's default, 2 strongest."""
     name: str = ""
     """Display name; defaults to ``m{index}``."""
     optim: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +109,26 @@ class MimicryConfig:
         _choose("mimicry.divergence", self.divergence, ("kl", "js"))
         if self.weight < 0 or not self.temperature > 0 or self.rampup_epochs < 0:
             raise ConfigError("mimicry: need weight >= 0, temperature > 0, rampup_epochs >= 0")
+
+
+@dataclass
+class DiversityConfig:
+    """DPLO, Diff-DML's diversity-preserving term (our formulation; see cohort.losses)."""
+
+    kind: str = "none"
+    """``none``, ``margin`` (push apart peers closer than ``margin`` in KL) or
+    ``nontarget`` (reward disagreement on the non-target classes)."""
+    weight: float = 0.0
+    """β."""
+    margin: float = 0.1
+    """m, in nats of KL (``margin`` only)."""
+
+    def validate(self) -> None:
+        _choose("diversity.kind", self.kind, ("none", "margin", "nontarget"))
+        if self.weight < 0 or self.margin < 0:
+            raise ConfigError(f"diversity: weight and margin must be >= 0, got weight {self.weight}, margin {self.margin}")
+        if self.kind != "none" and self.weight == 0:
+            raise ConfigError(f"diversity.kind is {self.kind} but diversity.weight is 0; set a weight, or kind: none")
 
 
 @dataclass
@@ -151,15 +173,24 @@ class CohortConfig:
     replicas: int = 1
     """R: data-parallel replicas per member (DDP). World size is K × R."""
     members: list[MemberConfig] = field(default_factory=lambda: [MemberConfig(), MemberConfig()])
+    policies: str = "members"
+    """``members``: each member's own ``policy``; ``auto``: distinct policies spread from the
+    mildest to the strongest (Diff-DML's differentiated training strategy)."""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mimicry: MimicryConfig = field(default_factory=MimicryConfig)
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
     def num_members(self) -> int:
         return len(self.members)
+
+    @property
+    def exchanges_logits(self) -> bool:
+        """Whether members need their peers' logits (mimicry or diversity is on)."""
+        return self.mimicry.weight > 0 or self.diversity.weight > 0
 
     @property
     def world_size(self) -> int:
@@ -173,7 +204,7 @@ class CohortConfig:
     def validate(self) -> None:
         """Check everything that can be checked without touching data or processes."""
         # Imported here: the registries pull in torch/ffcv, which config loading avoids.
-        from cohort.data.augment import POLICIES
+        from cohort.data.augment import POLICIES, STRENGTH_RANGE, auto_policies
         from cohort.models import ARCHITECTURES, is_known_architecture
 
         if not self.members:
@@ -181,6 +212,13 @@ class CohortConfig:
         if self.replicas < 1:
             raise ConfigError(f"replicas must be >= 1, got {self.replicas}")
         _choose("resume", self.resume, ("never", "auto"))
+        _choose("policies", self.policies, ("members", "auto"))
+        if self.policies == "auto":
+            try:
+                for member, policy in zip(self.members, auto_policies(len(self.members))):
+                    member.policy = policy
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
         _choose("train.device", self.train.device, ("cpu", "cuda", "auto"))
         names = set()
         for i, member in enumerate(self.members):
@@ -194,10 +232,14 @@ class CohortConfig:
                     f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURES)}, or tv.<torchvision model>"
                 )
             _choose(f"members.{i}.policy", member.policy, tuple(POLICIES))
+            if not STRENGTH_RANGE[0] <= member.strength <= STRENGTH_RANGE[1]:
+                raise ConfigError(f"members.{i}.strength must be in [{STRENGTH_RANGE[0]}, {STRENGTH_RANGE[1]}], "
+                                  f"got {member.strength}")
             self.member_optim(i).validate(f"members.{i}.optim")
         self.optim.validate("optim")
         self.schedule.validate()
         self.mimicry.validate()
+        self.diversity.validate()
         t, d = self.train, self.data
         if t.epochs < 1 or t.eval_every < 1 or t.checkpoint_every < 0 or t.max_steps_per_epoch < 0:
             raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, max_steps_per_epoch >= 0")

@@ -15,9 +15,9 @@ from cohort.run_dir import RunDirError
 
 def reference_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """(sizes, calibrated NLL) of the independent reference run's sub-ensembles on test."""
-    if run.mimicry_weight != 0:
-        raise RunDirError(f"{run.path / 'config.yaml'} has mimicry.weight {run.mimicry_weight}; the DEE reference must "
-                          f"be an independent run (mimicry.weight: 0)")
+    if not run.independent:
+        raise RunDirError(f"{run.path / 'config.yaml'} trains with mimicry or diversity; the DEE reference must be an "
+                          f"independent run (mimicry.weight: 0, diversity.weight: 0)")
     sizes = run.at()["ensemble"]["subensembles"]
     return np.array([s["size"] for s in sizes], dtype=float), np.array([s["c_nll"] for s in sizes])
 

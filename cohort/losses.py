@@ -48,6 +48,35 @@ def mimicry_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, *, target:
     return temperature**2 * per_sample.mean()
 
 
+def diversity_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, labels: torch.Tensor, *, kind: str,
+                   margin: float = 0.0, temperature: float = 1.0) -> torch.Tensor:
+    """DPLO, the diversity-preserving term of Diff-DML. Our formulation (design.md §3): the
+    paper (CVPR 2025) publishes no code, so these are this project's definitions.
+
+    ``margin``:    1/(K−1) Σ_j relu(m − KL(p_j^T ‖ p_i^T)), penalising only the peers that
+                   have come closer than ``margin`` (zero loss and gradient otherwise).
+    ``nontarget``: −1/(K−1) Σ_j JS(q_i, q_j), q = softmax over the non-target logits (the
+                   true class masked out): agree on the true class, differ on the wrong ones.
+    Peers are constants (their logits arrive detached).
+    """
+    if peer_logits.shape[0] == 0 or kind == "none":
+        return own_logits.new_zeros(())
+    peer_logits = peer_logits.detach()
+    if kind == "margin":
+        own = F.log_softmax(own_logits / temperature, dim=-1)
+        peers = F.log_softmax(peer_logits / temperature, dim=-1)
+        closeness = kl_divergence(peers, own.unsqueeze(0))  # [K−1, B]
+        return F.relu(margin - closeness).mean()
+    if kind == "nontarget":
+        mask = F.one_hot(labels, own_logits.shape[-1]).bool()
+        own = F.log_softmax((own_logits / temperature).masked_fill(mask, float("-inf")), dim=-1)
+        peers = F.log_softmax((peer_logits / temperature).masked_fill(mask, float("-inf")), dim=-1)
+        # The masked class has probability 0 in both; zero its log so 0·log 0 terms vanish.
+        own, peers = own.masked_fill(mask, 0.0), peers.masked_fill(mask, 0.0)
+        return -js_divergence(peers, own.unsqueeze(0).expand_as(peers)).mean()
+    raise ValueError(f"unknown diversity kind {kind!r}")
+
+
 def sigmoid_rampup(epoch: float, rampup_epochs: float) -> float:
     """exp(−5 (1 − t)²) for t = epoch / rampup_epochs < 1, else 1 (Laine & Aila; ONE)."""
     if rampup_epochs <= 0 or epoch >= rampup_epochs:
@@ -58,8 +87,9 @@ def sigmoid_rampup(epoch: float, rampup_epochs: float) -> float:
 
 def member_loss(own_logits: torch.Tensor, labels: torch.Tensor, peer_logits: torch.Tensor | None, *,
                 mimicry_weight: float, target: str, divergence: str, temperature: float,
-                label_smoothing: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss CE + λ·L_mim of one member and its detached terms, for logging."""
+                label_smoothing: float = 0.0, diversity_kind: str = "none", diversity_weight: float = 0.0,
+                diversity_margin: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss CE + λ·L_mim + β·L_div of one member and its detached terms, for logging."""
     ce = F.cross_entropy(own_logits, labels, label_smoothing=label_smoothing)
     terms = {"ce": ce}
     total = ce
@@ -67,5 +97,10 @@ def member_loss(own_logits: torch.Tensor, labels: torch.Tensor, peer_logits: tor
         mimicry = mimicry_loss(own_logits, peer_logits, target=target, divergence=divergence, temperature=temperature)
         terms["mimicry"] = mimicry
         total = total + mimicry_weight * mimicry
+    if peer_logits is not None and diversity_weight > 0 and diversity_kind != "none":
+        diversity = diversity_loss(own_logits, peer_logits, labels, kind=diversity_kind, margin=diversity_margin,
+                                   temperature=temperature)
+        terms["diversity"] = diversity
+        total = total + diversity_weight * diversity
     terms["loss"] = total
     return total, {k: v.detach() for k, v in terms.items()}

@@ -27,7 +27,7 @@ class Run:
 
     path: Path
     name: str
-    mimicry_weight: float
+    independent: bool
     rows: list[dict]
     epoch: int
     selected: bool
@@ -44,7 +44,8 @@ class Run:
         selection = run.path / "selection.json"
         selected = selection.is_file()
         epoch = json.loads(selection.read_text())["epoch"] if selected else max(r["epoch"] for r in rows)
-        return cls(run.path, config["name"], config["mimicry"]["weight"], rows, epoch, selected)
+        independent = config["mimicry"]["weight"] == 0 and config.get("diversity", {}).get("weight", 0) == 0
+        return cls(run.path, config["name"], independent, rows, epoch, selected)
 
     @property
     def label(self) -> str:

@@ -37,7 +37,7 @@ from cohort.models import build_model
 from cohort.optim import build_optimizer, lr_factor, set_lr
 from cohort.run_dir import RunDir, RunDirError
 
-LOSS_TERMS = ("ce", "mimicry", "loss")
+LOSS_TERMS = ("ce", "mimicry", "diversity", "loss")
 EPOCH_STATS = ("images_per_s", "seconds", "lr", "data_seconds", "exchange_seconds")
 """Per-epoch training figures logged with each member's metrics (seconds: wall clock of the
 epoch's steps; data_seconds: blocked on the loader; exchange_seconds: in the all-gather)."""
@@ -83,7 +83,8 @@ class Trainer:
         common = dict(member=self.member, replica=mesh.replica, replicas=config.replicas, seed=config.seed,
                       num_workers=config.data.num_workers, device=self.device)
         self.train_loader = MemberLoader(config.data.root, "train", policy=self.member_config.policy,
-                                         batch_size=config.data.batch_size, train=True, **common)
+                                         strength=self.member_config.strength, batch_size=config.data.batch_size,
+                                         train=True, **common)
         self.eval_loaders = {split: MemberLoader(config.data.root, split, policy="none", batch_size=config.data.eval_batch_size,
                                                  train=False, **common) for split in ("val", "test")}
         if len(self.train_loader) == 0:
@@ -94,7 +95,7 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         if config.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
-        self.exchange = LogitExchange(mesh.member_group, self.member, mesh.members) if config.mimicry.weight > 0 else None
+        self.exchange = LogitExchange(mesh.member_group, self.member, mesh.members) if config.exchanges_logits else None
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if config.train.bf16 and self.device.type == "cuda" else nullcontext())
         self.start_epoch, self.step = 0, 0
@@ -247,7 +248,8 @@ class Trainer:
         weight = cfg.mimicry.weight * sigmoid_rampup(progress, cfg.mimicry.rampup_epochs)
         loss, terms = member_loss(logits.float(), labels, peers, mimicry_weight=weight, target=cfg.mimicry.target,
                                   divergence=cfg.mimicry.divergence, temperature=cfg.mimicry.temperature,
-                                  label_smoothing=cfg.train.label_smoothing)
+                                  label_smoothing=cfg.train.label_smoothing, diversity_kind=cfg.diversity.kind,
+                                  diversity_weight=cfg.diversity.weight, diversity_margin=cfg.diversity.margin)
         if not torch.isfinite(loss):
             raise NonFiniteError(f"member {self.member} ({self.member_config.name}) has a non-finite loss at step {self.step}; "
                                  f"lower the learning rate or check the data")
@@ -307,9 +309,11 @@ class Trainer:
                     self.run.save_predictions(split, logits[split], labels[split], folder="best")
             val = results["val"]
             accs = " ".join(f"{self.config.members[m].name} {val[m]['acc']:.3f}" for m in range(self.mesh.members))
-            print(f"epoch {epoch + 1:>3}/{self.config.train.epochs}  loss {per_member[:, 2].mean():.4f}  "
+            loss_at, speed_at = LOSS_TERMS.index("loss"), len(LOSS_TERMS) + EPOCH_STATS.index("images_per_s")
+            print(f"epoch {epoch + 1:>3}/{self.config.train.epochs}  loss {per_member[:, loss_at].mean():.4f}  "
                   f"val acc {accs}  ensemble {val['ensemble']['acc']:.3f}  nll {val['ensemble']['nll']:.4f}  "
-                  f"ece {val['ensemble']['ece']:.4f}  {per_member[:, 3].sum():.0f} img/s"
+                  f"ece {val['ensemble']['ece']:.4f}  disagreement {val['ensemble']['disagreement']:.3f}  "
+                  f"{per_member[:, speed_at].sum():.0f} img/s"
                   f"{'  *' if improved and self.selection.metric else ''}", flush=True)
         if self.selection.metric:
             flag = [improved]

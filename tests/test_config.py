@@ -94,3 +94,29 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
     # PyYAML reads 1e-3 (no dot) as a string; float fields accept it all the same.
     config = load_config(write(tmp_path, "optim: {weight_decay: 5e-4}\n"), ["optim.lr=1e-3"])
     assert config.optim.lr == 1e-3 and config.optim.weight_decay == 5e-4
+
+
+def test_auto_policies_give_each_member_a_distinct_policy(tmp_path):
+    path = write(tmp_path, "policies: auto\nmembers: [{}, {}, {}, {}]\n")
+    policies = [m.policy for m in load_config(path).members]
+    assert len(set(policies)) == 4 and policies[0] == "none" and policies[-1] == "randaugment"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("policies: auto\nmembers: [" + "{}, " * 11 + "{}]\n", r"policies: auto has 12 members but only 10 policies exist"),
+    ("members: [{strength: 2.5}]\n", r"members\.0\.strength must be in \[0\.0, 2\.0\], got 2\.5"),
+    ("diversity: {kind: margin, weight: -1}\n", r"diversity: weight and margin must be >= 0"),
+    ("diversity: {kind: margin, weight: 1, margin: -0.1}\n", r"diversity: weight and margin must be >= 0"),
+    ("diversity: {kind: margin}\n", r"diversity\.kind is margin but diversity\.weight is 0"),
+    ("diversity: {kind: spread, weight: 1}\n", r"diversity\.kind 'spread' is not valid; choose one of: none, margin"),
+    ("policies: random\n", r"policies 'random' is not valid; choose one of: members, auto"),
+])
+def test_diff_dml_settings_are_validated(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(write(tmp_path, text))
+    assert "\n" not in str(error.value)
+
+
+def test_exchange_runs_when_either_peer_term_is_on(tmp_path):
+    assert not load_config(write(tmp_path, "mimicry: {weight: 0}\n")).exchanges_logits
+    assert load_config(write(tmp_path, "mimicry: {weight: 0}\ndiversity: {kind: nontarget, weight: 0.5}\n")).exchanges_logits

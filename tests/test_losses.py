@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cohort.losses import js_divergence, member_loss, mimicry_loss, sigmoid_rampup
+from cohort.losses import diversity_loss, js_divergence, member_loss, mimicry_loss, sigmoid_rampup
 
 
 def kl_by_hand(p, q):
@@ -91,3 +91,47 @@ def test_sigmoid_rampup():
     assert sigmoid_rampup(0.0, 10) == pytest.approx(math.exp(-5))
     assert sigmoid_rampup(5.0, 10) == pytest.approx(math.exp(-1.25))
     assert sigmoid_rampup(10.0, 10) == 1.0 and sigmoid_rampup(3.0, 0) == 1.0
+
+
+def test_margin_term_is_zero_with_zero_gradient_when_every_peer_is_far():
+    own = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]], requires_grad=True)
+    peers = torch.tensor([[[0.0, 0.0, 4.0], [4.0, 0.0, 0.0]]])  # KL well above the margin for both samples
+    loss = diversity_loss(own, peers, torch.tensor([0, 1]), kind="margin", margin=0.5)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(own.grad) == 0
+
+
+def test_margin_term_pushes_a_too_similar_member_away():
+    torch.manual_seed(3)
+    own = torch.randn(4, 5, requires_grad=True)
+    peers = (own.detach() + 0.01 * torch.randn(4, 5)).unsqueeze(0)
+    loss = diversity_loss(own, peers, torch.zeros(4, dtype=torch.long), kind="margin", margin=0.5)
+    kl = mimicry_loss(own, peers).item()
+    assert loss.item() == pytest.approx(0.5 - kl, rel=1e-5)  # every sample is inside the margin
+    loss.backward()
+    assert own.grad.abs().sum() > 0
+
+
+def test_nontarget_term_ignores_the_true_class_logit():
+    torch.manual_seed(4)
+    own, peers, labels = torch.randn(6, 5), torch.randn(2, 6, 5), torch.tensor([0, 1, 2, 3, 4, 0])
+    base = diversity_loss(own, peers, labels, kind="nontarget")
+    shifted = own.clone()
+    shifted[torch.arange(6), labels] += torch.randn(6) * 10
+    assert diversity_loss(shifted, peers, labels, kind="nontarget").item() == pytest.approx(base.item(), abs=1e-6)
+    assert base.item() < 0  # it rewards disagreement on the wrong classes
+    own_grad = own.clone().requires_grad_(True)
+    diversity_loss(own_grad, peers, labels, kind="nontarget").backward()
+    assert torch.all(own_grad.grad[torch.arange(6), labels] == 0)
+
+
+def test_total_loss_is_the_weighted_sum_of_its_terms():
+    torch.manual_seed(5)
+    own, peers, labels = torch.randn(8, 4), torch.randn(2, 8, 4), torch.randint(0, 4, (8,))
+    for kind in ("margin", "nontarget"):
+        loss, terms = member_loss(own, labels, peers, mimicry_weight=0.7, target="pairwise", divergence="kl",
+                                  temperature=2.0, diversity_kind=kind, diversity_weight=0.3, diversity_margin=5.0)
+        expected = terms["ce"] + 0.7 * terms["mimicry"] + 0.3 * terms["diversity"]
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+        assert terms["diversity"].item() == pytest.approx(
+            diversity_loss(own, peers, labels, kind=kind, margin=5.0, temperature=2.0).item(), rel=1e-6)

@@ -72,7 +72,7 @@ def test_dee_against_an_independent_reference(dml_pair, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "reference curve" in result.stdout and result.stdout.count("DEE") == 3
     line = one_error_line(run_cli("dee", "--reference", str(run), str(independent)))
-    assert "the DEE reference must be an independent run" in line and "config.yaml" in line
+    assert "the DEE reference must be an independent run" in line and "config.yaml" in line and "mimicry" in line
 
 
 def test_bad_run_directories_are_one_line_errors(dml_pair, tmp_path):

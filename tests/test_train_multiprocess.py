@@ -195,6 +195,9 @@ def test_labels_beyond_the_class_count_are_reported(digits_root, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("data.root=/nonexistent/cifar", "cohort: error: /nonexistent/cifar/meta.json is missing; write the data with `cohort data"),
     ("members.0.arch=resnet33", "cohort: error: members.0.arch 'resnet33' is unknown; valid: small_cnn"),
+    ("members.1.policy=sharpen", "cohort: error: members.1.policy 'sharpen' is not valid; choose one of: none, crop"),
+    ("members.0.strength=3", "cohort: error: members.0.strength must be in [0.0, 2.0]"),
+    ("diversity.weight=-0.5", "cohort: error: diversity: weight and margin must be >= 0"),
 ])
 def test_bad_input_fails_before_any_process_starts(digits_root, tmp_path, override, message):
     config = tiny_config(tmp_path, digits_root, members=2, data={"dataset": "cifar10"})

@@ -1,0 +1,70 @@
+"""``cohort study``: run a set of configs over several seeds and tabulate them.
+
+    cohort study configs/digits_*.yaml --seeds 0 1 2 --out runs/study
+
+Each (config, seed) trains in ``OUT/<config name>/seed<N>`` through the same launcher as
+``cohort train``; a run that already finished there is not trained again, so an
+interrupted study continues where it stopped. The table gives, on the test split at each
+run's last (or selected) evaluation, mean ± std over seeds of: the members' mean accuracy,
+the ensemble's accuracy, NLL and ECE, and the cohort's disagreement.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cohort.config import CohortConfig, ConfigError, load_config
+from cohort.report import Run
+
+COLUMNS = (("members acc", lambda t: np.mean([r["acc"] for k, r in t.items() if k != "ensemble"])),
+           ("ensemble acc", lambda t: t["ensemble"]["acc"]),
+           ("ensemble nll", lambda t: t["ensemble"]["nll"]),
+           ("ensemble ece", lambda t: t["ensemble"]["ece"]),
+           ("disagreement", lambda t: t["ensemble"]["disagreement"]))
+
+
+def finished(run_dir: Path, config: CohortConfig) -> bool:
+    try:
+        return max(r["epoch"] for r in Run.load(run_dir).rows) == config.train.epochs - 1
+    except Exception:  # no run yet, or an incomplete one: train (resume=auto picks up its checkpoints)
+        return False
+
+
+def study_table(names: list[str], runs: dict[str, list[Run]]) -> str:
+    lines = ["| config | seeds | " + " | ".join(c for c, _ in COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    for name in names:
+        values = [[column(run.at()) for _, column in COLUMNS] for run in runs[name]]
+        cells = [f"{np.mean(v):.4f} ± {np.std(v):.4f}" for v in zip(*values)]
+        lines.append(f"| {name} | {len(values)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: list[str]) -> str:
+    from launch.torchrun import launch_local
+
+    from cohort.cli import ensure_data
+
+    # Every config is checked before anything trains.
+    configs = {path: load_config(path, overrides) for path in config_paths}
+    names = [config.name for config in configs.values()]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"the study's configs share names ({', '.join(names)}); give each config its own name")
+    runs: dict[str, list[Run]] = {}
+    for path, config in configs.items():
+        ensure_data(config.data.root, config.data.dataset)
+        for seed in seeds:
+            run_dir = Path(out) / config.name / f"seed{seed}"
+            if not finished(run_dir, config):
+                print(f"study: training {config.name} with seed {seed} in {run_dir}", flush=True)
+                code = launch_local(path, [*overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto",
+                                           "train.progress=false"], config.world_size)
+                if code != 0:
+                    raise RuntimeError(f"{config.name} with seed {seed} failed (exit {code}); see {run_dir}")
+            runs.setdefault(config.name, []).append(Run.load(run_dir))
+    table = study_table(names, runs)
+    Path(out, "study.md").write_text(f"Test split, mean ± std over seeds {seeds}.\n\n{table}\n")
+    print(table)
+    print(f"\nwrote {Path(out, 'study.md')}")
+    return table

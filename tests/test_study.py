@@ -1,0 +1,32 @@
+"""cohort study: real runs over two seeds, a table, and no retraining of finished runs."""
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli, tiny_config
+
+pytestmark = pytest.mark.multiprocess
+
+
+def test_study_trains_each_seed_once_and_tabulates(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, name="tiny-diffdml",
+                         diversity={"kind": "margin", "weight": 1.0, "margin": 0.1},
+                         train={"epochs": 1, "max_steps_per_epoch": 4})
+    out = tmp_path / "study"
+    first = run_cli("study", str(config), "--seeds", "0", "1", "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("study: training tiny-diffdml") == 2
+    for seed in (0, 1):
+        assert yaml.safe_load((out / "tiny-diffdml" / f"seed{seed}" / "config.yaml").read_text())["seed"] == seed
+    table_row = next(line for line in first.stdout.splitlines() if line.startswith("| tiny-diffdml"))
+    assert table_row.count("±") == 5 and "| 2 |" in table_row
+    assert table_row in (out / "study.md").read_text()
+    again = run_cli("study", str(config), "--seeds", "0", "1", "--out", str(out))
+    assert again.returncode == 0 and "study: training" not in again.stdout and table_row in again.stdout
+
+
+def test_study_rejects_bad_configs_before_training(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2)
+    result = run_cli("study", str(config), "--set", "members.0.policy=sharpen", "--out", str(tmp_path / "s"))
+    assert result.returncode == 2 and result.stderr.startswith("cohort: error: members.0.policy 'sharpen'")
+    assert not (tmp_path / "s").exists()
