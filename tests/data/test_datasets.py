@@ -56,3 +56,32 @@ def test_cifar_without_archive_and_no_download_is_a_one_line_error(tmp_path):
     result = run_cli("data", "cifar100", "--out", str(tmp_path / "out"), "--source", str(tmp_path), "--no-download")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "cifar-100-python is missing" in result.stderr
+
+
+def test_imagefolder_conversion_with_mixed_image_sizes(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 30), ("val", 4)):
+        for cls in ("cat", "dog"):
+            folder = tmp_path / split / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                size = (int(rng.integers(40, 90)), int(rng.integers(40, 90)))
+                pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+    result = run_cli("data", "imagefolder", "--out", str(tmp_path / "out"), "--train-dir", str(tmp_path / "train"),
+                     "--test-dir", str(tmp_path / "val"), "--max-resolution", "48", "--workers", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = read_meta(tmp_path / "out")
+    assert meta["classes"] == ["cat", "dog"] and meta["sizes"] == {"train": 59, "val": 1, "test": 8}
+    loader = MemberLoader(tmp_path / "out", "test", member=0, replica=0, replicas=1, seed=0, policy="none",
+                          batch_size=8, num_workers=1, device=torch.device("cpu"), train=False)
+    images, labels = next(iter(loader.epoch(0)))
+    assert images.shape == (8, 3, 48, 48) and labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_imagefolder_without_directories_is_a_one_line_error(tmp_path):
+    result = run_cli("data", "imagefolder", "--out", str(tmp_path / "out"), "--train-dir", str(tmp_path / "nope"),
+                     "--test-dir", str(tmp_path / "nope"))
+    assert result.returncode == 2 and result.stderr.strip() == f"cohort: error: {tmp_path / 'nope'} is not a directory of class folders"
