@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from cohort.run_dir import RunDirError
+
 MARKER = "COMPLETE.json"
 
 
@@ -61,5 +63,12 @@ def latest_complete(run_dir: Path) -> Path | None:
 def load_part(folder: Path, member: int, device: torch.device) -> dict:
     path = folder / f"member-{member}.pt"
     if not path.is_file():
-        raise RuntimeError(f"{path} is missing from a checkpoint marked complete; delete {folder} to resume from an earlier one")
-    return torch.load(path, map_location=device, weights_only=False)
+        raise RunDirError(f"{path} is missing from a checkpoint marked complete; delete {folder} to resume from an earlier one")
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # torch/pickle raise many kinds for a damaged file; name the file instead
+        raise RunDirError(f"{path} cannot be read ({type(error).__name__}); "
+                          f"delete {folder} to resume from an earlier one") from None
+    if not isinstance(state, dict):
+        raise RunDirError(f"{path} is not a cohort checkpoint part; delete {folder} to resume from an earlier one")
+    return state

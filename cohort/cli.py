@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cohort.config import ConfigError, load_config
-from cohort.data.datasets import DataError, read_meta
+from cohort.data.datasets import DataError, check_data, read_meta
 from cohort.run_dir import RunDir, RunDirError
 
 
@@ -31,15 +31,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def ensure_data(root: str, dataset: str) -> None:
     """Write the digits data if it is missing (it ships with scikit-learn); else check it exists."""
-    try:
-        read_meta(root)
-    except DataError:
-        if dataset != "digits":
-            raise
+    # Only a folder without meta.json (never written, or cut short: meta.json comes last) is
+    # written here; a written folder that lost a file is the user's data, reported, not replaced.
+    if dataset == "digits" and not (Path(root) / "meta.json").is_file():
         from cohort.data.datasets import write_digits
 
         print(f"cohort: writing the digits dataset to {root} (first run only)", flush=True)
         write_digits(Path(root))
+    read_meta(root)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -49,6 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     ensure_data(config.data.root, config.data.dataset)
+    # Checked here, before any process starts: in the workers each rank would report it.
+    check_data(config.data.root, config.data.batch_size, config.replicas)
     RunDir(config.run_dir).check(config)
     if config.train.device == "cuda" and torch.cuda.device_count() < config.world_size:
         raise ConfigError(f"the cohort needs K×R = {config.world_size} GPUs but {torch.cuda.device_count()} are visible; "

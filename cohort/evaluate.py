@@ -17,7 +17,7 @@ import yaml
 
 from cohort import checkpoint
 from cohort.config import load_config
-from cohort.data.datasets import read_meta
+from cohort.data.datasets import check_data
 from cohort.data.loader import MemberLoader
 from cohort.metrics import evaluate_cohort
 from cohort.models import build_model
@@ -54,15 +54,17 @@ def predict(models: list[torch.nn.Module], beton: Path, seed: int, batch_size: i
 def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str | None = None) -> Path:
     run = RunDir(run_dir)
     if not run.config_file.is_file():
-        raise RunDirError(f"{run.config_file} is missing: {run.path} is not a cohort run directory")
+        raise RunDirError(f"{run.config_file} is missing: {run.path} is not a cohort run directory; "
+                          f"pass a folder that `cohort train` wrote (its run_dir)")
     config = load_config(run.config_file)
     folder = checkpoint_folder(run, which)
-    meta = read_meta(config.data.root)
+    meta = check_data(config.data.root)  # a truncated .beton is reported, not crashed on
     models = []
     for m, member in enumerate(config.members):
         state = checkpoint.load_part(folder, m, torch.device("cpu"))
-        if state["arch"] != member.arch:
-            raise RunDirError(f"{folder}/member-{m}.pt holds a {state['arch']}, but the config says {member.arch}")
+        if state.get("arch") != member.arch:
+            raise RunDirError(f"{folder}/member-{m}.pt holds a {state.get('arch')}, but the config says {member.arch}; "
+                              f"pick another checkpoint with --checkpoint")
         model = build_model(member.arch, meta["num_classes"], meta["mean"], meta["std"])
         model.load_state_dict(state["model"])
         models.append(model.eval())

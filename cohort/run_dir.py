@@ -60,6 +60,10 @@ class RunDir:
         elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise RunDirError(f"{self.path} exists and is not a cohort run directory; choose another run_dir=")
         parent = self.path if self.path.exists() else next(p for p in self.path.parents if p.exists())
+        # A file on the way (run_dir=notes.txt/run) would only fail at mkdir, in every rank;
+        # os.access alone does not see it, and lets root write anywhere.
+        if not parent.is_dir():
+            raise RunDirError(f"cannot create {self.path}: {parent} is a file, not a folder; choose another run_dir=")
         if not os.access(parent, os.W_OK):
             raise RunDirError(f"cannot write into {parent}; choose a writable run_dir=")
 

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cohort import checkpoint
 from cohort.config import CohortConfig, ConfigError, load_config
-from cohort.data.datasets import DataError, read_meta
+from cohort.data.datasets import DataError, check_data, read_meta
 from cohort.data.loader import MemberLoader
 from cohort.exchange import DesyncError, LogitExchange, NonFiniteError
 from cohort.losses import member_loss, sigmoid_rampup
@@ -121,10 +121,22 @@ class Trainer:
             self.trace_file = open(self.run.trace / name, "a" if latest is not None else "w")
 
     def load(self, folder: Path) -> None:
-        state = checkpoint.load_part(folder, self.member, self.device)
-        if state["arch"] != self.member_config.arch:
-            raise RunDirError(f"{folder} holds a {state['arch']} for member {self.member}, not {self.member_config.arch}; "
-                              f"choose another run_dir=")
+        problem = ""
+        try:
+            state = checkpoint.load_part(folder, self.member, self.device)
+            if state.get("arch") != self.member_config.arch:
+                problem = (f"{folder / f'member-{self.member}.pt'} holds a {state.get('arch')}, but member {self.member} "
+                           f"is a {self.member_config.arch}; delete {folder} to resume from an earlier checkpoint, "
+                           f"or choose another run_dir=")
+        except RunDirError as error:
+            problem = str(error)
+        # Each rank reads only its own member's part. Agree before anything changes, so that
+        # every rank stops with the same (shared) error instead of one failing while its
+        # peers start training and die in the exchange with errors of their own.
+        problems = [""] * self.mesh.world_size
+        dist.all_gather_object(problems, problem)
+        if any(problems):
+            raise RunDirError(next(p for p in problems if p))
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.start_epoch, self.step = state["epoch"] + 1, state["step"]
@@ -363,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     launch = detect_launch()
     try:
         config = load_config(argv[0], argv[1:])
-        read_meta(config.data.root)
+        # Before the process group: an error every rank meets alike is printed once, by rank 0.
+        check_data(config.data.root, config.data.batch_size, config.replicas)
         configure_threads(config, launch.local_world_size)
         mesh = CohortMesh(config.num_members, config.replicas, launch, pick_device(config.train.device, launch),
                           config.train.dist_timeout_s)

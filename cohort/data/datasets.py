@@ -31,11 +31,73 @@ def read_meta(root: str | Path) -> dict:
     meta = root / "meta.json"
     if not meta.is_file():
         raise DataError(f"{meta} is missing; write the data with `cohort data <digits|cifar10|cifar100|imagefolder> --out {root}`")
-    info = json.loads(meta.read_text())
+    try:
+        info = json.loads(meta.read_text())
+    except ValueError:  # a torn or hand-edited file: say which, not json's traceback
+        raise DataError(f"{meta} is not valid JSON; rewrite the folder with `cohort data <dataset> --out {root}`") from None
     for split in SPLITS:
         beton = root / f"{split}.beton"
         if not beton.is_file():
             raise DataError(f"{beton} is missing; rewrite the folder with `cohort data {info.get('dataset', '<dataset>')} --out {root}`")
+    return info
+
+
+def check_beton(path: Path, num_classes: int, rewrite: str) -> int:
+    """The sample count of a ``.beton``, after checking that the file is whole and its labels fit.
+
+    FFCV maps the file and trusts its header: a truncated file crashes the loader's
+    compiled code (or reads garbage), and a label >= ``num_classes`` only fails inside
+    every training process. Both are found here from the header, the allocation table
+    and the label column (stored in the metadata), without decoding any image.
+    """
+    from ffcv.reader import Reader
+    from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType
+
+    broken = DataError(f"{path} is truncated or corrupt; rewrite it with {rewrite}")
+    size = path.stat().st_size
+    if size < HeaderType.itemsize:
+        raise broken
+    header = np.fromfile(path, dtype=HeaderType, count=1)[0]
+    table_start, table_bytes = int(header["alloc_table_ptr"]), size - int(header["alloc_table_ptr"])
+    fields_end = HeaderType.itemsize + int(header["num_fields"]) * FieldDescType.itemsize
+    if header["version"] != CURRENT_VERSION or not fields_end <= table_start <= size \
+            or table_bytes % ALLOC_TABLE_TYPE.itemsize:
+        raise broken
+    try:
+        reader = Reader(str(path))
+    except Exception:  # FFCV's own errors for a damaged header or field list are not specific
+        raise broken from None
+    # The allocation table comes last: a cut there drops samples' entries (in cohort's files
+    # every sample stores an image, so owns one), a cut before it leaves entries pointing past the data.
+    table = reader.alloc_table
+    data_end = int((table["ptr"] + table["size"]).max()) if len(table) else 0
+    owners = np.unique(table["sample_id"]).size if "image" in reader.field_names else reader.num_samples
+    if len(reader.metadata) != reader.num_samples or data_end > table_start or owners != reader.num_samples:
+        raise broken
+    if "label" in reader.field_names:
+        labels = reader.metadata[f"f{reader.field_names.index('label')}"]
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        if len(bad):
+            raise DataError(f"label {int(bad[0])} in {path} is outside 0..{num_classes - 1} (num_classes in "
+                            f"{path.parent / 'meta.json'}); rewrite the data folder with {rewrite}")
+    return int(reader.num_samples)
+
+
+def check_data(root: str | Path, batch_size: int = 0, replicas: int = 1) -> dict:
+    """``read_meta``, plus every ``.beton`` checked whole (``check_beton``) and, given a
+    ``batch_size``, a training split that fills at least one batch on each of ``replicas``.
+
+    Run before any training process starts: these problems would otherwise surface in
+    every rank at once, as several errors or as a crash of FFCV's compiled loader.
+    """
+    root = Path(root)
+    info = read_meta(root)
+    rewrite = f"`cohort data {info.get('dataset', '<dataset>')} --out {root}`"
+    sizes = {split: check_beton(root / f"{split}.beton", info["num_classes"], rewrite) for split in SPLITS}
+    if batch_size and sizes["train"] // replicas < batch_size:
+        per = f"{sizes['train'] // replicas} per replica ({replicas} replicas)" if replicas > 1 else str(sizes["train"])
+        raise DataError(f"data.batch_size {batch_size} is larger than the training set ({root / 'train.beton'} has "
+                        f"{per} samples); lower data.batch_size")
     return info
 
 

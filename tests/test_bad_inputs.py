@@ -1,0 +1,289 @@
+"""A catalogue of bad inputs, each run through the real CLI (or the bare torchrun launcher).
+
+Every case builds one bad situation in its own temporary folder, from the real digits data
+and, where it needs a finished run, a copy of the ``dml_pair`` run. The command must then
+fail with exactly one ``cohort: error: ...`` line on stderr that names the culprit (a key,
+a file or a value) and says the fix, without a Python traceback; it must leave no run
+directory behind where none existed, and leave an existing folder byte-for-byte as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from tests.conftest import run_cli, run_torchrun, tiny_config
+
+pytestmark = pytest.mark.multiprocess
+
+ERROR = "cohort: error:"
+
+
+@dataclass
+class Situation:
+    """What a case built: the command to run, the folder it must not create or change, and
+    the paths its error message should mention (by the names its templates use)."""
+
+    args: list[str]
+    run_dir: Path
+    torchrun: int = 0
+    """Start ``torchrun --nproc-per-node N -m cohort.train ARGS``; 0: run ``cohort ARGS``."""
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+class Bench:
+    """A case's materials. Fixtures are fetched on demand, so that selecting a few cases
+    with ``-k`` does not train the ``dml_pair`` run unless one of them needs it."""
+
+    def __init__(self, tmp: Path, request: pytest.FixtureRequest):
+        self.tmp, self.request = tmp, request
+
+    @property
+    def digits(self) -> Path:
+        return self.request.getfixturevalue("digits_root")
+
+    def config(self, members: int = 2, data_root: Path | None = None, **sections) -> Path:
+        return tiny_config(self.tmp, data_root or self.digits, members=members, **sections)
+
+    def train(self, *overrides: str, members: int = 2, **sections) -> Situation:
+        """``cohort train`` of a tiny config (run_dir ``tmp/run``) with these overrides."""
+        return Situation(["train", str(self.config(members, **sections)), *overrides], self.tmp / "run")
+
+    def data_copy(self) -> Path:
+        data = self.tmp / "data"
+        shutil.copytree(self.digits, data)
+        return data
+
+    def train_on(self, data: Path, torchrun: int = 0) -> Situation:
+        config = str(self.config(data_root=data))
+        args = [config] if torchrun else ["train", config]
+        return Situation(args, self.tmp / "run", torchrun=torchrun, paths={"data": data})
+
+    def run_copy(self) -> tuple[Path, Path]:
+        """(config, a copy of the finished dml_pair run): 2 members, 2 epochs, checkpoints of both."""
+        config, run, _ = self.request.getfixturevalue("dml_pair")
+        copy = self.tmp / "existing"
+        shutil.copytree(run, copy)
+        return config, copy
+
+    def on_run_copy(self, *overrides: str) -> Situation:
+        """``cohort train`` of the dml_pair config aimed at a copy of its run."""
+        config, run = self.run_copy()
+        return Situation(["train", str(config), f"run_dir={run}", *overrides], run)
+
+    def folder_that_is_not_a_run(self) -> Path:
+        folder = self.tmp / "notes"
+        folder.mkdir()
+        (folder / "todo.txt").write_text("not a run\n")
+        return folder
+
+
+# --- the builders that need more than a config and overrides -----------------------------------
+
+
+def malformed_yaml(b: Bench) -> Situation:
+    config = b.config()
+    config.write_text(config.read_text() + "optim: {lr: 0.1\n")  # the mapping is never closed
+    return Situation(["train", str(config)], b.tmp / "run", paths={"config": config})
+
+
+def missing_config_file(b: Bench) -> Situation:
+    return Situation(["train", str(b.tmp / "nope.yaml")], b.tmp / "run")
+
+
+def missing_beton(b: Bench) -> Situation:
+    data = b.data_copy()
+    (data / "val.beton").unlink()
+    return b.train_on(data)
+
+
+def truncated_beton(b: Bench, torchrun: int = 0) -> Situation:
+    data = b.data_copy()
+    beton = data / "train.beton"
+    os.truncate(beton, beton.stat().st_size // 2)
+    return b.train_on(data, torchrun)
+
+
+def edited_meta(**changes) -> Callable[[Bench], Situation]:
+    def build(b: Bench) -> Situation:
+        data = b.data_copy()
+        meta = json.loads((data / "meta.json").read_text())
+        (data / "meta.json").write_text(json.dumps({**meta, **changes}))
+        return b.train_on(data)
+    return build
+
+
+def corrupt_meta(b: Bench) -> Situation:
+    data = b.data_copy()
+    (data / "meta.json").write_text('{"dataset": "digits", "num_cl')
+    return b.train_on(data)
+
+
+def file_on_the_run_dir_path(b: Bench) -> Situation:
+    # Tests run as root, whom chmod does not stop: a regular file as a parent is unwritable to all.
+    blocker = b.tmp / "notes.txt"
+    blocker.write_text("a file, not a folder\n")
+    situation = b.train(f"run_dir={blocker / 'run'}")
+    situation.run_dir = blocker / "run"
+    return situation
+
+
+def run_dir_is_another_folder(b: Bench) -> Situation:
+    folder = b.folder_that_is_not_a_run()
+    situation = b.train(f"run_dir={folder}")
+    situation.run_dir = folder
+    return situation
+
+
+def checkpoint_part_of_another_arch(b: Bench) -> Situation:
+    """config.yaml matches, but member 0's part of the latest checkpoint holds a resnet20."""
+    from cohort.models import build_model
+
+    situation = b.on_run_copy("resume=auto")
+    part = situation.run_dir / "checkpoints" / "epoch-0001" / "member-0.pt"
+    state = torch.load(part, weights_only=False)
+    state.update(arch="resnet20", model=build_model("resnet20", 10, [0.5] * 3, [0.25] * 3).state_dict())
+    torch.save(state, part)
+    situation.paths["folder"] = part.parent
+    return situation
+
+
+def eval_or_report_on_a_folder_that_is_not_a_run(command: str) -> Callable[[Bench], Situation]:
+    def build(b: Bench) -> Situation:
+        folder = b.folder_that_is_not_a_run()
+        return Situation([command, str(folder)], folder, paths={"folder": folder})
+    return build
+
+
+def eval_of_a_missing_checkpoint(b: Bench) -> Situation:
+    _, run = b.run_copy()
+    return Situation(["eval", str(run), "--checkpoint", str(b.tmp / "nowhere")], run)
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    build: Callable[[Bench], Situation]
+    culprit: str
+    """Text naming the key, file or value at fault; ``{tmp}``, ``{run}`` and the situation's
+    ``paths`` are filled in."""
+    fix: str
+    """Text of the fix the message must suggest (filled in the same way)."""
+
+
+CASES = {
+    "malformed_yaml": Case(malformed_yaml, "{config} is not valid YAML at line", "fix the file's syntax"),
+    "missing_config_file": Case(missing_config_file, "config file {tmp}/nope.yaml does not exist", "pick one from configs/"),
+    "unknown_key": Case(lambda b: b.train(train={"epoch": 3}), "unknown key train.epoch", "valid keys of train: "),
+    "wrong_type": Case(lambda b: b.train("train.epochs=ten"), "train.epochs must be int, got 'ten'", "must be int"),
+    "override_without_equals": Case(lambda b: b.train("optim.lr"), "override 'optim.lr'", "must look like key=value"),
+    "process_count_not_k_times_r": Case(
+        lambda b: Situation([str(b.config(members=2))], b.tmp / "run", torchrun=3),
+        "3 processes were started but the config needs K×R = 2×1 = 2", "start 2 (e.g. torchrun --nproc-per-node 2)"),
+    "missing_beton": Case(missing_beton, "{data}/val.beton is missing", "`cohort data digits --out {data}`"),
+    "truncated_beton": Case(truncated_beton, "{data}/train.beton is truncated or corrupt",
+                            "rewrite it with `cohort data digits --out {data}`"),
+    "truncated_beton_bare_torchrun": Case(lambda b: truncated_beton(b, torchrun=2),
+                                          "{data}/train.beton is truncated or corrupt",
+                                          "rewrite it with `cohort data digits --out {data}`"),
+    "corrupt_meta_json": Case(corrupt_meta, "{data}/meta.json is not valid JSON", "--out {data}`"),
+    "labels_out_of_range": Case(edited_meta(num_classes=5), "in {data}/train.beton is outside 0..4",
+                                "rewrite the data folder with `cohort data digits --out {data}`"),
+    "unknown_arch": Case(lambda b: b.train("members.0.arch=resnet33"), "members.0.arch 'resnet33' is unknown",
+                         "valid: small_cnn"),
+    "unknown_policy": Case(lambda b: b.train("members.1.policy=sharpen"), "members.1.policy 'sharpen'",
+                           "choose one of: none, crop"),
+    "zero_lr": Case(lambda b: b.train("optim.lr=0"), "optim.lr", "must be > 0, got 0"),
+    "negative_member_lr": Case(lambda b: b.train("members.1.optim.lr=-0.1"), "members.1.optim.lr",
+                               "must be > 0, got -0.1"),
+    "batch_larger_than_train_set": Case(lambda b: b.train("data.batch_size=2000"), "data.batch_size 2000",
+                                        "lower data.batch_size"),
+    "empty_members": Case(lambda b: b.train("members=[]"), "members is empty", "needs at least one member"),
+    "duplicate_member_names": Case(lambda b: b.train("members.0.name=a", "members.1.name=a"),
+                                   "members.1.name 'a' is used twice", "give each member its own name"),
+    "auto_policies_for_too_many_members": Case(lambda b: b.train(members=11, policies="auto"),
+                                               "policies: auto has 11 members but only 10",
+                                               "name each member's policy"),
+    "strength_out_of_range": Case(lambda b: b.train("members.0.strength=3"), "members.0.strength",
+                                  "must be in [0.0, 2.0], got 3"),
+    "negative_diversity_weight": Case(lambda b: b.train("diversity.weight=-0.5"), "diversity: weight",
+                                      "must be >= 0, got weight -0.5"),
+    "bad_resume_value": Case(lambda b: b.train("resume=maybe"), "resume 'maybe'", "choose one of: never, auto"),
+    "run_dir_under_a_file": Case(file_on_the_run_dir_path, "{tmp}/notes.txt is a file", "choose another run_dir="),
+    "run_dir_is_another_folder": Case(run_dir_is_another_folder, "{run} exists and is not a cohort run directory",
+                                      "choose another run_dir="),
+    "existing_run_without_resume": Case(lambda b: b.on_run_copy("optim.lr=0.01"), "{run} already holds a run",
+                                        "pass resume=auto to continue it, or run_dir="),
+    "existing_run_of_a_different_config": Case(lambda b: b.on_run_copy("optim.lr=0.01", "resume=auto"),
+                                               "{run} holds a run of a different config (optim.lr: 0.05 there, 0.01 here)",
+                                               "choose another run_dir="),
+    "resume_with_another_arch_in_the_config": Case(
+        lambda b: b.on_run_copy("resume=auto", "members.0.arch=resnet20"),
+        "different config (members.0.arch: 'small_cnn' there, 'resnet20' here)", "choose another run_dir="),
+    "resume_from_a_checkpoint_part_of_another_arch": Case(
+        checkpoint_part_of_another_arch, "{folder}/member-0.pt holds a resnet20, but member 0 is a small_cnn",
+        "delete {folder} to resume from an earlier checkpoint"),
+    "eval_of_a_folder_that_is_not_a_run": Case(eval_or_report_on_a_folder_that_is_not_a_run("eval"),
+                                               "{folder}/config.yaml is missing",
+                                               "pass a folder that `cohort train` wrote"),
+    "report_of_a_folder_that_is_not_a_run": Case(eval_or_report_on_a_folder_that_is_not_a_run("report"),
+                                                 "{folder}/config.yaml is missing",
+                                                 "pass a folder that `cohort train` wrote"),
+    "eval_of_a_missing_checkpoint": Case(eval_of_a_missing_checkpoint, "{tmp}/nowhere/COMPLETE.json is missing",
+                                         "pick a complete checkpoint"),
+}
+# Not catalogued: a rendezvous port already in use. `cohort train` and `torchrun --standalone`
+# let the c10d rendezvous bind a free port of its own choosing, so no input of ours can clash.
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path → bytes); empty if there is no folder."""
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without_launcher_report(stderr: str) -> str:
+    """stderr less the bare torchrun launcher's own report (a traceback of its agent ending in
+    ChildFailedError), which it prints whenever a worker exits non-zero; `cohort train` does not."""
+    start = stderr.rfind("Traceback (most recent call last):")
+    if start >= 0 and "torch.distributed.elastic.multiprocessing.errors.ChildFailedError" in stderr[start:]:
+        return stderr[:start]
+    return stderr
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_naming_the_culprit_and_the_fix(name, tmp_path, request):
+    case = CASES[name]
+    situation = case.build(Bench(tmp_path, request))
+    existed = situation.run_dir.exists()
+    before = snapshot(situation.run_dir)
+
+    if situation.torchrun:
+        result = run_torchrun(situation.torchrun, *situation.args, timeout=300)
+    else:
+        result = run_cli(*situation.args, timeout=300)
+
+    stderr = without_launcher_report(result.stderr) if situation.torchrun else result.stderr
+    fields = {"tmp": tmp_path, "run": situation.run_dir, **situation.paths}
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith(ERROR)]
+    assert len(lines) == 1, stderr[-3000:]
+    assert case.culprit.format(**fields) in lines[0]
+    assert case.fix.format(**fields) in lines[0]
+    if existed:
+        after = snapshot(situation.run_dir)
+        changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
+        assert not changed, f"{name} changed {changed} in {situation.run_dir}"
+    else:
+        assert not situation.run_dir.exists(), f"{name} left {situation.run_dir} behind"
