@@ -1,8 +1,10 @@
 """Checkpoints that count only when complete.
 
-    RUN_DIR/checkpoints/epoch-NNNN/member-<m>.pt    one part per member (replica 0 writes it)
-    RUN_DIR/checkpoints/epoch-NNNN/COMPLETE.json    written by rank 0 after every part exists
+    RUN_DIR/checkpoints/step-NNNNNNNNN/member-<m>.pt   one part per member (replica 0 writes it)
+    RUN_DIR/checkpoints/step-NNNNNNNNN/COMPLETE.json   written by rank 0 after every part exists
 
+A folder is named by the optimiser steps taken; its marker holds the position to continue
+from (epoch, batch within it). 
 Parts are keyed by member id, not rank: a restarted job may number its ranks differently.
 Each part is written to a temporary name and renamed, so a crash never leaves a torn file;
 a folder without its marker is ignored by ``latest_complete``.
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -21,8 +25,8 @@ from cohort.run_dir import RunDirError
 MARKER = "COMPLETE.json"
 
 
-def checkpoint_dir(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"epoch-{epoch:04d}"
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step-{step:09d}"
 
 
 def best_dir(run_dir: Path) -> Path:
@@ -39,6 +43,9 @@ def save_part(folder: Path, member: int, state: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path, tmp = folder / f"member-{member}.pt", folder / f".member-{member}.pt.tmp"
     torch.save(state, tmp)
+    # Fault injection for the tests: hold the written-but-unrenamed part long enough for a
+    # test to kill this process mid-checkpoint. Unset in normal use.
+    time.sleep(float(os.environ.get("COHORT_TEST_PAUSE_BEFORE_RENAME_S", "0")))
     os.replace(tmp, path)
     return path
 
@@ -56,8 +63,24 @@ def mark_complete(folder: Path, members: int, info: dict) -> None:
 def latest_complete(run_dir: Path) -> Path | None:
     """The newest checkpoint folder that has its marker, or None."""
     root = Path(run_dir) / "checkpoints"
-    complete = sorted(d for d in root.glob("epoch-*") if (d / MARKER).is_file()) if root.is_dir() else []
+    complete = sorted(d for d in root.glob("step-*") if (d / MARKER).is_file()) if root.is_dir() else []
     return complete[-1] if complete else None
+
+
+def prune(run_dir: Path, keep_last: int) -> None:
+    """Remove step folders older than the newest ``keep_last`` complete ones (0: keep all).
+
+    Runs after a newer checkpoint is complete, so a crash here never leaves no checkpoint.
+    """
+    root = Path(run_dir) / "checkpoints"
+    folders = sorted(root.glob("step-*"))
+    complete = [d for d in folders if (d / MARKER).is_file()]
+    if keep_last < 1 or len(complete) <= keep_last:
+        return
+    oldest_kept = complete[-keep_last]
+    for folder in folders:
+        if folder < oldest_kept:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def load_part(folder: Path, member: int, device: torch.device) -> dict:

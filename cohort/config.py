@@ -139,6 +139,13 @@ class TrainConfig:
     """Evaluate on val (and test) every this many epochs, and after the last one."""
     checkpoint_every: int = 0
     """Save a checkpoint every this many epochs (0: only after the last epoch)."""
+    checkpoint_every_steps: int = 0
+    """Also save one every this many optimiser steps (0: never mid-epoch)."""
+    on_nonfinite: str = "stop"
+    """A non-finite loss or logits: ``stop`` (one line naming member and step) or
+    ``skip_step`` (every rank skips that optimiser step; counted as ``skipped_steps``)."""
+    keep_last: int = 3
+    """Keep the newest this many complete step checkpoints (0: keep all)."""
     device: str = "auto"
     """``cpu``, ``cuda`` or ``auto`` (CUDA when available)."""
     bf16: bool = False
@@ -243,6 +250,9 @@ class CohortConfig:
         t, d = self.train, self.data
         if t.epochs < 1 or t.eval_every < 1 or t.checkpoint_every < 0 or t.max_steps_per_epoch < 0:
             raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, max_steps_per_epoch >= 0")
+        _choose("train.on_nonfinite", t.on_nonfinite, ("stop", "skip_step"))
+        if t.checkpoint_every_steps < 0 or t.keep_last < 0:
+            raise ConfigError("train: need checkpoint_every_steps >= 0 and keep_last >= 0")
         if not 0 <= t.label_smoothing < 1:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
         if d.batch_size < 1 or d.eval_batch_size < 1 or d.num_workers < 1:

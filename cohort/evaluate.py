@@ -78,7 +78,10 @@ def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str |
         logits[name], labels[name] = predict(models, path, config.seed, config.data.eval_batch_size)
     results = evaluate_cohort(logits, labels)
     out = run.path / "eval" / folder.name
-    epoch = json.loads((folder / checkpoint.MARKER).read_text()).get("epoch")
+    marker = json.loads((folder / checkpoint.MARKER).read_text())
+    # A checkpoint holds the position to continue from: at a batch boundary of 0, the
+    # epoch before it is the one whose weights these are.
+    epoch = marker["epoch"] - 1 if marker["batch"] == 0 else marker["epoch"]
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.jsonl", "w") as f:
         for name, table in results.items():

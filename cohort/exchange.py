@@ -21,11 +21,13 @@ class NonFiniteError(RuntimeError):
 class LogitExchange:
     """All-gathers detached ``[B, C]`` logits (and labels) over the member group."""
 
-    def __init__(self, group: dist.ProcessGroup | None, member: int, num_members: int):
+    def __init__(self, group: dist.ProcessGroup | None, member: int, num_members: int, stop_on_nonfinite: bool = True):
         self.group, self.member, self.num_members = group, member, num_members
+        self.stop_on_nonfinite = stop_on_nonfinite
 
     def gather(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
-        """All members' logits ``[K, B, C]`` (detached); checks labels and finiteness."""
+        """All members' logits ``[K, B, C]`` (detached); checks labels and (unless the run skips
+        non-finite steps instead) finiteness."""
         message = torch.cat([logits.detach().float(), labels.to(torch.float32).unsqueeze(1)], dim=1)
         if self.num_members == 1:
             gathered = message.unsqueeze(0)
@@ -35,7 +37,7 @@ class LogitExchange:
             gathered = torch.stack(parts)
         all_logits, all_labels = gathered[..., :-1], gathered[..., -1]
         finite = torch.isfinite(all_logits).flatten(1).all(dim=1)
-        if not bool(finite.all()):
+        if self.stop_on_nonfinite and not bool(finite.all()):
             bad = int((~finite).nonzero()[0])
             error = NonFiniteError(f"member {bad} produced non-finite logits at step {step}; lower the learning rate or check the data")
             error.shared = True  # every rank of the exchange sees it: rank 0 alone reports it

@@ -73,6 +73,21 @@ def pick_device(requested: str, launch: Launch) -> torch.device:
     return torch.device("cuda", launch.local_rank)
 
 
+def rendezvous_store(launch: Launch, timeout_s: float) -> dist.Store:
+    """The key-value store the ranks meet in, namespaced by torchrun's restart attempt.
+
+    torchrun's agent serves one store for the whole job, and the keys of an attempt's
+    process groups outlive it: without the attempt in their names, the subgroups of a
+    restarted cohort read their dead predecessors' addresses and fail to connect.
+    Elsewhere global rank 0 serves the store.
+    """
+    agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(launch.master_addr, launch.master_port, launch.world_size,
+                          is_master=launch.rank == 0 and not agent_serves, timeout=timedelta(seconds=timeout_s))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"cohort/attempt-{attempt}", store)
+
+
 class CohortMesh:
     """The process group and the named (member, replica) device mesh of this rank."""
 
@@ -88,15 +103,10 @@ class CohortMesh:
         self.member, self.replica = divmod(launch.rank, replicas)
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        self.store = rendezvous_store(launch, timeout_s)
         if not dist.is_initialized():
-            dist.init_process_group(
-                backend="nccl" if device.type == "cuda" else "gloo",
-                # torchrun's agent already serves the rendezvous store that env:// finds.
-                init_method="env://" if launch.launcher == "torchrun" else f"tcp://{launch.master_addr}:{launch.master_port}",
-                rank=launch.rank,
-                world_size=launch.world_size,
-                timeout=timedelta(seconds=timeout_s),
-            )
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=self.store,
+                                    rank=launch.rank, world_size=launch.world_size, timeout=timedelta(seconds=timeout_s))
         self.mesh: DeviceMesh = init_device_mesh(device.type, (members, replicas), mesh_dim_names=("member", "replica"))
         self.member_group = self.mesh.get_group("member")
         self.replica_group = self.mesh.get_group("replica")

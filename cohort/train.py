@@ -11,9 +11,12 @@ predicts val and test, and rank 0 writes metrics; at the end, predictions and a 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
+import random
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -38,13 +41,23 @@ from cohort.optim import build_optimizer, lr_factor, set_lr
 from cohort.run_dir import RunDir, RunDirError
 
 LOSS_TERMS = ("ce", "mimicry", "diversity", "loss")
-EPOCH_STATS = ("images_per_s", "seconds", "lr", "data_seconds", "exchange_seconds")
+EPOCH_STATS = ("images_per_s", "seconds", "lr", "data_seconds", "exchange_seconds", "skipped_steps")
 """Per-epoch training figures logged with each member's metrics (seconds: wall clock of the
-epoch's steps; data_seconds: blocked on the loader; exchange_seconds: in the all-gather)."""
+epoch's steps; data_seconds: blocked on the loader; exchange_seconds: in the all-gather;
+skipped_steps: steps skipped for a non-finite loss, train.on_nonfinite=skip_step)."""
 
 
 class TrainingError(RuntimeError):
     """A problem found while training (bad labels, a lost peer); the message names the fix."""
+
+
+class Stopped(Exception):
+    """Training stopped on SIGTERM/SIGUSR1 after saving a checkpoint every rank agreed on."""
+
+
+SIGNAL_CHECK_EVERY = 8
+"""Steps between the collective checks for a stop signal: often enough to stop within
+seconds, rare enough not to lock independent members into step with each other."""
 
 
 def member_init_seed(seed: int, member: int) -> int:
@@ -95,10 +108,14 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         if config.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
-        self.exchange = LogitExchange(mesh.member_group, self.member, mesh.members) if config.exchanges_logits else None
+        self.skip_nonfinite = config.train.on_nonfinite == "skip_step"
+        self.exchange = (LogitExchange(mesh.member_group, self.member, mesh.members, not self.skip_nonfinite)
+                         if config.exchanges_logits else None)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if config.train.bf16 and self.device.type == "cuda" else nullcontext())
-        self.start_epoch, self.step = 0, 0
+        self.start_epoch, self.start_batch, self.step = 0, 0, 0
+        self.resumed_sums: list[float] | None = None
+        self.stop_requested = False
         self.trace_file = None
         self.exchange_seconds = 0.0
         self.selection = Selection(config.train.select_by, self.run.path)
@@ -115,10 +132,13 @@ class Trainer:
         latest = checkpoint.latest_complete(self.run.path) if self.config.resume == "auto" else None
         if latest is not None:
             self.load(latest)
+        elif self.mesh.is_main:
+            self.run.drop_metrics_after(-1)  # a crash before the first checkpoint: start over
         if self.config.train.trace:
             self.run.trace.mkdir(exist_ok=True)
             name = f"member{self.member}-replica{self.mesh.replica}.jsonl"
-            self.trace_file = open(self.run.trace / name, "a" if latest is not None else "w")
+            # Line-buffered: a trace is read while the run goes on (the fault-tolerance tests do).
+            self.trace_file = open(self.run.trace / name, "a" if latest is not None else "w", buffering=1)
 
     def load(self, folder: Path) -> None:
         problem = ""
@@ -139,12 +159,19 @@ class Trainer:
             raise RunDirError(next(p for p in problems if p))
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.start_epoch, self.step = state["epoch"] + 1, state["step"]
-        torch.set_rng_state(state["torch_rng"])
+        (self.start_epoch, self.start_batch), self.step = state["position"], state["step"]
+        self.resumed_sums = state["epoch_sums"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
         if self.mesh.is_main:
-            self.run.drop_metrics_after(state["epoch"])
-            self.selection.restore(state["epoch"])
-            print(f"cohort: resuming {self.run.path} after epoch {state['epoch']} from {folder.name}", flush=True)
+            # Evaluations after the checkpoint's position are redone, so their rows go.
+            self.run.drop_metrics_after(self.start_epoch - 1)
+            self.selection.restore(self.start_epoch - 1)
+            print(f"cohort: resuming {self.run.path} at epoch {self.start_epoch} batch {self.start_batch} "
+                  f"(step {self.step}) from {folder.name}", flush=True)
 
     def sync_buffers(self) -> None:
         """Give every replica replica 0's BatchNorm statistics.
@@ -156,50 +183,71 @@ class Trainer:
             for buffer in self.net.buffers():
                 dist.broadcast(buffer, group=self.mesh.replica_group, group_src=0)
 
-    def save(self, epoch: int) -> None:
-        self.save_to(checkpoint.checkpoint_dir(self.run.path, epoch), epoch)
+    def save(self, position: tuple[int, int], epoch_sums: list[float]) -> None:
+        """A step checkpoint to continue from ``position`` = (epoch, next batch)."""
+        self.save_to(checkpoint.checkpoint_dir(self.run.path, self.step), position, epoch_sums)
+        if self.mesh.is_main:
+            checkpoint.prune(self.run.path, self.config.train.keep_last)
 
-    def save_to(self, folder: Path, epoch: int) -> None:
-        """Every member writes its part, then rank 0 marks the folder complete."""
+    def save_to(self, folder: Path, position: tuple[int, int], epoch_sums: list[float]) -> None:
+        """Every member writes its part, then rank 0 marks the folder complete.
+
+        A part holds all a member needs to continue exactly: weights, optimiser, the RNG
+        states and the position; the LR schedule and the data order are pure functions
+        of the position, so they need no state of their own.
+        """
         self.sync_buffers()
         if self.mesh.is_main:
             checkpoint.unmark(folder)  # "best" is rewritten in place: incomplete until re-marked
         self.mesh.barrier()
         if self.mesh.replica == 0:
+            rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                   "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
             checkpoint.save_part(folder, self.member, {
-                "arch": self.member_config.arch, "member": self.member, "epoch": epoch, "step": self.step,
-                "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(),
+                "arch": self.member_config.arch, "member": self.member, "position": position, "step": self.step,
+                "epoch_sums": epoch_sums, "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": rng,
             })
         self.mesh.barrier()
         if self.mesh.is_main:
-            checkpoint.mark_complete(folder, self.mesh.members, {"epoch": epoch, "step": self.step})
+            checkpoint.mark_complete(folder, self.mesh.members,
+                                     {"epoch": position[0], "batch": position[1], "step": self.step})
 
     # --- training -------------------------------------------------------------------------
 
+    def request_stop(self, signum, frame) -> None:
+        """SIGTERM/SIGUSR1: finish the step, agree with the other ranks, checkpoint, stop."""
+        self.stop_requested = True
+
     def fit(self) -> None:
         self.prepare_run_dir()
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(signum, self.request_stop)
         epochs = self.config.train.epochs
         if self.start_epoch >= epochs and self.mesh.is_main:
             print(f"cohort: {self.run.path} already finished its {epochs} epochs", flush=True)
         results = None
         for epoch in range(self.start_epoch, epochs):
-            stats = self.train_epoch(epoch)
+            start_batch = self.start_batch if epoch == self.start_epoch else 0
+            stats = self.train_epoch(epoch, start_batch)
             last = epoch == epochs - 1
             if last or (epoch + 1) % self.config.train.eval_every == 0:
                 results = self.evaluate(epoch, stats)
             if last or (self.config.train.checkpoint_every and (epoch + 1) % self.config.train.checkpoint_every == 0):
-                self.save(epoch)
+                self.save((epoch + 1, 0), [0.0] * len(LOSS_TERMS))
         if self.trace_file:
             self.trace_file.write(json.dumps({"final": True, "param_digest": parameter_digest(self.net)}) + "\n")
             self.trace_file.close()
         if results is not None and self.mesh.is_main:
             print_summary(results, self.run.path, [m.name for m in self.config.members])
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int, start_batch: int = 0) -> dict[str, float]:
+        """Train batches ``start_batch..`` of ``epoch``; the loss means cover the whole epoch."""
         cfg = self.config
         self.model.train()
         sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+        if start_batch and self.resumed_sums is not None:
+            sums += torch.tensor(self.resumed_sums, dtype=torch.float64)
         bar = None
         # A bar only for a person watching: in logs, the per-epoch summary line says it all.
         if self.mesh.is_main and cfg.train.progress and sys.stderr.isatty():
@@ -208,23 +256,34 @@ class Trainer:
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                        dynamic_ncols=True, file=sys.stderr)
         started = time.perf_counter()
-        steps, self.exchange_seconds, data_seconds = 0, 0.0, 0.0
-        batches = self.train_loader.epoch(epoch)
+        steps, self.exchange_seconds, data_seconds, skipped = start_batch, 0.0, 0.0, 0
+        batches = self.train_loader.epoch(epoch, start_batch)
         while steps < self.steps_per_epoch:
             waited = time.perf_counter()
             images, labels = next(batches)
             data_seconds += time.perf_counter() - waited
             progress = epoch + steps / self.steps_per_epoch
             terms = self.train_step(images, labels, progress)
-            sums += torch.tensor([float(terms.get(k, 0.0)) for k in LOSS_TERMS], dtype=torch.float64)
+            if terms is None:
+                skipped += 1
+            else:
+                sums += torch.tensor([float(terms.get(k, 0.0)) for k in LOSS_TERMS], dtype=torch.float64)
             if self.trace_file:
                 self.trace_file.write(json.dumps({"step": self.step, "epoch": epoch, "labels": labels.tolist(),
-                                                  **{k: float(v) for k, v in terms.items()}}) + "\n")
+                                                  **{k: float(v) for k, v in (terms or {"skipped": 1}).items()}}) + "\n")
             self.step += 1
             steps += 1
+            every = cfg.train.checkpoint_every_steps
+            if every and self.step % every == 0:
+                self.save((epoch, steps), sums.tolist())
+            if self.step % SIGNAL_CHECK_EVERY == 0 and self.any_rank(self.stop_requested):
+                self.save((epoch, steps), sums.tolist())
+                batches.close()
+                raise Stopped(f"stopped by a signal at step {self.step} after saving {self.run.path}/checkpoints/"
+                              f"step-{self.step:09d}; continue with resume=auto")
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(terms['loss']):.3f}",
+                bar.set_postfix(loss=f"{float(terms['loss']):.3f}" if terms else "skipped",
                                 img_s=f"{steps * images.shape[0] * self.mesh.world_size / (time.perf_counter() - started):.0f}")
         batches.close()
         if bar is not None:
@@ -232,14 +291,22 @@ class Trainer:
         if self.trace_file:
             self.trace_file.flush()
         seconds = time.perf_counter() - started
-        means = (sums / max(steps, 1)).tolist()
+        means = (sums / max(steps - skipped, 1)).tolist()
         stats = dict(zip(LOSS_TERMS, means))
-        stats.update(steps=steps, seconds=seconds, images_per_s=steps * cfg.data.batch_size / seconds,
+        stats.update(steps=steps, seconds=seconds,
+                     images_per_s=(steps - start_batch) * cfg.data.batch_size / max(seconds, 1e-9),
                      lr=self.optimizer.param_groups[0]["lr"], data_seconds=data_seconds,
-                     exchange_seconds=self.exchange_seconds)
+                     exchange_seconds=self.exchange_seconds, skipped_steps=skipped)
         return stats
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+    def any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank (a collective: every rank must call it)."""
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float) -> dict[str, torch.Tensor] | None:
+        """One optimiser step; its loss terms, or None when the step was skipped (non-finite)."""
         cfg = self.config
         if int(labels.max()) >= self.num_classes or int(labels.min()) < 0:
             raise TrainingError(
@@ -262,7 +329,11 @@ class Trainer:
                                   divergence=cfg.mimicry.divergence, temperature=cfg.mimicry.temperature,
                                   label_smoothing=cfg.train.label_smoothing, diversity_kind=cfg.diversity.kind,
                                   diversity_weight=cfg.diversity.weight, diversity_margin=cfg.diversity.margin)
-        if not torch.isfinite(loss):
+        if self.skip_nonfinite:
+            # Every rank skips together: replicas' DDP all-reduce and peers stay in step.
+            if self.any_rank(not bool(torch.isfinite(loss))):
+                return None
+        elif not torch.isfinite(loss):
             raise NonFiniteError(f"member {self.member} ({self.member_config.name}) has a non-finite loss at step {self.step}; "
                                  f"lower the learning rate or check the data")
         self.optimizer.zero_grad(set_to_none=True)
@@ -331,7 +402,7 @@ class Trainer:
             flag = [improved]
             dist.broadcast_object_list(flag, src=0)
             if flag[0]:
-                self.save_to(checkpoint.best_dir(self.run.path), epoch)
+                self.save_to(checkpoint.best_dir(self.run.path), (epoch + 1, 0), [0.0] * len(LOSS_TERMS))
         return results
 
 
@@ -373,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0 if argv else 2
     launch = detect_launch()
+    trainer = None
     try:
         config = load_config(argv[0], argv[1:])
         # Before the process group: an error every rank meets alike is printed once, by rank 0.
@@ -381,19 +453,53 @@ def main(argv: list[str] | None = None) -> int:
         mesh = CohortMesh(config.num_members, config.replicas, launch, pick_device(config.train.device, launch),
                           config.train.dist_timeout_s)
         try:
-            Trainer(config, mesh).fit()
+            trainer = Trainer(config, mesh)
+            trainer.fit()
         finally:
             mesh.close()
     except SHARED_ERRORS + RANK_ERRORS as error:
         if launch.rank == 0 or not getattr(error, "shared", isinstance(error, SHARED_ERRORS)):
             print(f"cohort: error: {error}", file=sys.stderr, flush=True)
         return 1
-    except dist.DistError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"cohort: error: rank {launch.rank}: a collective failed ({first_line}); a peer died or stalled "
-              f"longer than train.dist_timeout_s", file=sys.stderr, flush=True)
+    except Stopped as stop:
+        if launch.rank == 0:
+            print(f"cohort: {stop}", flush=True)
+        return 0
+    except RuntimeError as error:
+        # gloo and NCCL report a dead or stalled peer as a RuntimeError from the collective.
+        if trainer is None or not is_collective_failure(error):
+            raise
+        print(f"cohort: error: {lost_peers_message(trainer.mesh.store, launch, config, trainer.step)}",
+              file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def is_collective_failure(error: RuntimeError) -> bool:
+    text = str(error)
+    return isinstance(error, dist.DistError) or any(
+        marker in text for marker in ("gloo", "Timed out", "Connection closed by peer", "NCCL", "timed out"))
+
+
+def lost_peers_message(store: dist.Store, launch, config: CohortConfig, step: int) -> str:
+    """Name the members that stopped answering, through the rendezvous store.
+
+    Every surviving rank records itself in the store and waits a moment for the others;
+    the ranks that never appear are the dead or stalled ones. The store is torchrun's
+    agent's (it outlives the workers); elsewhere it may be gone, and then we say so.
+    """
+    member = launch.rank // config.replicas
+    try:
+        store.set_timeout(datetime.timedelta(seconds=5))
+        store.set(f"cohort/alive/{launch.rank}", str(step))
+        time.sleep(2.0)
+        silent = [r for r in range(launch.world_size) if not store.check([f"cohort/alive/{r}"])]
+        missing = sorted({r // config.replicas for r in silent})
+        who = f"member(s) {', '.join(map(str, missing))} stopped answering" if missing else "a peer failed"
+    except Exception:  # the store went down with its host rank
+        who = "a peer died or stalled (the rendezvous store is gone too)"
+    return (f"member {member} (rank {launch.rank}) lost the cohort at step {step}: {who} (dead, or stalled "
+            f"longer than train.dist_timeout_s={config.train.dist_timeout_s:g}s); continue with resume=auto")
 
 
 if __name__ == "__main__":

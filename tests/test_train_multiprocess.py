@@ -54,7 +54,7 @@ def test_three_members_see_the_same_labels_at_every_step(digits_root, tmp_path):
         saved = np.load(run / "predictions" / f"{split}.npz")
         assert saved["logits"].shape == (3, n, 10) and saved["logits"].dtype == np.float32
         assert saved["labels"].shape == (n,) and saved["labels"].dtype == np.int64
-    assert (run / "checkpoints" / "epoch-0001" / MARKER).is_file()
+    assert (run / "checkpoints" / "step-000000012" / MARKER).is_file()  # 2 epochs × 6 steps
     assert yaml.safe_load((run / "config.yaml").read_text())["members"][2]["name"] == "m2"
     assert "ensemble" in result.stdout and f"run directory: {run}" in result.stdout
 
@@ -142,12 +142,12 @@ def test_resume_auto_continues_from_the_latest_complete_checkpoint(dml_pair, tmp
     reference = np.load(run / "predictions" / "test.npz")["logits"]
     moved = tmp_path / "moved"
     shutil.copytree(run, moved)
-    # A crash while saving epoch 1: its folder exists but has no marker; predictions are gone.
-    (moved / "checkpoints" / "epoch-0001" / MARKER).unlink()
+    # A crash while saving after epoch 1: its folder exists but has no marker; predictions are gone.
+    (moved / "checkpoints" / "step-000000012" / MARKER).unlink()
     shutil.rmtree(moved / "predictions")
     result = run_torchrun(2, str(config), f"run_dir={moved}", "resume=auto")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming" in result.stdout and "after epoch 0 from epoch-0000" in result.stdout
+    assert "resuming" in result.stdout and "at epoch 1 batch 0 (step 6) from step-000000006" in result.stdout
     assert np.array_equal(np.load(moved / "predictions" / "test.npz")["logits"], reference)
     rows = [json.loads(line) for line in (moved / "metrics.jsonl").read_text().splitlines()]
     assert sorted(r["epoch"] for r in rows if r["member"] == 0 and r["split"] == "val") == [0, 1]

@@ -77,11 +77,16 @@ class MemberLoader:
         """Batches per epoch."""
         return len(self.loader)
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of ``epoch`` (any epoch, in any order: the order is a pure function)."""
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` from batch ``start_batch`` on (the order and the
+        augmentations are pure functions of the epoch, so any epoch can be read at any time)."""
         self.clock.set_epoch(epoch)
         self.loader.next_epoch = epoch
-        batches = iter(self.loader)
+        self.order.start = start_batch * self.loader.batch_size
+        try:
+            batches = iter(self.loader)
+        finally:
+            self.order.start = 0  # FFCV read the order inside iter(); later epochs start at 0
         try:
             yield from batches
         finally:

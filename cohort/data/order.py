@@ -32,6 +32,9 @@ class CohortOrder(TraversalOrder):
         if not 0 <= replica < replicas:
             raise ValueError(f"replica {replica} is outside 0..{replicas - 1}")
         self.seed, self.replica, self.replicas, self.shuffle = seed, replica, replicas, shuffle
+        self.start = 0
+        """Samples of the shard to skip: resuming mid-epoch starts at a batch boundary without
+        decoding the batches before it."""
         self.indices: np.ndarray | None = None
         self.distributed = False
         self.sampler = None
@@ -42,7 +45,7 @@ class CohortOrder(TraversalOrder):
         return self
 
     def sample_order(self, epoch: int) -> Sequence[int]:
-        return self.shard(self.indices, epoch)
+        return self.shard(self.indices, epoch)[self.start:]
 
     def shard(self, indices: np.ndarray, epoch: int) -> np.ndarray:
         """The indices replica ``self.replica`` reads in ``epoch`` (pure function)."""

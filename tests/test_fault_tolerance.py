@@ -1,0 +1,164 @@
+"""Crashes, stalls and signals in real torchrun cohorts: nothing hangs, and resuming is exact.
+
+Faults are real: SIGKILL, SIGSTOP and SIGTERM sent to worker processes found by their
+LOCAL_RANK. The only test hook is COHORT_TEST_PAUSE_BEFORE_RENAME_S, which holds a
+written checkpoint part before its rename so a kill can land mid-checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cohort.checkpoint import MARKER
+from tests.conftest import REPO, run_torchrun, tiny_config
+
+pytestmark = pytest.mark.multiprocess
+
+FAULT_TRAIN = {"epochs": 2, "max_steps_per_epoch": 8, "trace": True, "checkpoint_every_steps": 3, "keep_last": 0}
+
+
+def start_torchrun(*args: str, restarts: int = 0, env: dict | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "--max-restarts", str(restarts), "--monitor-interval", "0.5", "-m", "cohort.train", *args]
+    return subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+                                                    **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def worker(launcher: subprocess.Popen, local_rank: int) -> psutil.Process:
+    for child in psutil.Process(launcher.pid).children(recursive=True):
+        try:
+            if child.environ().get("LOCAL_RANK") == str(local_rank) and "cohort.train" in " ".join(child.cmdline()):
+                return child
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    raise AssertionError(f"no worker with LOCAL_RANK={local_rank}")
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def trace_steps(run: Path, member: int) -> int:
+    path = run / "trace" / f"member{member}-replica0.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if '"step"' in line) if path.exists() else 0
+
+
+def final_digests(run: Path) -> list[str]:
+    digests = []
+    for member in range(2):
+        rows = [json.loads(line) for line in (run / "trace" / f"member{member}-replica0.jsonl").read_text().splitlines()]
+        digests.append([r for r in rows if r.get("final")][-1]["param_digest"])
+    return digests
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(digits_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    config = tiny_config(tmp, digits_root, members=2, train=FAULT_TRAIN)
+    result = run_torchrun(2, str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return config, final_digests(tmp / "run")
+
+
+def test_sigkill_of_one_rank_and_a_torchrun_restart_end_bit_identical(uninterrupted, tmp_path):
+    config, reference = uninterrupted
+    run = tmp_path / "run"
+    kill_after = random.Random().randint(4, 13)
+    launcher = start_torchrun(str(config), f"run_dir={run}", "resume=auto", restarts=1)
+    wait_for(lambda: trace_steps(run, 1) >= kill_after, 180, f"{kill_after} steps")
+    worker(launcher, 1).kill()
+    out, err = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, err[-3000:]
+    assert "resuming" in out, f"killed after {kill_after} steps, but the restart did not resume: {out[-2000:]}"
+    assert final_digests(run) == reference, f"killed after {kill_after} steps"
+
+
+def test_a_kill_in_the_middle_of_a_checkpoint_write_falls_back_to_the_previous_one(uninterrupted, tmp_path):
+    config, reference = uninterrupted
+    run = tmp_path / "run"
+    launcher = start_torchrun(str(config), f"run_dir={run}", "resume=auto", restarts=1,
+                              env={"COHORT_TEST_PAUSE_BEFORE_RENAME_S": "1.5"})
+    torn = []
+
+    def part_being_written():
+        torn[:] = list(run.glob("checkpoints/step-*/.member-1.pt.tmp"))
+        return bool(torn) and torn[0].parent.name != "step-000000003"  # let one checkpoint complete first
+
+    wait_for(part_being_written, 180, "a checkpoint part being written")
+    worker(launcher, 1).kill()
+    torn_folder = torn[0].parent
+    out, err = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, err[-3000:]
+    resumed_from = out.split("from step-")[1][:9]
+    assert int(resumed_from) < int(torn_folder.name.removeprefix("step-")), out[-2000:]
+    assert final_digests(run) == reference
+
+
+def test_a_stalled_peer_makes_every_survivor_exit_naming_it(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, train={**FAULT_TRAIN, "dist_timeout_s": 8})
+    run = tmp_path / "run"
+    launcher = start_torchrun(str(config))
+    wait_for(lambda: trace_steps(run, 1) >= 3, 180, "3 steps")
+    stalled = worker(launcher, 1)
+    stalled.send_signal(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    try:
+        out, err = launcher.communicate(timeout=120)
+    finally:
+        if stalled.is_running():
+            stalled.send_signal(signal.SIGCONT)
+            stalled.kill()
+    assert launcher.returncode != 0
+    assert time.monotonic() - stopped_at < 60
+    lines = [line for line in err.splitlines() if line.startswith("cohort: error:")]
+    assert any("member 0 (rank 0) lost the cohort at step" in line and "member(s) 1 stopped answering" in line
+               and "dist_timeout_s=8s" in line for line in lines), err[-3000:]
+    assert "cohort/train.py" not in err  # bare torchrun prints its own traceback; ours must not appear
+
+
+def test_sigterm_checkpoints_at_an_agreed_step_and_resume_is_exact(uninterrupted, tmp_path):
+    config, reference = uninterrupted
+    run = tmp_path / "run"
+    launcher = start_torchrun(str(config), f"run_dir={run}")
+    wait_for(lambda: trace_steps(run, 0) >= 2, 180, "2 steps")
+    for rank in (0, 1):
+        worker(launcher, rank).send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=180)
+    assert launcher.returncode == 0, err[-3000:]
+    # Ranks agree at the next multiple of SIGNAL_CHECK_EVERY (8) steps: the end of epoch 0 here.
+    assert "cohort: stopped by a signal at step 8 after saving" in out, out[-2000:]
+    assert (run / "checkpoints" / "step-000000008" / MARKER).is_file()
+    result = run_torchrun(2, str(config), f"run_dir={run}", "resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "at epoch 0 batch 8 (step 8)" in result.stdout
+    assert final_digests(run) == reference
+
+
+def test_non_finite_steps_are_skipped_and_counted_or_stop_the_run(digits_root, tmp_path):
+    # A learning rate of 1e30 makes the first update overflow the weights: from step 1 on,
+    # every step's logits are non-finite.
+    base = tiny_config(tmp_path, digits_root, members=2, optim={"lr": 1e30}, train={"epochs": 1, "max_steps_per_epoch": 4})
+    skipping = run_torchrun(2, str(base), "train.on_nonfinite=skip_step", f"run_dir={tmp_path / 'skip'}")
+    assert skipping.returncode == 0, skipping.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["skipped_steps"] for r in rows if r["member"] != "ensemble"} == {3.0}
+    stopping = run_torchrun(2, str(base), f"run_dir={tmp_path / 'stop'}")
+    assert stopping.returncode != 0
+    lines = [line for line in stopping.stderr.splitlines() if line.startswith("cohort: error:")]
+    assert lines == ["cohort: error: member 0 produced non-finite logits at step 1; lower the learning rate or check "
+                     "the data"], stopping.stderr[-2000:]
