@@ -17,6 +17,7 @@ import numpy as np
 
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.report import Run
+from cohort.run_dir import RunDirError
 
 COLUMNS = (("members acc", lambda t: np.mean([r["acc"] for k, r in t.items() if k != "ensemble"])),
            ("ensemble acc", lambda t: t["ensemble"]["acc"]),
@@ -61,7 +62,8 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
                 code = launch_local(path, [*overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto",
                                            "train.progress=false"], config.world_size)
                 if code != 0:
-                    raise RuntimeError(f"{config.name} with seed {seed} failed (exit {code}); see {run_dir}")
+                    raise RunDirError(f"{config.name} with seed {seed} failed (exit {code}; its error is above); "
+                                      f"fix it and rerun the study: finished runs are kept")
             runs.setdefault(config.name, []).append(Run.load(run_dir))
     table = study_table(names, runs)
     Path(out, "study.md").write_text(f"Test split, mean ± std over seeds {seeds}.\n\n{table}\n")

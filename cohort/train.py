@@ -460,6 +460,10 @@ def main(argv: list[str] | None = None) -> int:
     except SHARED_ERRORS + RANK_ERRORS as error:
         if launch.rank == 0 or not getattr(error, "shared", isinstance(error, SHARED_ERRORS)):
             print(f"cohort: error: {error}", file=sys.stderr, flush=True)
+        else:
+            # torchrun stops every worker once one exits; a silent rank that exited first
+            # could get rank 0 stopped before it prints the error they share.
+            time.sleep(2.0)
         return 1
     except Stopped as stop:
         if launch.rank == 0:

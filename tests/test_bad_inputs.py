@@ -144,10 +144,11 @@ def run_dir_is_another_folder(b: Bench) -> Situation:
 
 def checkpoint_part_of_another_arch(b: Bench) -> Situation:
     """config.yaml matches, but member 0's part of the latest checkpoint holds a resnet20."""
+    from cohort.checkpoint import latest_complete
     from cohort.models import build_model
 
     situation = b.on_run_copy("resume=auto")
-    part = situation.run_dir / "checkpoints" / "epoch-0001" / "member-0.pt"
+    part = latest_complete(situation.run_dir) / "member-0.pt"
     state = torch.load(part, weights_only=False)
     state.update(arch="resnet20", model=build_model("resnet20", 10, [0.5] * 3, [0.25] * 3).state_dict())
     torch.save(state, part)

@@ -30,3 +30,13 @@ def test_study_rejects_bad_configs_before_training(digits_root, tmp_path):
     result = run_cli("study", str(config), "--set", "members.0.policy=sharpen", "--out", str(tmp_path / "s"))
     assert result.returncode == 2 and result.stderr.startswith("cohort: error: members.0.policy 'sharpen'")
     assert not (tmp_path / "s").exists()
+
+
+def test_a_failing_run_stops_the_study_with_one_line(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, name="doomed", optim={"lr": 1e30},
+                         train={"epochs": 1, "max_steps_per_epoch": 4})
+    result = run_cli("study", str(config), "--seeds", "0", "--out", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == ("cohort: error: doomed with seed 0 failed (exit 1; its error is "
+                                                      "above); fix it and rerun the study: finished runs are kept")
+    assert "Traceback" not in result.stderr
