@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cohort import checkpoint
 from cohort.config import CohortConfig, ConfigError, load_config
-from cohort.data.datasets import DataError, check_data, read_meta
+from cohort.data.datasets import DataError, check_data
 from cohort.data.loader import MemberLoader
 from cohort.exchange import DesyncError, LogitExchange, NonFiniteError
 from cohort.losses import member_loss, sigmoid_rampup
@@ -74,12 +74,13 @@ def configure_threads(config: CohortConfig, local_world_size: int) -> None:
 class Trainer:
     """Everything one rank holds: its member's model, optimiser, loaders and exchange."""
 
-    def __init__(self, config: CohortConfig, mesh: CohortMesh):
+    def __init__(self, config: CohortConfig, mesh: CohortMesh, meta: dict):
+        """``meta`` is the data folder's ``meta.json``, as ``check_data`` returned it."""
         self.config, self.mesh, self.device = config, mesh, mesh.device
         self.member = mesh.member
         self.member_config = config.members[self.member]
         self.run = RunDir(config.run_dir)
-        self.meta = read_meta(config.data.root)
+        self.meta = meta
         self.num_classes = self.meta["num_classes"]
 
         torch.manual_seed(member_init_seed(config.seed, self.member))
@@ -100,11 +101,6 @@ class Trainer:
                                          train=True, **common)
         self.eval_loaders = {split: MemberLoader(config.data.root, split, policy="none", batch_size=config.data.eval_batch_size,
                                                  train=False, **common) for split in ("val", "test")}
-        if len(self.train_loader) == 0:
-            raise TrainingError(
-                f"{self.train_loader.path} has {self.train_loader.num_samples} samples, fewer than one batch of "
-                f"{config.data.batch_size} per replica; lower data.batch_size"
-            )
         self.steps_per_epoch = len(self.train_loader)
         if config.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
@@ -448,12 +444,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(argv[0], argv[1:])
         # Before the process group: an error every rank meets alike is printed once, by rank 0.
-        check_data(config.data.root, config.data.batch_size, config.replicas)
+        meta = check_data(config.data.root, config.data.batch_size, config.replicas)
         configure_threads(config, launch.local_world_size)
         mesh = CohortMesh(config.num_members, config.replicas, launch, pick_device(config.train.device, launch),
                           config.train.dist_timeout_s)
         try:
-            trainer = Trainer(config, mesh)
+            trainer = Trainer(config, mesh, meta)
             trainer.fit()
         finally:
             mesh.close()
