@@ -1,4 +1,4 @@
-"""The ``cohort`` command: data, train, eval, report, dee, study."""
+"""The ``cohort`` command: data, train, submit, status, eval, report, dee, study."""
 
 from __future__ import annotations
 
@@ -57,6 +57,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return launch_local(args.config, args.overrides, config.world_size, max_restarts=args.max_restarts)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    try:
+        from launch.submit import main_submit
+    except ImportError as error:
+        if error.name != "submitit":
+            raise
+        raise ConfigError("submitit is not installed; pip install submitit (bash scripts/setup.sh installs it)") from None
+    return main_submit(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cohort.status import run_status
+
+    print(run_status(args.run_dir))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from cohort.evaluate import run_eval
 
@@ -107,6 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-restarts", type=int, default=0, help="torchrun restarts of the whole cohort after a failure")
     train.set_defaults(run=cmd_train)
 
+    submit = sub.add_parser("submit", help="train a cohort as a SLURM job (submitit; one task per rank)")
+    submit.add_argument("config", help="YAML config, e.g. configs/cifar100_dml.yaml")
+    submit.add_argument("overrides", nargs="*", help="key=value overrides (resume=auto is always added)")
+    submit.add_argument("--nodes", type=int, default=1)
+    submit.add_argument("--gpus-per-node", type=int, required=True,
+                        help="GPUs (one task each) per node; with --cpu, CPU tasks per node. nodes × this = K×R")
+    submit.add_argument("--partition", required=True)
+    submit.add_argument("--time", type=int, required=True, help="time limit of each job, minutes")
+    submit.add_argument("--cpus-per-task", type=int, help="CPU cores per task (loader threads and torch)")
+    submit.add_argument("--seeds", type=int, nargs="+", help="a job array: one cohort per seed, in RUN_DIR/seed<N>")
+    submit.add_argument("--cpu", action="store_true", help="CPU tasks and gloo (CPU clusters, tests)")
+    submit.add_argument("--signal-delay-s", type=int, default=120,
+                        help="seconds before the time limit at which the ranks are told to save and requeue")
+    submit.add_argument("--max-timeouts", type=int, default=10,
+                        help="requeues after hitting the time limit before the job gives up (preemptions do not count)")
+    submit.set_defaults(run=cmd_submit)
+
+    status = sub.add_parser("status", help="where a run stands: its job, last epoch, last metrics")
+    status.add_argument("run_dir")
+    status.set_defaults(run=cmd_status)
+
     evaluate = sub.add_parser("eval", help="evaluate a trained cohort's checkpoint (one process)")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--checkpoint", default="best", help="best (train.select_by's choice), last, or a folder")
@@ -133,7 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # argparse takes key=value overrides only before the first option; accept them after it too
+    # (`cohort submit CONFIG --nodes 1 ... optim.lr=0.1`).
+    if rest and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in rest):
+        args.overrides += rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.run(args)
     except (ConfigError, DataError, RunDirError) as error:

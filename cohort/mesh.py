@@ -37,20 +37,27 @@ class Launch:
 
 
 def detect_launch(env: dict[str, str] | None = None) -> Launch:
-    """torchrun's environment, else SLURM's (srun / submitit), else a single process."""
+    """torchrun's environment, else SLURM's (one srun task per rank), else a single process."""
     env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:
         return Launch("torchrun", int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
                       int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])), env.get("MASTER_ADDR", "127.0.0.1"),
                       int(env.get("MASTER_PORT", 29500)))
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
-        nodes = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True,
+        hosts = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True,
                                text=True, check=True).stdout.split()
-        job_id = int(env.get("SLURM_ARRAY_JOB_ID", env["SLURM_JOB_ID"])) + int(env.get("SLURM_ARRAY_TASK_ID", 0))
-        return Launch("slurm", int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env["SLURM_LOCALID"]),
-                      int(env.get("SLURM_NTASKS_PER_NODE", env["SLURM_NTASKS"]).split("(")[0]), nodes[0],
-                      20000 + job_id % 20000)
+        return slurm_launch(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env["SLURM_LOCALID"]),
+                            int(env["SLURM_NTASKS"]) // len(hosts), hosts, int(env["SLURM_JOB_ID"]))
     return Launch("single", 0, 1, 0, 1, "127.0.0.1", _free_port())
+
+
+def slurm_launch(rank: int, world_size: int, local_rank: int, local_world_size: int, hosts: list[str],
+                 job_id: int) -> Launch:
+    """A rank of a SLURM job (srun or submitit): rank 0's host serves the store on a port
+    derived from the job id, so every task computes the same address with no exchange,
+    a requeued job (same id) finds it again, and jobs sharing a node do not collide.
+    Each task of a job array has its own job id."""
+    return Launch("slurm", rank, world_size, local_rank, local_world_size, hosts[0], 20000 + job_id % 20000)
 
 
 def _free_port() -> int:

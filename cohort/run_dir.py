@@ -3,8 +3,9 @@
     RUN_DIR/config.yaml                 the resolved config
     RUN_DIR/metrics.jsonl               one JSON object per member (and "ensemble") per evaluation
     RUN_DIR/predictions/{val,test}.npz  logits float32 [K, N, C], labels int64 [N]
-    RUN_DIR/checkpoints/epoch-NNNN/     see cohort.checkpoint
+    RUN_DIR/checkpoints/step-NNNNNNNNN/ see cohort.checkpoint (best/: train.select_by's choice)
     RUN_DIR/trace/                      per-step traces (train.trace=true)
+    RUN_DIR/submission.json             the SLURM job that trains it (cohort submit)
 
 Only global rank 0 writes here, except checkpoint parts and traces (each rank its own).
 """
@@ -45,6 +46,7 @@ class RunDir:
         self.predictions = self.path / "predictions"
         self.checkpoints = self.path / "checkpoints"
         self.trace = self.path / "trace"
+        self.submission_file = self.path / "submission.json"
 
     def check(self, config: CohortConfig) -> None:
         """Raise unless this run may start (or continue, with resume=auto) here. Writes nothing."""

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from cohort.data.datasets import DataError, check_data
 from cohort.data.loader import MemberLoader
 from cohort.exchange import DesyncError, LogitExchange, NonFiniteError
 from cohort.losses import member_loss, sigmoid_rampup
-from cohort.mesh import CohortMesh, LaunchError, detect_launch, pick_device
+from cohort.mesh import CohortMesh, Launch, LaunchError, detect_launch, pick_device
 from cohort.metrics import evaluate_cohort
 from cohort.selection import Selection
 from cohort.models import build_model
@@ -52,7 +53,17 @@ class TrainingError(RuntimeError):
 
 
 class Stopped(Exception):
-    """Training stopped on SIGTERM/SIGUSR1 after saving a checkpoint every rank agreed on."""
+    """Training stopped on a signal after saving a checkpoint every rank agreed on."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+"""Each asks for an agreed checkpoint and a clean stop: SIGTERM from SLURM's preemption,
+``scontrol requeue`` or ``scancel``; SIGUSR1/SIGUSR2 as SLURM's ``--signal`` before a time
+limit (SIGUSR2 is submitit's, which then requeues the job)."""
 
 
 SIGNAL_CHECK_EVERY = 8
@@ -112,6 +123,7 @@ class Trainer:
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
         self.resumed_sums: list[float] | None = None
         self.stop_requested = False
+        self.stop_signal = 0  # which of STOP_SIGNALS arrived first on this rank
         self.trace_file = None
         self.exchange_seconds = 0.0
         self.selection = Selection(config.train.select_by, self.run.path)
@@ -212,12 +224,13 @@ class Trainer:
     # --- training -------------------------------------------------------------------------
 
     def request_stop(self, signum, frame) -> None:
-        """SIGTERM/SIGUSR1: finish the step, agree with the other ranks, checkpoint, stop."""
-        self.stop_requested = True
+        """One of STOP_SIGNALS: finish the step, agree with the other ranks, checkpoint, stop."""
+        if not self.stop_requested:
+            self.stop_requested, self.stop_signal = True, signum
 
     def fit(self) -> None:
         self.prepare_run_dir()
-        for signum in (signal.SIGTERM, signal.SIGUSR1):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self.request_stop)
         epochs = self.config.train.epochs
         if self.start_epoch >= epochs and self.mesh.is_main:
@@ -272,11 +285,11 @@ class Trainer:
             every = cfg.train.checkpoint_every_steps
             if every and self.step % every == 0:
                 self.save((epoch, steps), sums.tolist())
-            if self.step % SIGNAL_CHECK_EVERY == 0 and self.any_rank(self.stop_requested):
+            if self.step % SIGNAL_CHECK_EVERY == 0 and (signum := self.agreed_stop_signal()):
                 self.save((epoch, steps), sums.tolist())
                 batches.close()
-                raise Stopped(f"stopped by a signal at step {self.step} after saving {self.run.path}/checkpoints/"
-                              f"step-{self.step:09d}; continue with resume=auto")
+                raise Stopped(f"stopped by {signal.Signals(signum).name} at step {self.step} after saving "
+                              f"{self.run.path}/checkpoints/step-{self.step:09d}; continue with resume=auto", signum)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(terms['loss']):.3f}" if terms else "skipped",
@@ -300,6 +313,14 @@ class Trainer:
         value = torch.tensor([float(flag)], device=self.device)
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
+
+    def agreed_stop_signal(self) -> int:
+        """The stop signal any rank received (the highest number if several), else 0; a collective.
+
+        Every rank learns it, so all of them save at this step, even those SLURM did not signal."""
+        value = torch.tensor([float(self.stop_signal if self.stop_requested else 0)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return int(value.item())
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float) -> dict[str, torch.Tensor] | None:
         """One optimiser step; its loss terms, or None when the step was skipped (non-finite)."""
@@ -439,7 +460,20 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    launch = detect_launch()
+    return run_worker(argv, detect_launch()).exit_code
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """How a rank's training ended: its exit code, and the signal that stopped it (0: none)."""
+
+    exit_code: int
+    stopped_by: int = 0
+
+
+def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
+    """Train this rank's part of the cohort (``argv``: CONFIG [key=value ...]); never raises
+    for the errors a user can fix, and prints each of them once, as one line."""
     trainer = None
     try:
         config = load_config(argv[0], argv[1:])
@@ -460,19 +494,19 @@ def main(argv: list[str] | None = None) -> int:
             # torchrun stops every worker once one exits; a silent rank that exited first
             # could get rank 0 stopped before it prints the error they share.
             time.sleep(2.0)
-        return 1
+        return WorkerExit(1)
     except Stopped as stop:
         if launch.rank == 0:
             print(f"cohort: {stop}", flush=True)
-        return 0
+        return WorkerExit(0, stop.signum)
     except RuntimeError as error:
         # gloo and NCCL report a dead or stalled peer as a RuntimeError from the collective.
         if trainer is None or not is_collective_failure(error):
             raise
         print(f"cohort: error: {lost_peers_message(trainer.mesh.store, launch, config, trainer.step)}",
               file=sys.stderr, flush=True)
-        return 1
-    return 0
+        return WorkerExit(1)
+    return WorkerExit(0)
 
 
 def is_collective_failure(error: RuntimeError) -> bool:

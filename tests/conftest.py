@@ -58,9 +58,9 @@ def tiny_config(tmp_path: Path, data_root: Path, members: int = 2, **sections) -
     return path
 
 
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``cohort ARGS`` in a subprocess, as a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``cohort ARGS`` in a subprocess, as a user would (in ``env``, else this environment)."""
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "cohort.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

@@ -141,7 +141,7 @@ def test_sigterm_checkpoints_at_an_agreed_step_and_resume_is_exact(uninterrupted
     out, err = launcher.communicate(timeout=180)
     assert launcher.returncode == 0, err[-3000:]
     # Ranks agree at the next multiple of SIGNAL_CHECK_EVERY (8) steps: the end of epoch 0 here.
-    assert "cohort: stopped by a signal at step 8 after saving" in out, out[-2000:]
+    assert "cohort: stopped by SIGTERM at step 8 after saving" in out, out[-2000:]
     assert (run / "checkpoints" / "step-000000008" / MARKER).is_file()
     result = run_torchrun(2, str(config), f"run_dir={run}", "resume=auto")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,0 +1,83 @@
+"""``cohort status RUN_DIR``: where a run stands, from its files and, for a submitted run,
+from SLURM (the job's state, its restarts and log paths).
+
+Reads only: safe to call while the run trains.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from cohort import checkpoint
+from cohort.run_dir import RunDir, RunDirError
+
+
+def slurm_job_line(job_id: str) -> str:
+    """The job's state as SLURM's controller knows it, in one line."""
+    if shutil.which("scontrol") is None:
+        return f"job {job_id}: scontrol is not on PATH here, so its state is unknown"
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], capture_output=True, text=True)
+    if shown.returncode != 0:
+        return f"job {job_id}: no longer known to SLURM (it ended a while ago, or the controller is unreachable)"
+    fields = dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)
+    state = fields.get("JobState", "?")
+    reason = fields.get("Reason", "None")
+    extra = [f"run time {fields.get('RunTime', '?')}", f"restarts {fields.get('Restarts', '0')}"]
+    if reason not in ("None", "(null)"):
+        extra.append(f"reason {reason}")
+    return f"job {job_id}: {state} ({', '.join(extra)})"
+
+
+def last_evaluation(rows: list[dict]) -> str | None:
+    """The ensemble's and the members' test figures of the newest evaluated epoch."""
+    if not rows:
+        return None
+    epoch = max(row["epoch"] for row in rows)
+    split = "test" if any(r["epoch"] == epoch and r["split"] == "test" for r in rows) else "val"
+    latest = [r for r in rows if r["epoch"] == epoch and r["split"] == split]
+    ensemble = next((r for r in latest if r["member"] == "ensemble"), None)
+    members = [r for r in latest if r["member"] != "ensemble"]
+    parts = []
+    if ensemble:
+        figures = " ".join(f"{k} {ensemble[k]:.4f}" for k in ("acc", "nll", "ece") if k in ensemble)
+        parts.append(f"ensemble {figures}")
+    if members:
+        parts.append("members acc " + " ".join(f"{r['acc']:.4f}" for r in sorted(members, key=lambda r: r["member"])))
+    return f"last evaluation: epoch {epoch + 1} ({split}): " + "; ".join(parts)
+
+
+def run_status(run_dir: str | Path) -> str:
+    """A few lines saying where the run in ``run_dir`` stands."""
+    run = RunDir(run_dir)
+    if not run.config_file.is_file():
+        raise RunDirError(f"{run_dir} is not a cohort run directory (it has no config.yaml); "
+                          f"pass the run_dir of a run (cohort submit prints it)")
+    config = yaml.safe_load(run.config_file.read_text())
+    epochs = config["train"]["epochs"]
+    lines = [f"run {run.path}: {config['name']}, {len(config['members'])} member(s) × {config['replicas']} "
+             f"replica(s), {epochs} epochs"]
+
+    if run.submission_file.is_file():
+        submission = json.loads(run.submission_file.read_text())
+        lines.append(slurm_job_line(submission["job_id"]))
+        lines.append(f"logs: {submission['logs'][0]} (task 0 of {len(submission['logs'])})")
+
+    rows = run.read_metrics()
+    evaluated = sorted({row["epoch"] for row in rows})
+    newest = checkpoint.latest_complete(run.path)
+    info = json.loads((newest / checkpoint.MARKER).read_text()) if newest is not None else None
+    if info is not None:
+        position = f"epoch {info['epoch'] + 1}, batch {info['batch']}" if info.get("batch") else f"end of epoch {info['epoch']}"
+        lines.append(f"newest checkpoint: step {info['step']} ({position})")
+    else:
+        lines.append("newest checkpoint: none yet")
+    evaluation = last_evaluation(rows)
+    lines.append(evaluation or "last evaluation: none yet")
+    finished = info is not None and info["epoch"] >= epochs  # the final checkpoint is (epochs, batch 0)
+    lines.append(f"finished: {'yes' if finished else 'no'} ({len(evaluated)} evaluation(s) logged)")
+    return "\n".join(lines)

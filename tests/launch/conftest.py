@@ -1,0 +1,113 @@
+"""A real single-node SLURM for the launcher tests (slurm/local-cluster.sh), and helpers
+to submit to it and wait for jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cohort.run_dir import RunDir
+from tests.conftest import REPO, run_cli
+
+CLUSTER = REPO / "slurm" / "local-cluster.sh"
+SLURM_CONF = REPO / ".slurm" / "slurm.conf"
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+def cluster_is_up() -> bool:
+    return subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """SLURM's environment for commands that talk to the local cluster. Uses a running
+    cluster (`.ci/run` starts one), else starts one for the session and stops it after."""
+    started = False
+    if not cluster_is_up():
+        if os.geteuid() != 0:
+            pytest.skip("no local SLURM: its daemons run as root and these tests do not run as root "
+                        "(start it with sudo slurm/local-cluster.sh up)")
+        up = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True, timeout=900)
+        assert up.returncode == 0, up.stdout + up.stderr
+        started = True
+    env = {**os.environ, "SLURM_CONF": str(SLURM_CONF), "PYTHONUNBUFFERED": "1"}
+    yield env
+    if started:
+        subprocess.run(["bash", str(CLUSTER), "down"], capture_output=True, timeout=120)
+
+
+def job_fields(job_id: str, env: dict) -> dict[str, str]:
+    shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    return dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)
+
+
+def wait_for_job(job_id: str, env: dict, timeout_s: float = 600, logs: list[Path] = ()) -> dict[str, str]:
+    """Wait until the job has ended; returns its final ``scontrol show job`` fields.
+
+    SLURM holds a requeued job for about two minutes (Reason=BeginTime) before it may run
+    again; the wait lifts that hold at once (an operator's `StartTime=now`) to keep the
+    tests short. Nothing else about the job is touched."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fields = job_fields(job_id, env)
+        if fields["JobState"] in ENDED:
+            return fields
+        if fields["JobState"] == "PENDING" and fields.get("Reason") == "BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, capture_output=True)
+        time.sleep(2)
+    subprocess.run(["scancel", job_id], env=env)
+    tails = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
+    pytest.fail(f"job {job_id} did not end within {timeout_s:.0f} s (state {fields['JobState']})\n{tails}")
+
+
+def queued_jobs(env: dict) -> list[str]:
+    return subprocess.run(["squeue", "--noheader", "--format=%i"], env=env, capture_output=True,
+                          text=True).stdout.split()
+
+
+PAIR = "configs/digits_pair.yaml"  # the digits demo with 2 members: one per core of this 2-core node
+SIZE = ["--cpu", "--nodes", "1", "--gpus-per-node", "2", "--partition", "debug"]
+
+
+def submit(env: dict, run_dir: Path, data_root: Path, *overrides: str, options: tuple[str, ...] = (),
+           time_min: int = 15) -> tuple[list[str], str]:
+    """``cohort submit`` the digits pair; returns the job ids and what it printed."""
+    result = run_cli("submit", PAIR, f"data.root={data_root}", f"run_dir={run_dir}", *overrides, *SIZE,
+                     "--time", str(time_min), *options, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return re.findall(r"submitted job (\S+):", result.stdout), result.stdout
+
+
+def logs_of(run_dir: Path) -> list[Path]:
+    return [Path(p) for p in json.loads((run_dir / "submission.json").read_text())["logs"]]
+
+
+def assert_every_epoch_once(run_dir: Path, epochs: int) -> None:
+    rows = RunDir(run_dir).read_metrics()
+    counts = Counter((row["epoch"], row["split"], str(row["member"])) for row in rows)
+    assert set(counts.values()) == {1}, [key for key, n in counts.items() if n > 1]
+    assert sorted({row["epoch"] for row in rows}) == list(range(epochs))
+
+
+def final_logits(run_dir: Path) -> np.ndarray:
+    """The members' test logits after the last epoch."""
+    return np.load(run_dir / "predictions" / "test.npz")["logits"]
+
+
+@pytest.fixture(scope="session")
+def submitted_pair(slurm_cluster, digits_root, tmp_path_factory):
+    """The digits pair trained to the end by ``cohort submit --cpu`` (2 tasks, 20 epochs),
+    uninterrupted: the reference the other launches must reproduce bit for bit."""
+    run_dir = tmp_path_factory.mktemp("submitted") / "run"
+    (job_id,), printed = submit(slurm_cluster, run_dir, digits_root)
+    fields = wait_for_job(job_id, slurm_cluster, logs=logs_of(run_dir))
+    return run_dir, job_id, printed, fields

@@ -1,0 +1,176 @@
+"""``cohort submit`` against a real SLURM on this machine (slurm/local-cluster.sh): a 2-task
+CPU job to completion, preemption by ``scontrol requeue``, a real time limit, a job array,
+and the bad inputs that must be refused before anything is queued."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from cohort.config import load_config
+from cohort.run_dir import RunDir
+from tests.conftest import REPO, run_cli
+from tests.launch.conftest import (PAIR, SIZE, assert_every_epoch_once, final_logits, job_fields, logs_of, queued_jobs,
+                                   submit, wait_for_job)
+
+@pytest.mark.multiprocess
+@pytest.mark.slurm
+def test_submit_trains_the_digits_pair_to_completion(submitted_pair, slurm_cluster):
+    run_dir, job_id, printed, fields = submitted_pair
+    assert fields["JobState"] == "COMPLETED", fields
+    assert f"run directory  {run_dir}" in printed and "cohort status" in printed
+    submission = json.loads((run_dir / "submission.json").read_text())
+    assert submission["job_id"] == job_id and len(submission["logs"]) == 2
+    assert "resume=auto" in submission["overrides"] and "train.device=cpu" in submission["overrides"]
+    for log in logs_of(run_dir):
+        assert log.is_file(), log
+    assert "ensemble" in logs_of(run_dir)[0].read_text()  # rank 0 printed the final table
+
+    assert_every_epoch_once(run_dir, 20)
+    logits = final_logits(run_dir)
+    labels = np.load(run_dir / "predictions" / "test.npz")["labels"]
+    assert logits.shape[:2] == (2, labels.shape[0])
+    ensemble_acc = (np.log(np.exp(logits - logits.max(-1, keepdims=True)).mean(0)).argmax(-1) == labels).mean()
+    assert ensemble_acc > 0.9, ensemble_acc
+
+    status = run_cli("status", str(run_dir), env=slurm_cluster)
+    assert status.returncode == 0, status.stderr
+    assert f"job {job_id}: COMPLETED" in status.stdout and "finished: yes" in status.stdout
+    assert "newest checkpoint: step" in status.stdout and "epoch 20 (test)" in status.stdout
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slurm
+def test_preempted_by_scontrol_requeue_resumes_and_matches(submitted_pair, slurm_cluster, digits_root, tmp_path):
+    reference = final_logits(submitted_pair[0])
+    run_dir = tmp_path / "run"
+    (job_id,), _ = submit(slurm_cluster, run_dir, digits_root)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.5)  # until mid-run: the first epoch is evaluated
+    assert job_fields(job_id, slurm_cluster)["JobState"] == "RUNNING"
+    requeued = subprocess.run(["scontrol", "requeue", job_id], env=slurm_cluster, capture_output=True, text=True)
+    assert requeued.returncode == 0, requeued.stderr
+
+    fields = wait_for_job(job_id, slurm_cluster, logs=logs_of(run_dir))
+    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) == 1, fields
+    log = logs_of(run_dir)[0].read_text()
+    assert "cohort: stopped by SIGTERM at step" in log and "cohort: resuming" in log, log[-3000:]
+    assert_every_epoch_once(run_dir, 20)
+    np.testing.assert_array_equal(final_logits(run_dir), reference)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slurm
+def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_cluster, digits_root, tmp_path):
+    """A real time limit: 1 minute per job, the signal 40 s before it; the 20 epochs need
+    more than one minute, so the job must be requeued at least once by submitit."""
+    reference = final_logits(submitted_pair[0])
+    run_dir = tmp_path / "run"
+    (job_id,), _ = submit(slurm_cluster, run_dir, digits_root, options=("--signal-delay-s", "40"), time_min=1)
+    fields = wait_for_job(job_id, slurm_cluster, logs=logs_of(run_dir))
+    log = logs_of(run_dir)[0].read_text()
+    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, (fields, log[-3000:])
+    assert "cohort: stopped by SIGUSR2 at step" in log and f"Requeued job {job_id}" in log, log[-3000:]
+    assert_every_epoch_once(run_dir, 20)
+    np.testing.assert_array_equal(final_logits(run_dir), reference)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.slurm
+def test_seeds_submit_a_job_array_one_run_per_seed(slurm_cluster, digits_root, tmp_path):
+    run_dir = tmp_path / "runs"
+    job_ids, printed = submit(slurm_cluster, run_dir, digits_root, "train.epochs=2", options=("--seeds", "0", "1"))
+    assert len(job_ids) == 2 and job_ids[0].split("_")[0] == job_ids[1].split("_")[0], printed  # one array
+    for job_id, seed in zip(job_ids, (0, 1)):
+        seed_dir = run_dir / f"seed{seed}"
+        fields = wait_for_job(job_id, slurm_cluster, logs=logs_of(seed_dir))
+        assert fields["JobState"] == "COMPLETED", fields
+        assert yaml.safe_load((seed_dir / "config.yaml").read_text())["seed"] == seed
+        assert_every_epoch_once(seed_dir, 2)
+    assert not np.array_equal(final_logits(run_dir / "seed0"), final_logits(run_dir / "seed1"))
+
+
+# --- bad input: one line, exit code 2, nothing written, nothing queued ---------------------
+
+
+def assert_refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cohort: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_world_size_other_than_k_times_r_is_refused(digits_root, tmp_path):
+    run_dir = tmp_path / "run"
+    # An override after the options counts too (replicas=2: K×R = 2×2).
+    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={run_dir}", "--cpu", "--nodes", "1",
+                     "--gpus-per-node", "3", "--partition", "debug", "--time", "5", "replicas=2")
+    assert_refused(result, "3 tasks", "K×R = 2×2 = 4")
+    assert not run_dir.exists()
+
+
+def test_gpu_job_for_a_cpu_config_is_refused(digits_root, tmp_path):
+    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={tmp_path / 'run'}", "--nodes", "1",
+                     "--gpus-per-node", "2", "--partition", "debug", "--time", "5")
+    assert_refused(result, "train.device=cpu", "--cpu")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_submitit_is_refused(digits_root, tmp_path):
+    # A None entry in sys.modules makes `import submitit` raise ImportError, as when it is absent.
+    argv = ["submit", PAIR, f"run_dir={tmp_path / 'run'}", *SIZE, "--time", "5"]
+    code = f"import sys; sys.modules['submitit'] = None; from cohort.cli import main; sys.exit(main({argv!r}))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert_refused(result, "submitit is not installed", "pip install submitit")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slurm
+def test_unknown_partition_is_refused(slurm_cluster, digits_root, tmp_path):
+    before = queued_jobs(slurm_cluster)
+    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={tmp_path / 'run'}", "--cpu", "--nodes",
+                     "1", "--gpus-per-node", "2", "--partition", "gpu-a100", "--time", "5", env=slurm_cluster)
+    assert_refused(result, "partition 'gpu-a100' does not exist", "debug")
+    assert not (tmp_path / "run").exists() and queued_jobs(slurm_cluster) == before
+
+
+@pytest.mark.slurm
+def test_run_dir_of_another_config_is_refused(slurm_cluster, digits_root, tmp_path):
+    run_dir = tmp_path / "run"
+    other = load_config(REPO / PAIR, [f"data.root={digits_root}", f"run_dir={run_dir}", "seed=7"])
+    RunDir(run_dir).create(other)
+    before_files = sorted(p.name for p in run_dir.iterdir())
+    before = queued_jobs(slurm_cluster)
+    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={run_dir}", *SIZE, "--time", "5",
+                     env=slurm_cluster)
+    assert_refused(result, "different config", "seed: 7 there, 0 here")
+    assert sorted(p.name for p in run_dir.iterdir()) == before_files and queued_jobs(slurm_cluster) == before
+
+
+@pytest.mark.slurm
+def test_a_job_sbatch_refuses_leaves_nothing_behind(slurm_cluster, digits_root, tmp_path):
+    # GPUs from a cluster that has none: every check of ours passes, and sbatch says no.
+    run_dir = tmp_path / "run"
+    before = queued_jobs(slurm_cluster)
+    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={run_dir}", "train.device=auto", "--nodes",
+                     "1", "--gpus-per-node", "2", "--partition", "debug", "--time", "5", env=slurm_cluster)
+    assert_refused(result, "sbatch refused the job", "Invalid generic resource", "nothing was queued")
+    assert not run_dir.exists() and queued_jobs(slurm_cluster) == before
+
+
+@pytest.mark.slurm
+def test_a_job_no_node_of_the_partition_can_hold_is_refused(slurm_cluster, digits_root, tmp_path):
+    before = queued_jobs(slurm_cluster)
+    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={tmp_path / 'run'}", *SIZE, "--time", "5",
+                     "--cpus-per-task", "64", env=slurm_cluster)
+    assert_refused(result, "2 task(s) per node × 64 CPU(s) per task = 128 CPUs", "--cpus-per-task")
+    assert not (tmp_path / "run").exists() and queued_jobs(slurm_cluster) == before

@@ -1,0 +1,24 @@
+"""``cohort status`` on a finished torchrun run and on a folder that is not a run."""
+
+from __future__ import annotations
+
+from tests.conftest import run_cli
+
+
+def test_status_of_a_finished_run(dml_pair):
+    _, run_dir, _ = dml_pair
+    result = run_cli("status", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"run {run_dir}: test, 2 member(s) × 1 replica(s), 2 epochs"
+    assert "newest checkpoint: step 12 (end of epoch 2)" in lines
+    assert any(line.startswith("last evaluation: epoch 2 (test): ensemble acc ") for line in lines), lines
+    assert lines[-1] == "finished: yes (2 evaluation(s) logged)"
+    assert not any(line.startswith("job ") for line in lines)  # not submitted to SLURM
+
+
+def test_status_of_a_folder_that_is_not_a_run(tmp_path):
+    result = run_cli("status", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"cohort: error: {tmp_path} is not a cohort run directory (it has no "
+                                      f"config.yaml); pass the run_dir of a run (cohort submit prints it)")
