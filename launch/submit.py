@@ -57,6 +57,7 @@ class CohortJob(submitit.helpers.Checkpointable):
                               list(env.hostnames), int(env.raw_job_id))
         # submitit's handler checkpoints and requeues at once, in the middle of a step; the
         # trainer replaces it while it trains, and rank 0 calls it after the agreed save.
+        # (_usr_sig: SIGUSR2 unless $SUBMITIT_PREEMPT_SIGNAL names another.)
         submitit_signal = env._usr_sig()
         checkpoint_and_requeue = signal.getsignal(submitit_signal)
         outcome = run_worker([self.config_path, *self.overrides], launch)
