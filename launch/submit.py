@@ -143,6 +143,16 @@ def build_executor(folder: Path, name: str, resources: Resources) -> submitit.Au
     return executor
 
 
+def outermost_missing(path: Path) -> Path | None:
+    """The highest folder on the way to ``path`` that does not exist yet (None if it exists)."""
+    missing, path = None, path.absolute()
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
 def submit(config_path: str, overrides: list[str], resources: Resources, seeds: list[int] | None) -> list[dict]:
     """Check everything, then queue one job (or an array, one task per seed); returns the
     submissions as written to each run directory's ``submission.json``."""
@@ -169,9 +179,8 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
 
     # Nothing was written or queued before this point. The run directories exist before the
     # job can start (a worker refuses a folder that holds only submitit's files).
-    created = [Path(config.run_dir) for _, config in runs if not Path(config.run_dir).exists()]
     logs = Path(base.run_dir) / "slurm"
-    created += [] if logs.exists() or logs.parent in created else [logs]
+    created = {outermost_missing(path) for path in [logs, *(Path(config.run_dir) for _, config in runs)]} - {None}
     for _, config in runs:
         RunDir(config.run_dir).create(config)
     executor = build_executor(logs, base.name, resources)
@@ -215,7 +224,7 @@ def main_submit(args) -> int:
                           time_min=args.time, cpus_per_task=args.cpus_per_task, cpu=args.cpu,
                           signal_delay_s=args.signal_delay_s, max_timeouts=args.max_timeouts)
     for flag, value, least in (("--nodes", args.nodes, 1), ("--gpus-per-node", args.gpus_per_node, 1),
-                               ("--time", args.time, 1), ("--cpus-per-task", args.cpus_per_task or 1, 1),
+                               ("--time", args.time, 1), ("--cpus-per-task", 1 if args.cpus_per_task is None else args.cpus_per_task, 1),
                                ("--signal-delay-s", args.signal_delay_s, 0), ("--max-timeouts", args.max_timeouts, 0)):
         if value < least:
             raise SubmitError(f"{flag} must be at least {least}, not {value}")
