@@ -53,9 +53,7 @@ def predict(models: list[torch.nn.Module], beton: Path, seed: int, batch_size: i
 
 def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str | None = None) -> Path:
     run = RunDir(run_dir)
-    if not run.config_file.is_file():
-        raise RunDirError(f"{run.config_file} is missing: {run.path} is not a cohort run directory; "
-                          f"pass a folder that `cohort train` wrote (its run_dir)")
+    run.require_run()
     config = load_config(run.config_file)
     folder = checkpoint_folder(run, which)
     meta = check_data(config.data.root)  # a truncated .beton is reported, not crashed on

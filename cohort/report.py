@@ -35,9 +35,7 @@ class Run:
     @classmethod
     def load(cls, path: str | Path) -> "Run":
         run = RunDir(path)
-        if not run.config_file.is_file():
-            raise RunDirError(f"{run.config_file} is missing: {run.path} is not a cohort run directory; "
-                              f"pass a folder that `cohort train` wrote (its run_dir)")
+        run.require_run()
         rows = run.read_metrics()
         if not rows:
             raise RunDirError(f"{run.metrics_file} is missing or empty: {run.path} has not finished an evaluation")

@@ -48,6 +48,12 @@ class RunDir:
         self.trace = self.path / "trace"
         self.submission_file = self.path / "submission.json"
 
+    def require_run(self) -> None:
+        """Raise unless this folder holds a run (its config.yaml), for the tools that read one."""
+        if not self.config_file.is_file():
+            raise RunDirError(f"{self.config_file} is missing: {self.path} is not a cohort run directory; "
+                              f"pass a folder that `cohort train` wrote (its run_dir)")
+
     def check(self, config: CohortConfig) -> None:
         """Raise unless this run may start (or continue, with resume=auto) here. Writes nothing."""
         if self.config_file.is_file():

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from cohort import checkpoint
-from cohort.run_dir import RunDir, RunDirError
+from cohort.run_dir import RunDir
 
 
 def slurm_job_line(job_id: str) -> str:
@@ -54,9 +54,7 @@ def last_evaluation(rows: list[dict]) -> str | None:
 def run_status(run_dir: str | Path) -> str:
     """A few lines saying where the run in ``run_dir`` stands."""
     run = RunDir(run_dir)
-    if not run.config_file.is_file():
-        raise RunDirError(f"{run_dir} is not a cohort run directory (it has no config.yaml); "
-                          f"pass the run_dir of a run (cohort submit prints it)")
+    run.require_run()
     config = yaml.safe_load(run.config_file.read_text())
     epochs = config["train"]["epochs"]
     lines = [f"run {run.path}: {config['name']}, {len(config['members'])} member(s) × {config['replicas']} "

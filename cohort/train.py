@@ -122,8 +122,7 @@ class Trainer:
                          if config.train.bf16 and self.device.type == "cuda" else nullcontext())
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
         self.resumed_sums: list[float] | None = None
-        self.stop_requested = False
-        self.stop_signal = 0  # which of STOP_SIGNALS arrived first on this rank
+        self.stop_signal = 0  # which of STOP_SIGNALS arrived first on this rank (0: none yet)
         self.trace_file = None
         self.exchange_seconds = 0.0
         self.selection = Selection(config.train.select_by, self.run.path)
@@ -225,8 +224,8 @@ class Trainer:
 
     def request_stop(self, signum, frame) -> None:
         """One of STOP_SIGNALS: finish the step, agree with the other ranks, checkpoint, stop."""
-        if not self.stop_requested:
-            self.stop_requested, self.stop_signal = True, signum
+        if not self.stop_signal:
+            self.stop_signal = signum
 
     def fit(self) -> None:
         self.prepare_run_dir()
@@ -308,19 +307,21 @@ class Trainer:
                      exchange_seconds=self.exchange_seconds, skipped_steps=skipped)
         return stats
 
+    def max_over_ranks(self, value: int) -> int:
+        """The largest of every rank's ``value`` (a collective: every rank must call it)."""
+        reduced = torch.tensor([float(value)], device=self.device)
+        dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+        return int(reduced.item())
+
     def any_rank(self, flag: bool) -> bool:
-        """Whether ``flag`` is set on any rank (a collective: every rank must call it)."""
-        value = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+        """Whether ``flag`` is set on any rank (a collective)."""
+        return self.max_over_ranks(int(flag)) > 0
 
     def agreed_stop_signal(self) -> int:
         """The stop signal any rank received (the highest number if several), else 0; a collective.
 
         Every rank learns it, so all of them save at this step, even those SLURM did not signal."""
-        value = torch.tensor([float(self.stop_signal if self.stop_requested else 0)], device=self.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return int(value.item())
+        return self.max_over_ranks(self.stop_signal)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float) -> dict[str, torch.Tensor] | None:
         """One optimiser step; its loss terms, or None when the step was skipped (non-finite)."""
