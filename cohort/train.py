@@ -488,6 +488,11 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
             trainer.fit()
         finally:
             mesh.close()
+            # Training is over (finished, or saved and stopped): a stop signal now has nothing
+            # to save, and Python's default action would kill the exiting process, turning a
+            # finished SLURM job into FAILED (a --signal that lands just after the last step).
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
     except SHARED_ERRORS + RANK_ERRORS as error:
         if launch.rank == 0 or not getattr(error, "shared", isinstance(error, SHARED_ERRORS)):
             print(f"cohort: error: {error}", file=sys.stderr, flush=True)
