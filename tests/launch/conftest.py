@@ -19,6 +19,8 @@ from tests.conftest import REPO, run_cli
 
 CLUSTER = REPO / "slurm" / "local-cluster.sh"
 SLURM_CONF = REPO / ".slurm" / "slurm.conf"
+REQUEUE_SETTLE_S = 5
+"""How long a requeued job stays held before the tests let it start (see wait_for_job)."""
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 
 
@@ -54,16 +56,25 @@ def wait_for_job(job_id: str, env: dict, timeout_s: float = 600, logs: list[Path
     """Wait until the job has ended; returns its final ``scontrol show job`` fields.
 
     SLURM holds a requeued job for about two minutes (Reason=BeginTime) before it may run
-    again; the wait lifts that hold at once (an operator's `StartTime=now`) to keep the
-    tests short. Nothing else about the job is touched."""
+    again; the wait lifts that hold (an operator's `StartTime=now`) to keep the tests short.
+    Not at once: slurmd revokes the previous attempt's credential with one-second
+    resolution, and an attempt started within that second is killed ("Job credential
+    revoked"), which the hold exists to prevent. So the hold is lifted after REQUEUE_SETTLE_S.
+    Nothing else about the job is touched."""
     deadline = time.monotonic() + timeout_s
+    held_since = None
     while time.monotonic() < deadline:
         fields = job_fields(job_id, env)
         if fields["JobState"] in ENDED:
             return fields
         if fields["JobState"] == "PENDING" and fields.get("Reason") == "BeginTime":
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, capture_output=True)
-        time.sleep(2)
+            held_since = held_since or time.monotonic()
+            if time.monotonic() - held_since >= REQUEUE_SETTLE_S:
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env,
+                               capture_output=True)
+        else:
+            held_since = None
+        time.sleep(1)
     subprocess.run(["scancel", job_id], env=env)
     tails = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
     pytest.fail(f"job {job_id} did not end within {timeout_s:.0f} s (state {fields['JobState']})\n{tails}")

@@ -74,7 +74,9 @@ def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_clus
     more than one minute, so the job must be requeued at least once by submitit."""
     reference = final_logits(submitted_pair[0])
     run_dir = tmp_path / "run"
-    (job_id,), _ = submit(slurm_cluster, run_dir, digits_root, options=("--signal-delay-s", "40"), time_min=1)
+    # Each 1-minute attempt trains only ~15 s, so the run needs many requeues: allow them.
+    (job_id,), _ = submit(slurm_cluster, run_dir, digits_root, options=("--signal-delay-s", "40", "--max-timeouts", "30"),
+                          time_min=1)
     fields = wait_for_job(job_id, slurm_cluster, logs=logs_of(run_dir))
     log = logs_of(run_dir)[0].read_text()
     assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, (fields, log[-3000:])
