@@ -5,7 +5,7 @@
 Runs the two variants alternately (DML, independent, DML, …) as real torchrun cohorts on
 this machine, so drift in machine load hits both alike, and reads each epoch's
 wall-clock time from metrics.jsonl. Epoch 1 (FFCV's JIT compilation) is left out.
-The independent variant (mimicry.weight=0) skips the all-gather and the mimicry loss.
+The independent variant (loss.mimicry.weight=0) skips the all-gather and the mimicry loss.
 Target: the exchange costs at most 5 % of steps/s on CPU.
 """
 
@@ -43,7 +43,7 @@ def main() -> int:
             for name, weight in (("dml", 1.0), ("independent", 0.0)):
                 run_dir = Path(tmp) / f"{name}-{round_}"
                 command = [sys.executable, "-m", "cohort.cli", "train", args.config, *common,
-                           f"mimicry.weight={weight}", f"run_dir={run_dir}"]
+                           f"loss.mimicry.weight={weight}", f"run_dir={run_dir}"]
                 subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
                 results[name] += epoch_rows(run_dir)
     dml, independent = (statistics.median(r["images_per_s"] for r in results[k]) for k in ("dml", "independent"))

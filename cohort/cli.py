@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(run=cmd_report)
 
     dee = sub.add_parser("dee", help="deep-ensemble equivalent of runs against an independent reference run")
-    dee.add_argument("--reference", required=True, help="run directory of an independent cohort (mimicry.weight: 0)")
+    dee.add_argument("--reference", required=True, help="run directory of an independent cohort (loss.mimicry.weight: 0)")
     dee.add_argument("run_dirs", nargs="+")
     dee.set_defaults(run=cmd_dee)
 

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -76,6 +76,9 @@ class MemberConfig:
     """Display name; defaults to ``m{index}``."""
     optim: dict[str, Any] = field(default_factory=dict)
     """Overrides of the cohort's ``optim`` for this member only (e.g. ``{lr: 0.05}``)."""
+    loss: dict[str, float] = field(default_factory=dict)
+    """Term weights for this member only (e.g. ``{mimicry: 0.5}``: a weaker or smaller peer
+    that learns less from the others)."""
 
 
 @dataclass
@@ -93,9 +96,44 @@ class DataConfig:
 
 
 @dataclass
-class MimicryConfig:
+class TermConfig:
+    """One named term of the training objective (``cohort.objective``): on when its weight > 0.
+
+    ``NEEDS`` says what the term reads besides the member's own logits and labels
+    (``peers``: the other members' logits, through the exchange); the trainer gathers
+    only what some member's objective needs.
+    """
+
+    weight: float = 0.0
+    NEEDS: ClassVar[tuple[str, ...]] = ()
+
+    def enabled(self, weight: float) -> bool:
+        """Whether the term is part of an objective that gives it ``weight``."""
+        return weight > 0
+
+    def validate(self, where: str) -> None:
+        if self.weight < 0:
+            raise ConfigError(f"{where}.weight must be >= 0, got {self.weight}")
+
+
+@dataclass
+class CrossEntropyConfig(TermConfig):
     weight: float = 1.0
-    """λ. Zero gives the independent baseline and skips the logit exchange."""
+    label_smoothing: float = 0.0
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"{where}.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass
+class MimicryConfig(TermConfig):
+    """DML's mimicry term (Zhang et al. 2018). Zero weight for every member gives the
+    independent baseline and skips the logit exchange."""
+
+    weight: float = 1.0
+    """λ."""
     target: str = "pairwise"
     """``pairwise`` (mean of KL to each peer) or ``peer_mean`` (KL to the peers' mean)."""
     divergence: str = "kl"
@@ -103,16 +141,18 @@ class MimicryConfig:
     temperature: float = 1.0
     rampup_epochs: float = 0.0
     """Sigmoid ramp-up of λ over this many epochs (0: full weight from the start)."""
+    NEEDS: ClassVar[tuple[str, ...]] = ("peers",)
 
-    def validate(self) -> None:
-        _choose("mimicry.target", self.target, ("pairwise", "peer_mean"))
-        _choose("mimicry.divergence", self.divergence, ("kl", "js"))
-        if self.weight < 0 or not self.temperature > 0 or self.rampup_epochs < 0:
-            raise ConfigError("mimicry: need weight >= 0, temperature > 0, rampup_epochs >= 0")
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        _choose(f"{where}.target", self.target, ("pairwise", "peer_mean"))
+        _choose(f"{where}.divergence", self.divergence, ("kl", "js"))
+        if not self.temperature > 0 or self.rampup_epochs < 0:
+            raise ConfigError(f"{where}: need temperature > 0 and rampup_epochs >= 0")
 
 
 @dataclass
-class DiversityConfig:
+class DiversityConfig(TermConfig):
     """DPLO, Diff-DML's diversity-preserving term (our formulation; see cohort.losses)."""
 
     kind: str = "none"
@@ -122,19 +162,39 @@ class DiversityConfig:
     """β."""
     margin: float = 0.1
     """m, in nats of KL (``margin`` only)."""
+    NEEDS: ClassVar[tuple[str, ...]] = ("peers",)
 
-    def validate(self) -> None:
-        _choose("diversity.kind", self.kind, ("none", "margin", "nontarget"))
+    def enabled(self, weight: float) -> bool:
+        return weight > 0 and self.kind != "none"
+
+    def validate(self, where: str) -> None:
+        _choose(f"{where}.kind", self.kind, ("none", "margin", "nontarget"))
         if self.weight < 0 or self.margin < 0:
-            raise ConfigError(f"diversity: weight and margin must be >= 0, got weight {self.weight}, margin {self.margin}")
+            raise ConfigError(f"{where}: weight and margin must be >= 0, got weight {self.weight}, margin {self.margin}")
         if self.kind != "none" and self.weight == 0:
-            raise ConfigError(f"diversity.kind is {self.kind} but diversity.weight is 0; set a weight, or kind: none")
+            raise ConfigError(f"{where}.kind is {self.kind} but {where}.weight is 0; set a weight, or kind: none")
+
+
+@dataclass
+class LossConfig:
+    """The objective of every member: a weighted sum of named terms (``cohort.objective``).
+
+    Each field is one term, named by the field; ``members.<i>.loss`` overrides weights
+    per member. Override a setting by name: ``loss.mimicry.weight=0``.
+    """
+
+    ce: CrossEntropyConfig = field(default_factory=CrossEntropyConfig)
+    mimicry: MimicryConfig = field(default_factory=MimicryConfig)
+    diversity: DiversityConfig = field(default_factory=DiversityConfig)
+
+    def terms(self) -> dict[str, TermConfig]:
+        """Every term's settings by name, in the order the objective sums them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    label_smoothing: float = 0.0
     eval_every: int = 1
     """Evaluate on val (and test) every this many epochs, and after the last one."""
     checkpoint_every: int = 0
@@ -186,18 +246,38 @@ class CohortConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    mimicry: MimicryConfig = field(default_factory=MimicryConfig)
-    diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
     def num_members(self) -> int:
         return len(self.members)
 
+    def term_weight(self, member: int, name: str) -> float:
+        """The weight of term ``name`` in member ``member``'s objective (its override, else the cohort's)."""
+        return float(self.members[member].loss.get(name, self.loss.terms()[name].weight))
+
+    def enabled_terms(self, member: int) -> dict[str, float]:
+        """The terms of member ``member``'s objective and their weights, in summation order."""
+        return {name: self.term_weight(member, name) for name, term in self.loss.terms().items()
+                if term.enabled(self.term_weight(member, name))}
+
+    def needs(self, member: int) -> set[str]:
+        """What member ``member``'s objective reads besides its own logits (``TermConfig.NEEDS``)."""
+        terms = self.loss.terms()
+        return {need for name in self.enabled_terms(member) for need in terms[name].NEEDS}
+
     @property
     def exchanges_logits(self) -> bool:
-        """Whether members need their peers' logits (mimicry or diversity is on)."""
-        return self.mimicry.weight > 0 or self.diversity.weight > 0
+        """Whether the members all-gather their logits: some member's objective reads its peers'.
+        Every member then takes part, whether or not its own objective reads them."""
+        return any("peers" in self.needs(m) for m in range(self.num_members))
+
+    @property
+    def independent(self) -> bool:
+        """Members train without reading each other (the baseline a DEE reference must be):
+        the one definition used by training, ``cohort report`` and ``cohort dee``."""
+        return not self.exchanges_logits
 
     @property
     def world_size(self) -> int:
@@ -245,16 +325,24 @@ class CohortConfig:
             self.member_optim(i).validate(f"members.{i}.optim")
         self.optim.validate("optim")
         self.schedule.validate()
-        self.mimicry.validate()
-        self.diversity.validate()
+        for name, term in self.loss.terms().items():
+            term.validate(f"loss.{name}")
+        for i, member in enumerate(self.members):
+            for name, weight in member.loss.items():
+                if name not in self.loss.terms():
+                    raise ConfigError(f"members.{i}.loss.{name} is not a term of the objective; "
+                                      f"valid: {', '.join(self.loss.terms())}")
+                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+                    raise ConfigError(f"members.{i}.loss.{name} must be a weight >= 0, got {weight!r}")
+        for m in range(self.num_members):
+            if not self.enabled_terms(m):
+                raise ConfigError(f"member {m}'s objective has no term with weight > 0; set one, e.g. loss.ce.weight=1")
         t, d = self.train, self.data
         if t.epochs < 1 or t.eval_every < 1 or t.checkpoint_every < 0 or t.max_steps_per_epoch < 0:
             raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, max_steps_per_epoch >= 0")
         _choose("train.on_nonfinite", t.on_nonfinite, ("stop", "skip_step"))
         if t.checkpoint_every_steps < 0 or t.keep_last < 0:
             raise ConfigError("train: need checkpoint_every_steps >= 0 and keep_last >= 0")
-        if not 0 <= t.label_smoothing < 1:
-            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
         if d.batch_size < 1 or d.eval_batch_size < 1 or d.num_workers < 1:
             raise ConfigError("data: need batch_size >= 1, eval_batch_size >= 1, num_workers >= 1")
         from cohort.selection import parse_select_by
@@ -287,9 +375,35 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> CohortConfig:
         raise ConfigError(f"{path} must hold a YAML mapping of config keys, not {type(raw).__name__}")
     for override in overrides:
         apply_override(raw, override)
+    refuse_moved_keys(raw)
     config = _build(CohortConfig, raw, "")
     config.validate()
     return config
+
+
+MOVED_KEYS = {"mimicry": "loss.mimicry", "diversity": "loss.diversity", "train.label_smoothing": "loss.ce.label_smoothing"}
+"""Keys of config format 1 (before the objective's terms were grouped under ``loss:``)."""
+
+
+def moved_key(raw: dict) -> str | None:
+    """The first key of ``MOVED_KEYS`` that a raw config tree still uses, if any."""
+    for old in MOVED_KEYS:
+        section, _, key = old.partition(".")
+        node = raw.get(section)
+        if (isinstance(node, dict) and key in node) if key else node is not None:
+            return old
+    return None
+
+
+def refuse_moved_keys(raw: dict) -> None:
+    """A format-1 key is an error that says where it lives now (not silently translated:
+    one way to write a config, and a format-1 run directory is not resumed as if it were new)."""
+    old = moved_key(raw)
+    if old is not None:
+        new = MOVED_KEYS[old]
+        example = (f"{new}.weight", f"{old}.weight") if "." not in old else (new, old)
+        raise ConfigError(f"{old} is now {new} (config format 2 groups the objective's terms under loss:); "
+                          f"write {example[0]}=... instead of {example[1]}=...")
 
 
 def apply_override(raw: dict, override: str) -> None:

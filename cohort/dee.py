@@ -1,6 +1,7 @@
 """``cohort dee``: deep-ensemble equivalent (Ashukha et al. 2020).
 
-The reference is an *independent* cohort (``mimicry.weight: 0``): its sub-ensembles of
+The reference is an *independent* cohort (``CohortConfig.independent``: no member reads
+its peers, e.g. ``loss.mimicry.weight: 0``): its sub-ensembles of
 size 1..K give the curve of calibrated test NLL against ensemble size. A model's DEE is
 the (linearly interpolated) size at which that curve reaches the model's calibrated NLL.
 """
@@ -17,7 +18,7 @@ def reference_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
     """(sizes, calibrated NLL) of the independent reference run's sub-ensembles on test."""
     if not run.independent:
         raise RunDirError(f"{run.path / 'config.yaml'} trains with mimicry or diversity; the DEE reference must be an "
-                          f"independent run (mimicry.weight: 0, diversity.weight: 0)")
+                          f"independent run (loss.mimicry.weight: 0, loss.diversity.weight: 0)")
     sizes = run.at()["ensemble"]["subensembles"]
     return np.array([s["size"] for s in sizes], dtype=float), np.array([s["c_nll"] for s in sizes])
 

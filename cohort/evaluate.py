@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from cohort import checkpoint
-from cohort.config import load_config
+from cohort.batch import model_input
 from cohort.data.datasets import check_data
 from cohort.data.loader import MemberLoader
 from cohort.metrics import evaluate_cohort
@@ -43,18 +43,17 @@ def predict(models: list[torch.nn.Module], beton: Path, seed: int, batch_size: i
     loader = MemberLoader(beton.parent, beton.stem, member=0, replica=0, replicas=1, seed=seed, policy="none",
                           batch_size=batch_size, num_workers=1, device=torch.device("cpu"), train=False)
     logits, labels = [[] for _ in models], []
-    for images, batch_labels in loader.epoch(0):
-        x = images.float().div_(255.0)
+    for batch in loader.epoch(0):
+        x = model_input(batch.images)
         for m, model in enumerate(models):
             logits[m].append(model(x).float())
-        labels.append(batch_labels.clone())
+        labels.append(batch.labels.clone())
     return torch.stack([torch.cat(chunks) for chunks in logits]).numpy(), torch.cat(labels).numpy()
 
 
 def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str | None = None) -> Path:
     run = RunDir(run_dir)
-    run.require_run()
-    config = load_config(run.config_file)
+    config = run.load_config()
     folder = checkpoint_folder(run, which)
     meta = check_data(config.data.root)  # a truncated .beton is reported, not crashed on
     models = []

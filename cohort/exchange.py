@@ -1,7 +1,9 @@
 """The logit exchange: every step, the members' replica-r ranks all-gather their logits.
 
-Labels travel in the same message (one extra column), which makes the desync guard
-free: every member must have trained on the same samples at every step.
+The batch's sample indices travel in the same message (one extra column), which makes
+the desync guard free: every member must have trained on the same samples at every step.
+Indices, not labels: two batches can share their labels, never their indices, and a
+hidden label (semi-supervised runs) must not travel at all.
 """
 
 from __future__ import annotations
@@ -19,30 +21,33 @@ class NonFiniteError(RuntimeError):
 
 
 class LogitExchange:
-    """All-gathers detached ``[B, C]`` logits (and labels) over the member group."""
+    """All-gathers detached ``[B, C]`` logits (and sample indices) over the member group."""
 
     def __init__(self, group: dist.ProcessGroup | None, member: int, num_members: int, stop_on_nonfinite: bool = True):
         self.group, self.member, self.num_members = group, member, num_members
         self.stop_on_nonfinite = stop_on_nonfinite
 
-    def gather(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
-        """All members' logits ``[K, B, C]`` (detached); checks labels and (unless the run skips
-        non-finite steps instead) finiteness."""
-        message = torch.cat([logits.detach().float(), labels.to(torch.float32).unsqueeze(1)], dim=1)
+    def gather(self, logits: torch.Tensor, indices: torch.Tensor, step: int) -> torch.Tensor:
+        """All members' logits ``[K, B, C]`` (detached); checks the sample indices and (unless
+        the run skips non-finite steps instead) finiteness."""
+        # The int32 index's bits ride as a float32 column: exact for any index below 2³¹
+        # (a float32 value is exact only below 2²⁴), and still one collective per step.
+        column = indices.to(device=logits.device, dtype=torch.int32).view(torch.float32).unsqueeze(1)
+        message = torch.cat([logits.detach().float(), column], dim=1)
         if self.num_members == 1:
             gathered = message.unsqueeze(0)
         else:
             parts = [torch.empty_like(message) for _ in range(self.num_members)]
             dist.all_gather(parts, message.contiguous(), group=self.group)
             gathered = torch.stack(parts)
-        all_logits, all_labels = gathered[..., :-1], gathered[..., -1]
+        all_logits, all_indices = gathered[..., :-1], gathered[..., -1].contiguous().view(torch.int32)
         finite = torch.isfinite(all_logits).flatten(1).all(dim=1)
         if self.stop_on_nonfinite and not bool(finite.all()):
             bad = int((~finite).nonzero()[0])
             error = NonFiniteError(f"member {bad} produced non-finite logits at step {step}; lower the learning rate or check the data")
             error.shared = True  # every rank of the exchange sees it: rank 0 alone reports it
             raise error
-        mismatch = (all_labels != all_labels[0]).any(dim=1)
+        mismatch = (all_indices != all_indices[0]).any(dim=1)
         if bool(mismatch.any()):
             bad = int(mismatch.nonzero()[0])
             raise DesyncError(f"member {bad} trained on different samples than member 0 at step {step}; the cohort's loaders are out of step")

@@ -1,4 +1,5 @@
-"""Training losses of a member: cross-entropy and DML mimicry against detached peers.
+"""The loss functions behind the objective's terms (``cohort.objective``): DML mimicry and
+DPLO diversity against detached peers.
 
 Notation (design.md §3): p^T = softmax(z / T), K members; member i's own logits carry
 gradients, its peers' logits arrive detached from the exchange.
@@ -83,24 +84,3 @@ def sigmoid_rampup(epoch: float, rampup_epochs: float) -> float:
         return 1.0
     t = max(epoch, 0.0) / rampup_epochs
     return math.exp(-5.0 * (1.0 - t) ** 2)
-
-
-def member_loss(own_logits: torch.Tensor, labels: torch.Tensor, peer_logits: torch.Tensor | None, *,
-                mimicry_weight: float, target: str, divergence: str, temperature: float,
-                label_smoothing: float = 0.0, diversity_kind: str = "none", diversity_weight: float = 0.0,
-                diversity_margin: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss CE + λ·L_mim + β·L_div of one member and its detached terms, for logging."""
-    ce = F.cross_entropy(own_logits, labels, label_smoothing=label_smoothing)
-    terms = {"ce": ce}
-    total = ce
-    if peer_logits is not None and mimicry_weight > 0:
-        mimicry = mimicry_loss(own_logits, peer_logits, target=target, divergence=divergence, temperature=temperature)
-        terms["mimicry"] = mimicry
-        total = total + mimicry_weight * mimicry
-    if peer_logits is not None and diversity_weight > 0 and diversity_kind != "none":
-        diversity = diversity_loss(own_logits, peer_logits, labels, kind=diversity_kind, margin=diversity_margin,
-                                   temperature=temperature)
-        terms["diversity"] = diversity
-        total = total + diversity_weight * diversity
-    terms["loss"] = total
-    return total, {k: v.detach() for k, v in terms.items()}

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from cohort.metrics import ensemble_logits, equal_width_bins, probabilities
 from cohort.run_dir import RunDir, RunDirError
@@ -39,12 +38,11 @@ class Run:
         rows = run.read_metrics()
         if not rows:
             raise RunDirError(f"{run.metrics_file} is missing or empty: {run.path} has not finished an evaluation")
-        config = yaml.safe_load(run.config_file.read_text())
+        config = run.load_config()
         selection = run.path / "selection.json"
         selected = selection.is_file()
         epoch = json.loads(selection.read_text())["epoch"] if selected else max(r["epoch"] for r in rows)
-        independent = config["mimicry"]["weight"] == 0 and config.get("diversity", {}).get("weight", 0) == 0
-        return cls(run.path, config["name"], independent, rows, epoch, selected)
+        return cls(run.path, config.name, config.independent, rows, epoch, selected)
 
     @property
     def label(self) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cohort.config import RUN_NEUTRAL_KEYS, CohortConfig, config_to_dict, dump_config, same_run_config
+from cohort.config import (MOVED_KEYS, RUN_NEUTRAL_KEYS, CohortConfig, config_to_dict, dump_config, load_config,
+                           moved_key, same_run_config)
 
 
 class RunDirError(RuntimeError):
@@ -54,12 +55,32 @@ class RunDir:
             raise RunDirError(f"{self.config_file} is missing: {self.path} is not a cohort run directory; "
                               f"pass a folder that `cohort train` wrote (its run_dir)")
 
+    def format_error(self, raw: dict) -> RunDirError | None:
+        """The error for a config.yaml of config format 1 (written before the objective's terms
+        moved under ``loss:``), or None."""
+        old = moved_key(raw)
+        if old is None:
+            return None
+        return RunDirError(f"{self.config_file} is a config of format 1 (it has {old}:, now {MOVED_KEYS[old]}), "
+                           f"written by an earlier cohort; move those keys under loss: to read this run, and "
+                           f"finish training it with the version that started it")
+
+    def load_config(self) -> CohortConfig:
+        """The run's config as the typed tree (for the tools that read a finished run)."""
+        self.require_run()
+        error = self.format_error(yaml.safe_load(self.config_file.read_text()) or {})
+        if error is not None:
+            raise error
+        return load_config(self.config_file)
+
     def check(self, config: CohortConfig) -> None:
         """Raise unless this run may start (or continue, with resume=auto) here. Writes nothing."""
         if self.config_file.is_file():
             if config.resume == "never":
                 raise RunDirError(f"{self.path} already holds a run; pass resume=auto to continue it, or run_dir=<a new folder>")
             existing = yaml.safe_load(self.config_file.read_text())
+            if (error := self.format_error(existing)) is not None:
+                raise error
             if not same_run_config(existing, config_to_dict(config)):
                 raise RunDirError(
                     f"{self.path} holds a run of a different config ({_first_difference(existing, config_to_dict(config))}); "

@@ -1,17 +1,19 @@
-"""Train a cohort: one member per rank (R replica ranks with DDP), DML through a logit exchange.
+"""Train a cohort: one member per rank (R replica ranks with DDP), learning from each other
+through a logit exchange.
 
     torchrun --nproc-per-node K*R -m cohort.train CONFIG [key=value ...]
     cohort train CONFIG [key=value ...]       # the same; starts the K*R processes for you
 
-Each step, on every rank: forward this member's batch → all-gather the detached logits
-over the member group → CE + λ·mimicry against the peers → backward (DDP all-reduces
-over the replica group) → optimiser step. Every ``eval_every`` epochs the cohort
-predicts val and test, and rank 0 writes metrics; at the end, predictions and a table.
+Each step, on every rank (``Trainer.train_step``): the loader's ``Batch`` → model input →
+forward → gather what the objective needs (the peers' detached logits, over the member
+group) → the objective's named terms (``cohort.objective``) → backward (DDP all-reduces
+over the replica group) → optimiser step. Every ``eval_every`` epochs the cohort predicts
+val and test, and rank 0 writes metrics; at the end, predictions and a table. How a rank's
+process starts and ends (exit codes, one-line errors, lost peers) is ``cohort.worker``.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -20,7 +22,6 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,23 +30,26 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from cohort import checkpoint
-from cohort.config import CohortConfig, ConfigError, load_config
-from cohort.data.datasets import DataError, check_data
+from cohort.batch import IGNORE_LABEL, Batch, model_input
+from cohort.config import CohortConfig
 from cohort.data.loader import MemberLoader
-from cohort.exchange import DesyncError, LogitExchange, NonFiniteError
-from cohort.losses import member_loss, sigmoid_rampup
-from cohort.mesh import CohortMesh, Launch, LaunchError, detect_launch, pick_device
+from cohort.exchange import LogitExchange, NonFiniteError
+from cohort.mesh import CohortMesh
 from cohort.metrics import evaluate_cohort
-from cohort.selection import Selection
 from cohort.models import build_model
+from cohort.objective import LossInputs, build_objective
 from cohort.optim import build_optimizer, lr_factor, set_lr
 from cohort.run_dir import RunDir, RunDirError
+from cohort.selection import Selection
 
-LOSS_TERMS = ("ce", "mimicry", "diversity", "loss")
 EPOCH_STATS = ("images_per_s", "seconds", "lr", "data_seconds", "exchange_seconds", "skipped_steps")
-"""Per-epoch training figures logged with each member's metrics (seconds: wall clock of the
-epoch's steps; data_seconds: blocked on the loader; exchange_seconds: in the all-gather;
-skipped_steps: steps skipped for a non-finite loss, train.on_nonfinite=skip_step)."""
+"""Per-epoch training figures logged with each member's metrics, beside the means of its
+objective's terms (seconds: wall clock of the epoch's steps; data_seconds: blocked on the
+loader; exchange_seconds: in the all-gather; skipped_steps: steps skipped for a non-finite
+loss, train.on_nonfinite=skip_step)."""
+
+CHECKPOINT_FORMAT = 2
+"""Version of a checkpoint part's contents (2: epoch sums by term name)."""
 
 
 class TrainingError(RuntimeError):
@@ -96,7 +100,8 @@ class Trainer:
 
         torch.manual_seed(member_init_seed(config.seed, self.member))
         self.net = build_model(self.member_config.arch, self.num_classes, self.meta["mean"], self.meta["std"]).to(self.device)
-        if config.train.channels_last and self.device.type == "cuda":
+        self.channels_last = config.train.channels_last and self.device.type == "cuda"
+        if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.model = self.net
         if config.replicas > 1:
@@ -116,12 +121,14 @@ class Trainer:
         if config.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
         self.skip_nonfinite = config.train.on_nonfinite == "skip_step"
+        self.objective = build_objective(config, self.member)
+        # Every member joins the all-gather when any member's objective reads its peers.
         self.exchange = (LogitExchange(mesh.member_group, self.member, mesh.members, not self.skip_nonfinite)
                          if config.exchanges_logits else None)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if config.train.bf16 and self.device.type == "cuda" else nullcontext())
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
-        self.resumed_sums: list[float] | None = None
+        self.resumed_sums: dict[str, float] | None = None
         self.stop_signal = 0  # which of STOP_SIGNALS arrived first on this rank (0: none yet)
         self.trace_file = None
         self.exchange_seconds = 0.0
@@ -151,8 +158,13 @@ class Trainer:
         problem = ""
         try:
             state = checkpoint.load_part(folder, self.member, self.device)
-            if state.get("arch") != self.member_config.arch:
-                problem = (f"{folder / f'member-{self.member}.pt'} holds a {state.get('arch')}, but member {self.member} "
+            part = folder / f"member-{self.member}.pt"
+            if state.get("format") != CHECKPOINT_FORMAT:
+                problem = (f"{part} is a checkpoint of format {state.get('format', 1)}, written by an earlier cohort; "
+                           f"this version reads format {CHECKPOINT_FORMAT}: finish that run with the version that "
+                           f"started it, or choose another run_dir=")
+            elif state.get("arch") != self.member_config.arch:
+                problem = (f"{part} holds a {state.get('arch')}, but member {self.member} "
                            f"is a {self.member_config.arch}; delete {folder} to resume from an earlier checkpoint, "
                            f"or choose another run_dir=")
         except RunDirError as error:
@@ -164,15 +176,7 @@ class Trainer:
         dist.all_gather_object(problems, problem)
         if any(problems):
             raise RunDirError(next(p for p in problems if p))
-        self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        (self.start_epoch, self.start_batch), self.step = state["position"], state["step"]
-        self.resumed_sums = state["epoch_sums"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        self.load_state_dict(state)
         if self.mesh.is_main:
             # Evaluations after the checkpoint's position are redone, so their rows go.
             self.run.drop_metrics_after(self.start_epoch - 1)
@@ -190,35 +194,45 @@ class Trainer:
             for buffer in self.net.buffers():
                 dist.broadcast(buffer, group=self.mesh.replica_group, group_src=0)
 
-    def save(self, position: tuple[int, int], epoch_sums: list[float]) -> None:
+    def save(self, position: tuple[int, int], epoch_sums: dict[str, float]) -> None:
         """A step checkpoint to continue from ``position`` = (epoch, next batch)."""
         self.save_to(checkpoint.checkpoint_dir(self.run.path, self.step), position, epoch_sums)
         if self.mesh.is_main:
             checkpoint.prune(self.run.path, self.config.train.keep_last)
 
-    def save_to(self, folder: Path, position: tuple[int, int], epoch_sums: list[float]) -> None:
-        """Every member writes its part, then rank 0 marks the folder complete.
-
-        A part holds all a member needs to continue exactly: weights, optimiser, the RNG
-        states and the position; the LR schedule and the data order are pure functions
-        of the position, so they need no state of their own.
-        """
+    def save_to(self, folder: Path, position: tuple[int, int], epoch_sums: dict[str, float]) -> None:
+        """Every member writes its part (``state_dict``), then rank 0 marks the folder complete."""
         self.sync_buffers()
         if self.mesh.is_main:
             checkpoint.unmark(folder)  # "best" is rewritten in place: incomplete until re-marked
         self.mesh.barrier()
         if self.mesh.replica == 0:
-            rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                   "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
-            checkpoint.save_part(folder, self.member, {
-                "arch": self.member_config.arch, "member": self.member, "position": position, "step": self.step,
-                "epoch_sums": epoch_sums, "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rng": rng,
-            })
+            checkpoint.save_part(folder, self.member, self.state_dict(position, epoch_sums))
         self.mesh.barrier()
         if self.mesh.is_main:
             checkpoint.mark_complete(folder, self.mesh.members,
                                      {"epoch": position[0], "batch": position[1], "step": self.step})
+
+    def state_dict(self, position: tuple[int, int], epoch_sums: dict[str, float]) -> dict:
+        """All this member needs to continue exactly from ``position`` = (epoch, next batch):
+        weights, optimiser, RNG states and the epoch's running sums. The LR schedule, the data
+        order and the augmentations are pure functions of the position: no state of their own."""
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        return {"format": CHECKPOINT_FORMAT, "arch": self.member_config.arch, "member": self.member,
+                "position": position, "step": self.step, "epoch_sums": epoch_sums, "model": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": rng}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        (self.start_epoch, self.start_batch), self.step = state["position"], state["step"]
+        self.resumed_sums = state["epoch_sums"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
 
     # --- training -------------------------------------------------------------------------
 
@@ -242,7 +256,7 @@ class Trainer:
             if last or (epoch + 1) % self.config.train.eval_every == 0:
                 results = self.evaluate(epoch, stats)
             if last or (self.config.train.checkpoint_every and (epoch + 1) % self.config.train.checkpoint_every == 0):
-                self.save((epoch + 1, 0), [0.0] * len(LOSS_TERMS))
+                self.save((epoch + 1, 0), {})
         if self.trace_file:
             self.trace_file.write(json.dumps({"final": True, "param_digest": parameter_digest(self.net)}) + "\n")
             self.trace_file.close()
@@ -253,9 +267,10 @@ class Trainer:
         """Train batches ``start_batch..`` of ``epoch``; the loss means cover the whole epoch."""
         cfg = self.config
         self.model.train()
-        sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)
+        # Running sums of the objective's terms by name (float64), carried in checkpoints.
+        sums = {name: 0.0 for name in (*self.objective.names, "loss")}
         if start_batch and self.resumed_sums is not None:
-            sums += torch.tensor(self.resumed_sums, dtype=torch.float64)
+            sums.update(self.resumed_sums)
         bar = None
         # A bar only for a person watching: in logs, the per-epoch summary line says it all.
         if self.mesh.is_main and cfg.train.progress and sys.stderr.isatty():
@@ -268,39 +283,40 @@ class Trainer:
         batches = self.train_loader.epoch(epoch, start_batch)
         while steps < self.steps_per_epoch:
             waited = time.perf_counter()
-            images, labels = next(batches)
+            batch = next(batches)
             data_seconds += time.perf_counter() - waited
             progress = epoch + steps / self.steps_per_epoch
-            terms = self.train_step(images, labels, progress)
+            terms = self.train_step(batch, progress)
             if terms is None:
                 skipped += 1
             else:
-                sums += torch.tensor([float(terms.get(k, 0.0)) for k in LOSS_TERMS], dtype=torch.float64)
+                for name, value in terms.items():
+                    sums[name] += float(value)
             if self.trace_file:
-                self.trace_file.write(json.dumps({"step": self.step, "epoch": epoch, "labels": labels.tolist(),
+                self.trace_file.write(json.dumps({"step": self.step, "epoch": epoch, "labels": batch.labels.tolist(),
+                                                  "indices": batch.indices.tolist(),
                                                   **{k: float(v) for k, v in (terms or {"skipped": 1}).items()}}) + "\n")
             self.step += 1
             steps += 1
             every = cfg.train.checkpoint_every_steps
             if every and self.step % every == 0:
-                self.save((epoch, steps), sums.tolist())
+                self.save((epoch, steps), sums)
             if self.step % SIGNAL_CHECK_EVERY == 0 and (signum := self.agreed_stop_signal()):
-                self.save((epoch, steps), sums.tolist())
+                self.save((epoch, steps), sums)
                 batches.close()
                 raise Stopped(f"stopped by {signal.Signals(signum).name} at step {self.step} after saving "
                               f"{self.run.path}/checkpoints/step-{self.step:09d}; continue with resume=auto", signum)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(terms['loss']):.3f}" if terms else "skipped",
-                                img_s=f"{steps * images.shape[0] * self.mesh.world_size / (time.perf_counter() - started):.0f}")
+                                img_s=f"{steps * batch.anchors * self.mesh.world_size / (time.perf_counter() - started):.0f}")
         batches.close()
         if bar is not None:
             bar.close()
         if self.trace_file:
             self.trace_file.flush()
         seconds = time.perf_counter() - started
-        means = (sums / max(steps - skipped, 1)).tolist()
-        stats = dict(zip(LOSS_TERMS, means))
+        stats = {name: total / max(steps - skipped, 1) for name, total in sums.items()}
         stats.update(steps=steps, seconds=seconds,
                      images_per_s=(steps - start_batch) * cfg.data.batch_size / max(seconds, 1e-9),
                      lr=self.optimizer.param_groups[0]["lr"], data_seconds=data_seconds,
@@ -323,41 +339,50 @@ class Trainer:
         Every rank learns it, so all of them save at this step, even those SLURM did not signal."""
         return self.max_over_ranks(self.stop_signal)
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, progress: float) -> dict[str, torch.Tensor] | None:
-        """One optimiser step; its loss terms, or None when the step was skipped (non-finite)."""
-        cfg = self.config
-        if int(labels.max()) >= self.num_classes or int(labels.min()) < 0:
-            raise TrainingError(
-                f"label {int(labels.max())} in {self.train_loader.path} is outside 0..{self.num_classes - 1} "
-                f"(num_classes in meta.json); rewrite the data folder with `cohort data`"
-            )
-        set_lr(self.optimizer, self.optim_config.lr * lr_factor(cfg.schedule, progress, cfg.train.epochs))
-        x = images.float().div_(255.0)
-        if cfg.train.channels_last and self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+    def train_step(self, batch: Batch, progress: float) -> dict[str, torch.Tensor] | None:
+        """One optimiser step; the objective's terms by name, or None when the step was skipped."""
+        self.check_labels(batch.labels)
+        set_lr(self.optimizer, self.optim_config.lr * lr_factor(self.config.schedule, progress, self.config.train.epochs))
         with self.autocast:
-            logits = self.model(x)
-        peers = None
-        if self.exchange is not None:
-            waited = time.perf_counter()
-            peers = self.exchange.peers(self.exchange.gather(logits, labels, self.step))
-            self.exchange_seconds += time.perf_counter() - waited
-        weight = cfg.mimicry.weight * sigmoid_rampup(progress, cfg.mimicry.rampup_epochs)
-        loss, terms = member_loss(logits.float(), labels, peers, mimicry_weight=weight, target=cfg.mimicry.target,
-                                  divergence=cfg.mimicry.divergence, temperature=cfg.mimicry.temperature,
-                                  label_smoothing=cfg.train.label_smoothing, diversity_kind=cfg.diversity.kind,
-                                  diversity_weight=cfg.diversity.weight, diversity_margin=cfg.diversity.margin)
-        if self.skip_nonfinite:
-            # Every rank skips together: replicas' DDP all-reduce and peers stay in step.
-            if self.any_rank(not bool(torch.isfinite(loss))):
-                return None
-        elif not torch.isfinite(loss):
-            raise NonFiniteError(f"member {self.member} ({self.member_config.name}) has a non-finite loss at step {self.step}; "
-                                 f"lower the learning rate or check the data")
+            logits = self.model(model_input(batch.images, self.channels_last))
+        anchors = logits[: batch.anchors]
+        inputs = LossInputs(anchors.float(), batch.labels[: batch.anchors], progress,
+                            peers=self.gather_peers(anchors, batch))
+        loss, terms = self.objective(inputs)
+        if self.skips_nonfinite(loss):
+            return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return terms
+
+    def check_labels(self, labels: torch.Tensor) -> None:
+        known = labels[labels != IGNORE_LABEL]
+        if len(known) and (int(known.max()) >= self.num_classes or int(known.min()) < 0):
+            raise TrainingError(
+                f"label {int(known.max())} in {self.train_loader.path} is outside 0..{self.num_classes - 1} "
+                f"(num_classes in meta.json); rewrite the data folder with `cohort data`"
+            )
+
+    def gather_peers(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        """The other members' detached logits on this batch's anchors, or None when no
+        member's objective reads them (then there is no exchange at all)."""
+        if self.exchange is None:
+            return None
+        waited = time.perf_counter()
+        peers = self.exchange.peers(self.exchange.gather(logits, batch.indices[: batch.anchors], self.step))
+        self.exchange_seconds += time.perf_counter() - waited
+        return peers
+
+    def skips_nonfinite(self, loss: torch.Tensor) -> bool:
+        """Whether this step is skipped for a non-finite loss (``train.on_nonfinite``)."""
+        if self.skip_nonfinite:
+            # Every rank skips together: replicas' DDP all-reduce and peers stay in step.
+            return self.any_rank(not bool(torch.isfinite(loss)))
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"member {self.member} ({self.member_config.name}) has a non-finite loss at step {self.step}; "
+                                 f"lower the learning rate or check the data")
+        return False
 
     # --- evaluation -----------------------------------------------------------------------
 
@@ -367,10 +392,10 @@ class Trainer:
         self.sync_buffers()
         self.net.eval()
         logits, labels = [], []
-        for images, batch_labels in loader.epoch(0):
+        for batch in loader.epoch(0):
             with self.autocast:
-                logits.append(self.net(images.float().div_(255.0)).float())
-            labels.append(batch_labels.clone())
+                logits.append(self.net(model_input(batch.images, self.channels_last)).float())
+            labels.append(batch.labels.clone())
         local = torch.cat(logits)
         local_labels = torch.cat(labels)
         if self.config.replicas > 1:
@@ -383,11 +408,19 @@ class Trainer:
         cohort_logits = _all_gather(member_logits.to(self.device), self.mesh.member_group, self.mesh.members)
         return cohort_logits.cpu().numpy(), all_labels
 
+    def member_stats(self, stats: dict[str, float]) -> list[dict[str, float]]:
+        """Every member's epoch figures (its terms' means and ``EPOCH_STATS``), averaged over
+        its replicas; a collective. By name: members' objectives may hold different terms."""
+        everyone: list[dict] = [None] * self.mesh.world_size
+        mine = {k: v for k, v in stats.items() if k != "steps"}
+        dist.all_gather_object(everyone, mine)
+        replicas = self.config.replicas
+        groups = [everyone[m * replicas:(m + 1) * replicas] for m in range(self.mesh.members)]
+        return [{k: float(np.mean([r[k] for r in group])) for k in group[0]} for group in groups]
+
     def evaluate(self, epoch: int, stats: dict[str, float]) -> dict[str, dict]:
         """Predict val and test; rank 0 computes every metric, logs rows, saves predictions."""
-        all_stats = _all_gather(torch.tensor([stats[k] for k in (*LOSS_TERMS, *EPOCH_STATS)],
-                                             dtype=torch.float64, device=self.device), None, self.mesh.world_size)
-        per_member = all_stats.view(self.mesh.members, self.config.replicas, -1).mean(1).cpu()
+        per_member = self.member_stats(stats)
         logits, labels = {}, {}
         for split, loader in self.eval_loaders.items():
             logits[split], labels[split] = self.predict(loader)
@@ -401,7 +434,7 @@ class Trainer:
                 for member, values in table.items():
                     row = {"epoch": epoch, "split": split, "member": member, **values}
                     if member != "ensemble":
-                        row.update(zip((*LOSS_TERMS, *EPOCH_STATS), per_member[member].tolist()))
+                        row.update(per_member[member])
                     rows.append(row)
             self.run.append_metrics(rows)
             improved = self.selection.offer(epoch, results["val"])
@@ -410,17 +443,18 @@ class Trainer:
                     self.run.save_predictions(split, logits[split], labels[split], folder="best")
             val = results["val"]
             accs = " ".join(f"{self.config.members[m].name} {val[m]['acc']:.3f}" for m in range(self.mesh.members))
-            loss_at, speed_at = LOSS_TERMS.index("loss"), len(LOSS_TERMS) + EPOCH_STATS.index("images_per_s")
-            print(f"epoch {epoch + 1:>3}/{self.config.train.epochs}  loss {per_member[:, loss_at].mean():.4f}  "
+            loss = float(np.mean([row["loss"] for row in per_member]))
+            speed = sum(row["images_per_s"] for row in per_member)
+            print(f"epoch {epoch + 1:>3}/{self.config.train.epochs}  loss {loss:.4f}  "
                   f"val acc {accs}  ensemble {val['ensemble']['acc']:.3f}  nll {val['ensemble']['nll']:.4f}  "
                   f"ece {val['ensemble']['ece']:.4f}  disagreement {val['ensemble']['disagreement']:.3f}  "
-                  f"{per_member[:, speed_at].sum():.0f} img/s"
+                  f"{speed:.0f} img/s"
                   f"{'  *' if improved and self.selection.metric else ''}", flush=True)
         if self.selection.metric:
             flag = [improved]
             dist.broadcast_object_list(flag, src=0)
             if flag[0]:
-                self.save_to(checkpoint.best_dir(self.run.path), (epoch + 1, 0), [0.0] * len(LOSS_TERMS))
+                self.save_to(checkpoint.best_dir(self.run.path), (epoch + 1, 0), {})
         return results
 
 
@@ -450,97 +484,7 @@ def print_summary(results: dict[str, dict], run_dir: Path, names: list[str]) -> 
     print("\n".join(lines), flush=True)
 
 
-# Errors every rank meets identically are printed once (by rank 0); an error of one rank
-# (its own loss went non-finite) by that rank. An error says which it is by ``shared``.
-SHARED_ERRORS = (ConfigError, DataError, LaunchError, RunDirError, DesyncError)
-RANK_ERRORS = (TrainingError, NonFiniteError)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    return run_worker(argv, detect_launch()).exit_code
-
-
-@dataclass(frozen=True)
-class WorkerExit:
-    """How a rank's training ended: its exit code, and the signal that stopped it (0: none)."""
-
-    exit_code: int
-    stopped_by: int = 0
-
-
-def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
-    """Train this rank's part of the cohort (``argv``: CONFIG [key=value ...]); never raises
-    for the errors a user can fix, and prints each of them once, as one line."""
-    trainer = None
-    try:
-        config = load_config(argv[0], argv[1:])
-        # Before the process group: an error every rank meets alike is printed once, by rank 0.
-        meta = check_data(config.data.root, config.data.batch_size, config.replicas)
-        configure_threads(config, launch.local_world_size)
-        mesh = CohortMesh(config.num_members, config.replicas, launch, pick_device(config.train.device, launch),
-                          config.train.dist_timeout_s)
-        try:
-            trainer = Trainer(config, mesh, meta)
-            trainer.fit()
-        finally:
-            mesh.close()
-            # Training is over (finished, or saved and stopped): a stop signal now has nothing
-            # to save, and Python's default action would kill the exiting process, turning a
-            # finished SLURM job into FAILED (a --signal that lands just after the last step).
-            for signum in STOP_SIGNALS:
-                signal.signal(signum, signal.SIG_IGN)
-    except SHARED_ERRORS + RANK_ERRORS as error:
-        if launch.rank == 0 or not getattr(error, "shared", isinstance(error, SHARED_ERRORS)):
-            print(f"cohort: error: {error}", file=sys.stderr, flush=True)
-        else:
-            # torchrun stops every worker once one exits; a silent rank that exited first
-            # could get rank 0 stopped before it prints the error they share.
-            time.sleep(2.0)
-        return WorkerExit(1)
-    except Stopped as stop:
-        if launch.rank == 0:
-            print(f"cohort: {stop}", flush=True)
-        return WorkerExit(0, stop.signum)
-    except RuntimeError as error:
-        # gloo and NCCL report a dead or stalled peer as a RuntimeError from the collective.
-        if trainer is None or not is_collective_failure(error):
-            raise
-        print(f"cohort: error: {lost_peers_message(trainer.mesh.store, launch, config, trainer.step)}",
-              file=sys.stderr, flush=True)
-        return WorkerExit(1)
-    return WorkerExit(0)
-
-
-def is_collective_failure(error: RuntimeError) -> bool:
-    text = str(error)
-    return isinstance(error, dist.DistError) or any(
-        marker in text for marker in ("gloo", "Timed out", "Connection closed by peer", "NCCL", "timed out"))
-
-
-def lost_peers_message(store: dist.Store, launch, config: CohortConfig, step: int) -> str:
-    """Name the members that stopped answering, through the rendezvous store.
-
-    Every surviving rank records itself in the store and waits a moment for the others;
-    the ranks that never appear are the dead or stalled ones. The store is torchrun's
-    agent's (it outlives the workers); elsewhere it may be gone, and then we say so.
-    """
-    member = launch.rank // config.replicas
-    try:
-        store.set_timeout(datetime.timedelta(seconds=5))
-        store.set(f"cohort/alive/{launch.rank}", str(step))
-        time.sleep(2.0)
-        silent = [r for r in range(launch.world_size) if not store.check([f"cohort/alive/{r}"])]
-        missing = sorted({r // config.replicas for r in silent})
-        who = f"member(s) {', '.join(map(str, missing))} stopped answering" if missing else "a peer failed"
-    except Exception:  # the store went down with its host rank
-        who = "a peer died or stalled (the rendezvous store is gone too)"
-    return (f"member {member} (rank {launch.rank}) lost the cohort at step {step}: {who} (dead, or stalled "
-            f"longer than train.dist_timeout_s={config.train.dist_timeout_s:g}s); continue with resume=auto")
-
-
 if __name__ == "__main__":
+    from cohort.worker import main
+
     sys.exit(main())

@@ -50,7 +50,7 @@ class CohortJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict:
         from cohort.mesh import slurm_launch
-        from cohort.train import run_worker
+        from cohort.worker import run_worker
 
         env = submitit.JobEnvironment()
         launch = slurm_launch(env.global_rank, env.num_tasks, env.local_rank, env.num_tasks // env.num_nodes,

@@ -45,7 +45,7 @@ def tiny_config(tmp_path: Path, data_root: Path, members: int = 2, **sections) -
         "data": {"root": str(data_root), "batch_size": 16, "eval_batch_size": 128, "num_workers": 1},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "constant"},
-        "mimicry": {"weight": 1.0},
+        "loss": {"mimicry": {"weight": 1.0}},
         "train": {"epochs": 2, "max_steps_per_epoch": 6, "device": "cpu", "threads_per_rank": 1, "dist_timeout_s": 120},
     }
     for key, value in sections.items():

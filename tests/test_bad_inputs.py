@@ -216,7 +216,7 @@ CASES = {
                                                "name each member's policy"),
     "strength_out_of_range": Case(lambda b: b.train("members.0.strength=3"), "members.0.strength",
                                   "must be in [0.0, 2.0], got 3"),
-    "negative_diversity_weight": Case(lambda b: b.train("diversity.weight=-0.5"), "diversity: weight",
+    "negative_diversity_weight": Case(lambda b: b.train("loss.diversity.weight=-0.5"), "loss.diversity: weight",
                                       "must be >= 0, got weight -0.5"),
     "bad_resume_value": Case(lambda b: b.train("resume=maybe"), "resume 'maybe'", "choose one of: never, auto"),
     "run_dir_under_a_file": Case(file_on_the_run_dir_path, "{tmp}/notes.txt is a file", "choose another run_dir="),

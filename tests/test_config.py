@@ -58,7 +58,7 @@ def test_wrong_type_names_the_key(tmp_path):
     ("members.1.policy=wild", r"members\.1\.policy 'wild' is not valid; choose one of: none, crop, standard"),
     ("optim.lr=0", r"optim\.lr must be > 0"),
     ("members=[]", r"members is empty"),
-    ("mimicry.target=nearest", r"mimicry\.target 'nearest' is not valid"),
+    ("loss.mimicry.target=nearest", r"loss\.mimicry\.target 'nearest' is not valid"),
     ("members.0.name=m1", r"members\.1\.name 'm1' is used twice"),
     ("members.5.arch=x", r"members\.5: list index '5' is out of range"),
     ("optim", r"must look like key=value"),
@@ -105,10 +105,10 @@ def test_auto_policies_give_each_member_a_distinct_policy(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("policies: auto\nmembers: [" + "{}, " * 11 + "{}]\n", r"policies: auto has 12 members but only 10 policies exist"),
     ("members: [{strength: 2.5}]\n", r"members\.0\.strength must be in \[0\.0, 2\.0\], got 2\.5"),
-    ("diversity: {kind: margin, weight: -1}\n", r"diversity: weight and margin must be >= 0"),
-    ("diversity: {kind: margin, weight: 1, margin: -0.1}\n", r"diversity: weight and margin must be >= 0"),
-    ("diversity: {kind: margin}\n", r"diversity\.kind is margin but diversity\.weight is 0"),
-    ("diversity: {kind: spread, weight: 1}\n", r"diversity\.kind 'spread' is not valid; choose one of: none, margin"),
+    ("loss: {diversity: {kind: margin, weight: -1}}\n", r"loss\.diversity: weight and margin must be >= 0"),
+    ("loss: {diversity: {kind: margin, weight: 1, margin: -0.1}}\n", r"loss\.diversity: weight and margin must be >= 0"),
+    ("loss: {diversity: {kind: margin}}\n", r"loss\.diversity\.kind is margin but loss\.diversity\.weight is 0"),
+    ("loss: {diversity: {kind: spread, weight: 1}}\n", r"loss\.diversity\.kind 'spread' is not valid; choose one of: none"),
     ("policies: random\n", r"policies 'random' is not valid; choose one of: members, auto"),
 ])
 def test_diff_dml_settings_are_validated(tmp_path, text, message):
@@ -118,5 +118,35 @@ def test_diff_dml_settings_are_validated(tmp_path, text, message):
 
 
 def test_exchange_runs_when_either_peer_term_is_on(tmp_path):
-    assert not load_config(write(tmp_path, "mimicry: {weight: 0}\n")).exchanges_logits
-    assert load_config(write(tmp_path, "mimicry: {weight: 0}\ndiversity: {kind: nontarget, weight: 0.5}\n")).exchanges_logits
+    independent = load_config(write(tmp_path, "loss: {mimicry: {weight: 0}}\n"))
+    assert not independent.exchanges_logits and independent.independent
+    diverse = load_config(write(tmp_path, "loss: {mimicry: {weight: 0}, diversity: {kind: nontarget, weight: 0.5}}\n"))
+    assert diverse.exchanges_logits and not diverse.independent
+    # A weight of 0 with kind none is off; one member reading its peers makes every member exchange.
+    assert not load_config(write(tmp_path, "loss: {mimicry: {weight: 0}, diversity: {weight: 1}}\n")).exchanges_logits
+    one_learns = load_config(write(tmp_path, "loss: {mimicry: {weight: 0}}\nmembers: [{}, {loss: {mimicry: 0.5}}]\n"))
+    assert one_learns.exchanges_logits and one_learns.needs(0) == set() and one_learns.needs(1) == {"peers"}
+    assert one_learns.term_weight(1, "mimicry") == 0.5 and one_learns.term_weight(0, "mimicry") == 0.0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("mimicry: {weight: 0}\n", r"^mimicry is now loss\.mimicry \(config format 2 .*\); write loss\.mimicry\.weight=\.\.\. "
+                               r"instead of mimicry\.weight=\.\.\.$"),
+    ("diversity: {kind: margin}\n", r"^diversity is now loss\.diversity "),
+    ("train: {label_smoothing: 0.1}\n", r"^train\.label_smoothing is now loss\.ce\.label_smoothing .* write "
+                                         r"loss\.ce\.label_smoothing=\.\.\. instead of train\.label_smoothing=\.\.\.$"),
+])
+def test_keys_of_config_format_1_say_where_they_live_now(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("members: [{loss: {mimickry: 1}}]\n", r"members\.0\.loss\.mimickry is not a term of the objective; valid: ce, mimicry"),
+    ("members: [{loss: {mimicry: -1}}]\n", r"members\.0\.loss\.mimicry must be a weight >= 0, got -1"),
+    ("loss: {ce: {weight: 0}, mimicry: {weight: 0}}\n", r"member 0's objective has no term with weight > 0"),
+    ("loss: {ce: {label_smoothing: 1.0}}\n", r"loss\.ce\.label_smoothing must be in \[0, 1\), got 1\.0"),
+])
+def test_objective_settings_are_validated(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))

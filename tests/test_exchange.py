@@ -1,6 +1,5 @@
 """The logit exchange between two real processes on gloo."""
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -13,15 +12,15 @@ def _exchange_worker(rank: int, init_file: str, results) -> None:
     try:
         exchange = LogitExchange(None, rank, 2)
         logits = torch.full((3, 4), float(rank))
-        labels = torch.tensor([0, 1, 2])
-        gathered = exchange.gather(logits, labels, step=0)
+        indices = torch.tensor([0, 1, 2**31 - 1])  # int32 bits travel exactly, even past float32's 2^24
+        gathered = exchange.gather(logits, indices, step=0)
         results[f"peers{rank}"] = exchange.peers(gathered).tolist()
-        try:  # member 1 reads a different batch at step 7
-            exchange.gather(logits, labels + (rank == 1), step=7)
+        try:  # member 1 reads a different batch at step 7 (one index off, beyond float32's exact range)
+            exchange.gather(logits, indices - int(rank == 1), step=7)
         except DesyncError as error:
             results[f"desync{rank}"] = str(error)
         try:  # member 0's logits overflow at step 9
-            exchange.gather(logits if rank else logits * float("inf") + 1, labels, step=9)
+            exchange.gather(logits if rank else logits * float("inf") + 1, indices, step=9)
         except NonFiniteError as error:
             results[f"nonfinite{rank}"] = str(error)
     finally:

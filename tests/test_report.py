@@ -6,6 +6,7 @@ import shutil
 import matplotlib.image
 import numpy as np
 import pytest
+import yaml
 
 from cohort.checkpoint import MARKER
 from tests.conftest import run_cli
@@ -66,8 +67,9 @@ def test_dee_against_an_independent_reference(dml_pair, tmp_path):
     _, run, _ = dml_pair
     independent = tmp_path / "independent"
     shutil.copytree(run, independent)
-    config = (independent / "config.yaml").read_text().replace("weight: 1.0", "weight: 0.0")
-    (independent / "config.yaml").write_text(config)
+    config = yaml.safe_load((independent / "config.yaml").read_text())
+    config["loss"]["mimicry"]["weight"] = 0.0
+    (independent / "config.yaml").write_text(yaml.safe_dump(config))
     result = run_cli("dee", "--reference", str(independent), str(run))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "reference curve" in result.stdout and result.stdout.count("DEE") == 3

@@ -80,15 +80,15 @@ def reference_losses(config_path: Path) -> list[list[dict]]:
             for step, batches in enumerate(zip(loaders[0].epoch(epoch), loaders[1].epoch(epoch))):
                 if step == steps:
                     break
-                labels = batches[0][1]
-                assert torch.equal(labels, batches[1][1])
-                logits = [models[m](batches[m][0].float() / 255) for m in range(2)]
+                labels = batches[0].labels
+                assert torch.equal(labels, batches[1].labels)
+                logits = [models[m](batches[m].images.float() / 255) for m in range(2)]
                 for m in range(2):
                     peer = logits[1 - m].detach()
                     ce = F.cross_entropy(logits[m], labels)
                     kl = F.kl_div(F.log_softmax(logits[m], 1), F.log_softmax(peer, 1), log_target=True,
                                   reduction="batchmean")
-                    loss = ce + config.mimicry.weight * kl
+                    loss = ce + config.loss.mimicry.weight * kl
                     set_lr(optimizers[m], config.optim.lr * lr_factor(config.schedule, epoch + step / steps, config.train.epochs))
                     optimizers[m].zero_grad()
                     loss.backward()
@@ -197,7 +197,7 @@ def test_labels_beyond_the_class_count_are_reported(digits_root, tmp_path):
     ("members.0.arch=resnet33", "cohort: error: members.0.arch 'resnet33' is unknown; valid: small_cnn"),
     ("members.1.policy=sharpen", "cohort: error: members.1.policy 'sharpen' is not valid; choose one of: none, crop"),
     ("members.0.strength=3", "cohort: error: members.0.strength must be in [0.0, 2.0]"),
-    ("diversity.weight=-0.5", "cohort: error: diversity: weight and margin must be >= 0"),
+    ("loss.diversity.weight=-0.5", "cohort: error: loss.diversity: weight and margin must be >= 0"),
 ])
 def test_bad_input_fails_before_any_process_starts(digits_root, tmp_path, override, message):
     config = tiny_config(tmp_path, digits_root, members=2, data={"dataset": "cifar10"})

@@ -14,6 +14,7 @@ from ffcv.loader import Loader
 from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
+from cohort.batch import Batch
 from cohort.data.augment import AugmentationClock, build_policy
 from cohort.data.datasets import read_meta
 from cohort.data.order import CohortOrder, unshard
@@ -35,7 +36,7 @@ Compiler.set_num_threads = classmethod(_set_decoder_threads)
 
 
 class MemberLoader:
-    """Batches of (uint8 NCHW images, int64 labels) for one member's replica.
+    """``Batch``es (uint8 NCHW images, int64 labels, sample indices) for one member's replica.
 
     Train loaders augment with ``policy`` at ``strength`` (see ``cohort.data.augment``);
     evaluation loaders do not augment.
@@ -77,7 +78,7 @@ class MemberLoader:
         """Batches per epoch."""
         return len(self.loader)
 
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch`` from batch ``start_batch`` on (the order and the
         augmentations are pure functions of the epoch, so any epoch can be read at any time)."""
         self.clock.set_epoch(epoch)
@@ -87,8 +88,17 @@ class MemberLoader:
             batches = iter(self.loader)
         finally:
             self.order.start = 0  # FFCV read the order inside iter(); later epochs start at 0
+        # FFCV batches the order's samples in sequence, so batch b holds order[b·B:(b+1)·B].
+        order = torch.from_numpy(self.order.shard(np.asarray(self.loader.indices), epoch).astype(np.int64))
+        size = self.loader.batch_size
+        # FFCV sizes an epoch from the whole shard, so one started mid-way ends with a partial
+        # batch that a full epoch drops (drop_last): a training epoch stops at len(self).
+        last = len(self) if self.train else None
         try:
-            yield from batches
+            for b, (images, labels) in enumerate(batches, start=start_batch):
+                if b == last:
+                    break
+                yield Batch(images, labels, order[b * size: b * size + len(labels)], anchors=len(labels))
         finally:
             batches.close()  # stops FFCV's prefetch thread when the caller stops early
 

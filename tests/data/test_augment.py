@@ -91,10 +91,10 @@ def load_epoch(root, *, member, policy, workers, epoch=0, batches=3, strength=1.
     loader = MemberLoader(root, "train", member=member, replica=0, replicas=1, seed=3, policy=policy, batch_size=32,
                           num_workers=workers, device=torch.device("cpu"), train=True, strength=strength)
     out = []
-    for i, (images, labels) in enumerate(loader.epoch(epoch)):
+    for i, batch in enumerate(loader.epoch(epoch)):
         if i == batches:
             break
-        out.append((images.clone(), labels.clone()))
+        out.append((batch.images.clone(), batch.labels.clone()))
     return loader, out
 
 
@@ -113,7 +113,7 @@ def test_loader_reads_the_orders_indices_in_batches(digits_root):
     loader, batches = load_epoch(digits_root, member=0, policy="none", workers=1, epoch=2)
     in_file_order = MemberLoader(digits_root, "train", member=0, replica=0, replicas=1, seed=3, policy="none",
                                  batch_size=2000, num_workers=1, device=torch.device("cpu"), train=False)
-    all_labels = torch.cat([y.clone() for _, y in in_file_order.epoch(0)]).numpy()
+    all_labels = torch.cat([batch.labels.clone() for batch in in_file_order.epoch(0)]).numpy()
     got = torch.cat([y for _, y in batches]).numpy()
     np.testing.assert_array_equal(got, all_labels[loader.indices(2)[: len(got)].astype(np.int64)])
 

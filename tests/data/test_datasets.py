@@ -41,7 +41,8 @@ def test_cifar_conversion_from_the_on_disk_format(tmp_path):
     assert meta["sizes"] == {"train": 36, "val": 4, "test": 8} and meta["classes"][3] == "class3"
     test = MemberLoader(tmp_path / "out", "test", member=0, replica=0, replicas=1, seed=0, policy="none",
                         batch_size=8, num_workers=1, device=torch.device("cpu"), train=False)
-    images, labels = next(iter(test.epoch(0)))
+    batch = next(iter(test.epoch(0)))
+    images, labels = batch.images, batch.labels
     data, expected_labels = batches["test_batch"]
     assert labels.tolist() == expected_labels
     np.testing.assert_array_equal(images.numpy(), data.reshape(-1, 3, 32, 32))
@@ -77,7 +78,8 @@ def test_imagefolder_conversion_with_mixed_image_sizes(tmp_path):
     assert meta["classes"] == ["cat", "dog"] and meta["sizes"] == {"train": 59, "val": 1, "test": 8}
     loader = MemberLoader(tmp_path / "out", "test", member=0, replica=0, replicas=1, seed=0, policy="none",
                           batch_size=8, num_workers=1, device=torch.device("cpu"), train=False)
-    images, labels = next(iter(loader.epoch(0)))
+    batch = next(iter(loader.epoch(0)))
+    images, labels = batch.images, batch.labels
     assert images.shape == (8, 3, 48, 48) and labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
 

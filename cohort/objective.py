@@ -1,0 +1,139 @@
+"""A member's training objective: a weighted sum of named terms, built from ``config.loss``.
+
+    total = Σ_name  weight(name, member, progress) · term_name(inputs)
+
+Each term is a small class in ``TERMS``, registered under the name of its config section
+(``loss.<name>``), with a docstring citing its source. A term reads what it declares in
+its config's ``NEEDS`` (``peers``: the other members' detached logits); the trainer
+gathers only what some member's objective needs, and the objective returns the total and
+every term by name, which is all the trainer logs, sums, checkpoints and prints. A new
+method is a new term here (plus, where it needs one, a batch shape or a teacher), and the
+training loop does not change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from cohort.batch import IGNORE_LABEL
+from cohort.config import CohortConfig, LossConfig, TermConfig
+from cohort.losses import diversity_loss, mimicry_loss, sigmoid_rampup
+
+
+@dataclass
+class LossInputs:
+    """What the terms of one member read at one step."""
+
+    logits: torch.Tensor
+    """This member's logits on the batch's anchors ``[B, C]`` (float32, with gradients)."""
+    labels: torch.Tensor
+    """``[B]``; ``IGNORE_LABEL`` where hidden."""
+    progress: float
+    """Training progress in (fractional) epochs, for ramp-ups."""
+    peers: torch.Tensor | None = None
+    """The other members' logits ``[K−1, B, C]``, detached (terms that need ``peers``)."""
+
+
+class Term:
+    """One named term. ``config`` is its own section of ``LossConfig``; ``loss`` the whole
+    section, for the settings a term shares with another (DPLO reads mimicry's T)."""
+
+    def __init__(self, config: TermConfig, loss: LossConfig):
+        self.config, self.loss = config, loss
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return self.config.NEEDS
+
+    def weight_factor(self, progress: float) -> float:
+        """Multiplier of the term's weight at ``progress`` (1: no schedule)."""
+        return 1.0
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        raise NotImplementedError
+
+
+TERMS: dict[str, type[Term]] = {}
+
+
+def register(name: str) -> Callable[[type[Term]], type[Term]]:
+    """Register a term class under ``name``: the field of ``LossConfig`` that configures it."""
+
+    def add(cls: type[Term]) -> type[Term]:
+        TERMS[name] = cls
+        return cls
+
+    return add
+
+
+@register("ce")
+class CrossEntropy(Term):
+    """Cross-entropy with optional label smoothing, over the samples whose label is not hidden."""
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        return F.cross_entropy(inputs.logits, inputs.labels, label_smoothing=self.config.label_smoothing,
+                               ignore_index=IGNORE_LABEL)
+
+
+@register("mimicry")
+class Mimicry(Term):
+    """DML's mimicry term (paper: Zhang et al., CVPR 2018; official code YingZhangDUT/Deep-Mutual-Learning):
+    T² · D(p_peer^T ‖ p_own^T), ``pairwise`` (mean over peers; the official code sums, equal
+    for K = 2) or ``peer_mean``; KL or JS. ``rampup_epochs``: sigmoid ramp-up of λ (ONE, ours to offer)."""
+
+    def weight_factor(self, progress: float) -> float:
+        return sigmoid_rampup(progress, self.config.rampup_epochs)
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        c = self.config
+        return mimicry_loss(inputs.logits, inputs.peers, target=c.target, divergence=c.divergence,
+                            temperature=c.temperature)
+
+
+@register("diversity")
+class Diversity(Term):
+    """DPLO, Diff-DML's diversity-preserving term (Diff-DML, CVPR 2025, has no public code:
+    our formulation, ``cohort.losses.diversity_loss``). It reads mimicry's temperature."""
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        c = self.config
+        return diversity_loss(inputs.logits, inputs.peers, inputs.labels, kind=c.kind, margin=c.margin,
+                              temperature=self.loss.mimicry.temperature)
+
+
+class Objective:
+    """The terms of one member's objective with their weights, and their weighted sum."""
+
+    def __init__(self, terms: dict[str, tuple[Term, float]]):
+        self.terms = terms
+
+    @property
+    def names(self) -> list[str]:
+        """The terms' names, in summation order (``loss``, the total, is not among them)."""
+        return list(self.terms)
+
+    @property
+    def needs(self) -> set[str]:
+        return {need for term, _ in self.terms.values() for need in term.needs}
+
+    def __call__(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The total loss, and every term (and ``loss``, the total) detached, for logging."""
+        total, values = None, {}
+        for name, (term, weight) in self.terms.items():
+            value = term(inputs)
+            values[name] = value.detach()
+            weighted = weight * term.weight_factor(inputs.progress) * value
+            total = weighted if total is None else total + weighted
+        values["loss"] = total.detach()
+        return total, values
+
+
+def build_objective(config: CohortConfig, member: int) -> Objective:
+    """Member ``member``'s objective: the terms enabled for it (``CohortConfig.enabled_terms``)."""
+    sections = config.loss.terms()
+    return Objective({name: (TERMS[name](sections[name], config.loss), weight)
+                      for name, weight in config.enabled_terms(member).items()})

@@ -1,0 +1,31 @@
+"""The member loader's batches: sample indices from the cohort order, uint8 images."""
+
+import numpy as np
+import torch
+from ffcv.reader import Reader
+
+from cohort.batch import model_input
+from cohort.data.loader import MemberLoader
+
+
+def test_each_batch_carries_the_indices_of_its_samples(digits_root):
+    loader = MemberLoader(digits_root, "train", member=0, replica=1, replicas=2, seed=3, policy="none",
+                          batch_size=32, num_workers=1, device=torch.device("cpu"), train=True)
+    reader = Reader(str(digits_root / "train.beton"))
+    labels_on_disk = reader.metadata[f"f{reader.field_names.index('label')}"]
+    order = loader.indices(2)
+    seen = 0
+    # Started mid-epoch, it still ends where a whole epoch ends (no trailing partial batch).
+    for b, batch in enumerate(loader.epoch(2, start_batch=1), start=1):  # FFCV reuses buffers: check each now
+        assert batch.images.dtype == torch.uint8 and batch.anchors == len(batch.labels) == 32
+        np.testing.assert_array_equal(batch.indices.numpy(), order[b * 32:(b + 1) * 32])
+        np.testing.assert_array_equal(batch.labels.numpy(), labels_on_disk[batch.indices.numpy()])
+        seen += 1
+    assert seen == len(loader) - 1
+
+
+def test_model_input_scales_to_the_unit_interval():
+    images = torch.tensor([[[[0, 51, 255]]]], dtype=torch.uint8)
+    x = model_input(images)
+    assert x.dtype == torch.float32 and x.flatten().tolist() == [0.0, torch.tensor(51 / 255).item(), 1.0]
+    assert model_input(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), channels_last=True).is_contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,92 @@
+"""The objective: named terms from the config, weighted per member, summed; no process needed."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cohort.batch import IGNORE_LABEL
+from cohort.config import LossConfig, load_config
+from cohort.losses import diversity_loss, mimicry_loss, sigmoid_rampup
+from cohort.objective import TERMS, LossInputs, build_objective
+
+
+def config(tmp_path, text: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_every_loss_section_is_a_registered_term():
+    assert list(TERMS) == [f.name for f in dataclasses.fields(LossConfig)]
+
+
+def test_total_is_the_weighted_sum_of_named_terms(tmp_path):
+    torch.manual_seed(5)
+    own, peers, labels = torch.randn(8, 4), torch.randn(2, 8, 4), torch.randint(0, 4, (8,))
+    for kind in ("margin", "nontarget"):
+        cohort = config(tmp_path, f"members: [{{}}, {{}}, {{}}]\nloss: {{mimicry: {{weight: 0.7, temperature: 2.0}}, "
+                                  f"diversity: {{kind: {kind}, weight: 0.3, margin: 5.0}}}}\n")
+        objective = build_objective(cohort, 0)
+        assert objective.names == ["ce", "mimicry", "diversity"] and objective.needs == {"peers"}
+        loss, terms = objective(LossInputs(own, labels, progress=0.0, peers=peers))
+        assert set(terms) == {"ce", "mimicry", "diversity", "loss"}
+        assert terms["ce"].item() == pytest.approx(F.cross_entropy(own, labels).item(), rel=1e-6)
+        assert terms["mimicry"].item() == pytest.approx(mimicry_loss(own, peers, temperature=2.0).item(), rel=1e-6)
+        assert terms["diversity"].item() == pytest.approx(
+            diversity_loss(own, peers, labels, kind=kind, margin=5.0, temperature=2.0).item(), rel=1e-6)
+        expected = terms["ce"] + 0.7 * terms["mimicry"] + 0.3 * terms["diversity"]
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and terms["loss"] == loss.detach()
+
+
+def test_gradients_reach_only_the_members_own_logits(tmp_path):
+    torch.manual_seed(2)
+    own = torch.randn(4, 5, requires_grad=True)
+    peers = torch.randn(2, 4, 5, requires_grad=True)
+    objective = build_objective(config(tmp_path, "members: [{}, {}, {}]\n"), 0)
+    loss, terms = objective(LossInputs(own, torch.tensor([0, 1, 2, 3]), progress=0.0, peers=peers))
+    loss.backward()
+    assert own.grad is not None and own.grad.abs().sum() > 0
+    assert peers.grad is None
+    assert set(terms) == {"ce", "mimicry", "loss"}
+
+
+def test_an_independent_member_is_plain_cross_entropy_and_reads_no_peers(tmp_path):
+    own, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    objective = build_objective(config(tmp_path, "loss: {mimicry: {weight: 0}, ce: {label_smoothing: 0.1}}\n"), 0)
+    assert objective.names == ["ce"] and objective.needs == set()
+    loss, terms = objective(LossInputs(own, labels, progress=0.0))
+    assert loss.item() == pytest.approx(F.cross_entropy(own, labels, label_smoothing=0.1).item())
+    assert set(terms) == {"ce", "loss"}
+
+
+def test_a_member_override_changes_only_that_members_weight(tmp_path):
+    torch.manual_seed(6)
+    own, peers, labels = torch.randn(6, 5), torch.randn(1, 6, 5), torch.randint(0, 5, (6,))
+    cohort = config(tmp_path, "members: [{}, {loss: {mimicry: 0.25}}]\nloss: {mimicry: {weight: 1.0}}\n")
+    inputs = LossInputs(own, labels, progress=0.0, peers=peers)
+    (full, terms), (weak, _) = build_objective(cohort, 0)(inputs), build_objective(cohort, 1)(inputs)
+    assert full.item() == pytest.approx((terms["ce"] + terms["mimicry"]).item(), rel=1e-6)
+    assert weak.item() == pytest.approx((terms["ce"] + 0.25 * terms["mimicry"]).item(), rel=1e-6)
+
+
+def test_mimicry_ramps_up_with_progress(tmp_path):
+    torch.manual_seed(7)
+    own, peers, labels = torch.randn(6, 5), torch.randn(1, 6, 5), torch.randint(0, 5, (6,))
+    objective = build_objective(config(tmp_path, "loss: {mimicry: {weight: 2.0, rampup_epochs: 10}}\n"), 0)
+    loss, terms = objective(LossInputs(own, labels, progress=5.0, peers=peers))
+    expected = terms["ce"] + 2.0 * sigmoid_rampup(5.0, 10) * terms["mimicry"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_hidden_labels_reach_no_term(tmp_path):
+    torch.manual_seed(8)
+    own = torch.randn(6, 5, requires_grad=True)
+    labels = torch.tensor([1, IGNORE_LABEL, 3, IGNORE_LABEL, 0, 2])
+    objective = build_objective(config(tmp_path, "loss: {mimicry: {weight: 0}}\n"), 0)
+    loss, _ = objective(LossInputs(own, labels, progress=0.0))
+    loss.backward()
+    known = labels != IGNORE_LABEL
+    assert loss.item() == pytest.approx(F.cross_entropy(own[known], labels[known]).item(), rel=1e-6)
+    assert torch.all(own.grad[~known] == 0) and torch.all(own.grad[known].abs().sum(1) > 0)
