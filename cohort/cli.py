@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cohort.config import ConfigError, load_config
-from cohort.data.datasets import DataError, check_data, read_meta
+from cohort.data.datasets import DataError, check_data, ensure_data
 from cohort.run_dir import RunDir, RunDirError
 
 
@@ -29,22 +29,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def ensure_data(root: str, dataset: str) -> None:
-    """Write the digits data if it is missing (it ships with scikit-learn); else check it exists."""
-    # Only a folder without meta.json (never written, or cut short: meta.json comes last) is
-    # written here; a written folder that lost a file is the user's data, reported, not replaced.
-    if dataset == "digits" and not (Path(root) / "meta.json").is_file():
-        from cohort.data.datasets import write_digits
-
-        print(f"cohort: writing the digits dataset to {root} (first run only)", flush=True)
-        write_digits(Path(root))
-    read_meta(root)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from launch.torchrun import launch_local
+    from cohort.launch.torchrun import launch_local
 
     config = load_config(args.config, args.overrides)
     ensure_data(config.data.root, config.data.dataset)
@@ -59,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     try:
-        from launch.submit import main_submit
+        from cohort.launch.submit import main_submit
     except ImportError as error:
         if error.name != "submitit":
             raise

@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import yaml
 
+from cohort.metric_names import SELECTABLE
+
 
 class ConfigError(ValueError):
     """A configuration problem; its message is one line naming the key and the fix."""
@@ -69,7 +71,7 @@ class MemberConfig:
     arch: str = "small_cnn"
     """Model name; see ``cohort.models.ARCHITECTURES``."""
     policy: str = "standard"
-    """Augmentation policy name; see ``cohort.data.augment.POLICIES``."""
+    """Augmentation policy name; see ``cohort.data.policies.POLICY_ORDER``."""
     strength: float = 1.0
     """Policy strength in [0, 2]: 0 no augmentation, 1 the policy's default, 2 strongest."""
     name: str = ""
@@ -291,7 +293,7 @@ class CohortConfig:
     def validate(self) -> None:
         """Check everything that can be checked without touching data or processes."""
         # Imported here: the registries pull in torch/ffcv, which config loading avoids.
-        from cohort.data.augment import POLICIES, STRENGTH_RANGE, auto_policies
+        from cohort.data.policies import POLICY_ORDER, STRENGTH_RANGE, auto_policies
         from cohort.models import ARCHITECTURES, is_known_architecture
 
         if not self.members:
@@ -318,7 +320,7 @@ class CohortConfig:
                 raise ConfigError(
                     f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURES)}, or tv.<torchvision model>"
                 )
-            _choose(f"members.{i}.policy", member.policy, tuple(POLICIES))
+            _choose(f"members.{i}.policy", member.policy, POLICY_ORDER)
             if not STRENGTH_RANGE[0] <= member.strength <= STRENGTH_RANGE[1]:
                 raise ConfigError(f"members.{i}.strength must be in [{STRENGTH_RANGE[0]}, {STRENGTH_RANGE[1]}], "
                                   f"got {member.strength}")
@@ -345,11 +347,22 @@ class CohortConfig:
             raise ConfigError("train: need checkpoint_every_steps >= 0 and keep_last >= 0")
         if d.batch_size < 1 or d.eval_batch_size < 1 or d.num_workers < 1:
             raise ConfigError("data: need batch_size >= 1, eval_batch_size >= 1, num_workers >= 1")
-        from cohort.selection import parse_select_by
-
         parse_select_by(t.select_by)
         if not t.dist_timeout_s > 0:
             raise ConfigError(f"train.dist_timeout_s must be > 0, got {t.dist_timeout_s}")
+
+
+def parse_select_by(select_by: str) -> tuple[str, str] | None:
+    """``val_<who>_<metric>`` → (who, metric); ``last`` → None. Raises ConfigError otherwise."""
+    if select_by == "last":
+        return None
+    parts = select_by.split("_", 2)
+    if len(parts) != 3 or parts[0] != "val" or parts[1] not in ("ensemble", "members") or parts[2] not in SELECTABLE:
+        if select_by.startswith("test"):
+            raise ConfigError(f"train.select_by {select_by!r} selects on test; select on val (e.g. val_ensemble_nll)")
+        raise ConfigError(f"train.select_by {select_by!r} is not valid; use last or val_<ensemble|members>_<metric>, "
+                          f"metric one of: {', '.join(SELECTABLE)}")
+    return parts[1], parts[2]
 
 
 def _choose(key: str, value: str, valid: tuple[str, ...]) -> None:

@@ -19,9 +19,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from cohort.metric_names import LOWER_IS_BETTER, METRICS  # noqa: F401 (re-exported)
+
 BINS = 15
-METRICS = ("acc", "nll", "brier", "ece", "cw_ece", "adaece")
-LOWER_IS_BETTER = {"nll", "brier", "ece", "cw_ece", "adaece", "pairwise_kl"}
 MAX_SUBSETS = 64  # per ensemble size; beyond that a fixed random sample of member subsets
 
 

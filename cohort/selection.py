@@ -8,23 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cohort.config import ConfigError
-from cohort.metrics import LOWER_IS_BETTER, METRICS
-
-SELECTABLE = (*METRICS, *(f"c_{m}" for m in METRICS))
-
-
-def parse_select_by(select_by: str) -> tuple[str, str] | None:
-    """``val_<who>_<metric>`` → (who, metric); ``last`` → None. Raises ConfigError otherwise."""
-    if select_by == "last":
-        return None
-    parts = select_by.split("_", 2)
-    if len(parts) != 3 or parts[0] != "val" or parts[1] not in ("ensemble", "members") or parts[2] not in SELECTABLE:
-        if select_by.startswith("test"):
-            raise ConfigError(f"train.select_by {select_by!r} selects on test; select on val (e.g. val_ensemble_nll)")
-        raise ConfigError(f"train.select_by {select_by!r} is not valid; use last or val_<ensemble|members>_<metric>, "
-                          f"metric one of: {', '.join(SELECTABLE)}")
-    return parts[1], parts[2]
+from cohort.config import parse_select_by
+from cohort.metric_names import LOWER_IS_BETTER
 
 
 class Selection:

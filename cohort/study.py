@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cohort.config import CohortConfig, ConfigError, load_config
+from cohort.data.datasets import ensure_data
 from cohort.report import Run
 from cohort.run_dir import RunDirError
 
@@ -43,9 +44,7 @@ def study_table(names: list[str], runs: dict[str, list[Run]]) -> str:
 
 
 def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: list[str]) -> str:
-    from launch.torchrun import launch_local
-
-    from cohort.cli import ensure_data
+    from cohort.launch.torchrun import launch_local  # torch's launcher: imported when a study runs
 
     # Every config is checked before anything trains.
     configs = {path: load_config(path, overrides) for path in config_paths}

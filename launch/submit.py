@@ -31,6 +31,7 @@ from pathlib import Path
 import submitit
 
 from cohort.config import CohortConfig, ConfigError, load_config
+from cohort.data.datasets import check_data, ensure_data
 from cohort.run_dir import RunDir
 
 class SubmitError(ConfigError):
@@ -156,9 +157,6 @@ def outermost_missing(path: Path) -> Path | None:
 def submit(config_path: str, overrides: list[str], resources: Resources, seeds: list[int] | None) -> list[dict]:
     """Check everything, then queue one job (or an array, one task per seed); returns the
     submissions as written to each run directory's ``submission.json``."""
-    from cohort.cli import ensure_data
-    from cohort.data.datasets import check_data
-
     config_path = str(Path(config_path).resolve())
     base = load_config(config_path, overrides)
     forced = ["resume=auto"] + (["train.device=cpu"] if resources.cpu else [])

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from cohort.config import ConfigError
-from cohort.selection import Selection, parse_select_by
+from cohort.config import ConfigError, parse_select_by
+from cohort.selection import Selection
 
 
 def test_parse_select_by():

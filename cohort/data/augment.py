@@ -26,6 +26,8 @@ from ffcv.pipeline.state import State
 from numba import types
 from numba.extending import intrinsic
 
+from cohort.data.policies import POLICY_ORDER, STRENGTH_RANGE, auto_policies  # noqa: F401 (re-exported)
+
 # --- counter-based randomness ----------------------------------------------------------
 
 
@@ -475,9 +477,8 @@ class RandAugment(SeededImageOp):
 
 
 # --- policies ----------------------------------------------------------------------------
-
-STRENGTH_RANGE = (0.0, 2.0)
-"""Valid policy strengths: 0 is no augmentation, 1 each policy's default, 2 the strongest."""
+# Their names, order and strength range live in cohort.data.policies, which imports no
+# numba or FFCV, so that validating a config stays fast.
 
 Policy = Callable[[AugmentationClock, int, float], list[SeededImageOp]]
 
@@ -532,9 +533,7 @@ POLICIES: dict[str, Policy] = {
     ],
 }
 
-POLICY_ORDER: tuple[str, ...] = ("none", "crop", "standard", "gray", "posterize", "rotate", "color",
-                                 "standard_cutout", "solarize", "randaugment")
-"""Every policy, from the mildest to the strongest (at equal strength)."""
+assert sorted(POLICIES) == sorted(POLICY_ORDER), "cohort.data.policies names every policy built here"
 
 
 def build_policy(name: str, clock: AugmentationClock, image_size: int, strength: float = 1.0) -> list[SeededImageOp]:
@@ -548,22 +547,3 @@ def build_policy(name: str, clock: AugmentationClock, image_size: int, strength:
     if not low <= strength <= high:
         raise ValueError(f"augmentation strength must be in [{low}, {high}], got {strength}")
     return POLICIES[name](clock, image_size, strength)
-
-
-def auto_policies(num_members: int) -> list[str]:
-    """``num_members`` distinct policies spread evenly over ``POLICY_ORDER``.
-
-    With two or more members the first gets the mildest policy and the last the strongest;
-    a lone member gets the middle one.
-    """
-    available = len(POLICY_ORDER)
-    if num_members < 1:
-        raise ValueError(f"policies: auto needs at least one member, got {num_members}")
-    if num_members > available:
-        raise ValueError(f"policies: auto has {num_members} members but only {available} policies exist; "
-                         "name each member's policy")
-    if num_members == 1:
-        return [POLICY_ORDER[(available - 1) // 2]]
-    # Round i·(M − 1)/(N − 1) half up in integers: steps of at least 1 stay distinct.
-    span, gaps = available - 1, num_members - 1
-    return [POLICY_ORDER[(2 * i * span + gaps) // (2 * gaps)] for i in range(num_members)]

@@ -48,39 +48,39 @@ def check_beton(path: Path, num_classes: int, rewrite: str) -> int:
     FFCV maps the file and trusts its header: a truncated file crashes the loader's
     compiled code (or reads garbage), and a label >= ``num_classes`` only fails inside
     every training process. Both are found here from the header, the allocation table
-    and the label column (stored in the metadata), without decoding any image.
+    and the label column (stored in the metadata), without decoding any image, and
+    without importing FFCV (``cohort.data.beton`` reads those tables with numpy).
     """
-    from ffcv.reader import Reader
-    from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType
+    from cohort.data.beton import ALLOCATION, FIELD_DESCRIPTOR, FORMAT_VERSION, HEADER, read_tables
 
     broken = DataError(f"{path} is truncated or corrupt; rewrite it with {rewrite}")
     size = path.stat().st_size
-    if size < HeaderType.itemsize:
+    if size < HEADER.itemsize:
         raise broken
-    header = np.fromfile(path, dtype=HeaderType, count=1)[0]
+    header = np.fromfile(path, dtype=HEADER, count=1)[0]
     table_start, table_bytes = int(header["alloc_table_ptr"]), size - int(header["alloc_table_ptr"])
-    fields_end = HeaderType.itemsize + int(header["num_fields"]) * FieldDescType.itemsize
-    if header["version"] != CURRENT_VERSION or not fields_end <= table_start <= size \
-            or table_bytes % ALLOC_TABLE_TYPE.itemsize:
+    fields_end = HEADER.itemsize + int(header["num_fields"]) * FIELD_DESCRIPTOR.itemsize
+    if header["version"] != FORMAT_VERSION or not fields_end <= table_start <= size \
+            or table_bytes % ALLOCATION.itemsize:
         raise broken
     try:
-        reader = Reader(str(path))
-    except Exception:  # FFCV's own errors for a damaged header or field list are not specific
+        tables = read_tables(path)
+    except Exception:  # a damaged header or field list fails in many ways; name the file instead
         raise broken from None
     # The allocation table comes last: a cut there drops samples' entries (in cohort's files
     # every sample stores an image, so owns one), a cut before it leaves entries pointing past the data.
-    table = reader.alloc_table
+    table = tables.allocation
     data_end = int((table["ptr"] + table["size"]).max()) if len(table) else 0
-    owners = np.unique(table["sample_id"]).size if "image" in reader.field_names else reader.num_samples
-    if len(reader.metadata) != reader.num_samples or data_end > table_start or owners != reader.num_samples:
+    owners = np.unique(table["sample_id"]).size if "image" in tables.field_names else tables.num_samples
+    if len(tables.metadata) != tables.num_samples or data_end > table_start or owners != tables.num_samples:
         raise broken
-    if "label" in reader.field_names:
-        labels = reader.metadata[f"f{reader.field_names.index('label')}"]
+    if "label" in tables.field_names:
+        labels = tables.metadata[f"f{tables.field_names.index('label')}"]
         bad = labels[(labels < 0) | (labels >= num_classes)]
         if len(bad):
             raise DataError(f"label {int(bad[0])} in {path} is outside 0..{num_classes - 1} (num_classes in "
                             f"{path.parent / 'meta.json'}); rewrite the data folder with {rewrite}")
-    return int(reader.num_samples)
+    return tables.num_samples
 
 
 def check_data(root: str | Path, batch_size: int = 0, replicas: int = 1) -> dict:
@@ -99,6 +99,16 @@ def check_data(root: str | Path, batch_size: int = 0, replicas: int = 1) -> dict
         raise DataError(f"data.batch_size {batch_size} is larger than the training set ({root / 'train.beton'} has "
                         f"{per} samples); lower data.batch_size")
     return info
+
+
+def ensure_data(root: str, dataset: str) -> None:
+    """Write the digits data if it is missing (it ships with scikit-learn); else check it exists."""
+    # Only a folder without meta.json (never written, or cut short: meta.json comes last) is
+    # written here; a written folder that lost a file is the user's data, reported, not replaced.
+    if dataset == "digits" and not (Path(root) / "meta.json").is_file():
+        print(f"cohort: writing the digits dataset to {root} (first run only)", flush=True)
+        write_digits(Path(root))
+    read_meta(root)
 
 
 class ArrayDataset:
