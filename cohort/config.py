@@ -245,6 +245,11 @@ class CohortConfig:
     policies: str = "members"
     """``members``: each member's own ``policy``; ``auto``: distinct policies spread from the
     mildest to the strongest (Diff-DML's differentiated training strategy)."""
+    views: str = "auto"
+    """Whose random draws each member's augmentations use. ``shared``: one augmented view per
+    sample for the whole cohort (the DML papers' code feeds every network the same batch);
+    ``own``: each member draws its own (Diff-DML's DTS); ``auto``: members with the same
+    policy and strength share one view, members with different ones draw their own."""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -285,6 +290,17 @@ class CohortConfig:
     def world_size(self) -> int:
         return self.num_members * self.replicas
 
+    def view_stream(self, member: int) -> int:
+        """The member whose augmentation draws member ``member`` uses (``views``): itself
+        (``own``), member 0 (``shared``), or the first member with its policy and strength
+        (``auto``). Members with one stream and one policy see bit-identical images."""
+        if self.views == "own":
+            return member
+        if self.views == "shared":
+            return 0
+        mine = (self.members[member].policy, self.members[member].strength)
+        return next(i for i, m in enumerate(self.members) if (m.policy, m.strength) == mine)
+
     def member_optim(self, index: int) -> OptimConfig:
         """The cohort's optimiser settings with member ``index``'s overrides applied."""
         merged = {**dataclasses.asdict(self.optim), **self.members[index].optim}
@@ -302,6 +318,7 @@ class CohortConfig:
             raise ConfigError(f"replicas must be >= 1, got {self.replicas}")
         _choose("resume", self.resume, ("never", "auto"))
         _choose("policies", self.policies, ("members", "auto"))
+        _choose("views", self.views, ("auto", "shared", "own"))
         if self.policies == "auto":
             try:
                 for member, policy in zip(self.members, auto_policies(len(self.members))):

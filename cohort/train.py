@@ -114,7 +114,7 @@ class Trainer:
                       num_workers=config.data.num_workers, device=self.device)
         self.train_loader = MemberLoader(config.data.root, "train", policy=self.member_config.policy,
                                          strength=self.member_config.strength, batch_size=config.data.batch_size,
-                                         train=True, **common)
+                                         train=True, view_stream=config.view_stream(self.member), **common)
         self.eval_loaders = {split: MemberLoader(config.data.root, split, policy="none", batch_size=config.data.eval_batch_size,
                                                  train=False, **common) for split in ("val", "test")}
         self.steps_per_epoch = len(self.train_loader)

@@ -150,3 +150,12 @@ def test_keys_of_config_format_1_say_where_they_live_now(tmp_path, text, message
 def test_objective_settings_are_validated(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
+
+
+def test_views_choose_whose_augmentation_draws_each_member_uses(tmp_path):
+    members = "members: [{policy: crop}, {policy: crop}, {policy: standard}, {policy: crop, strength: 0.5}]\n"
+    streams = {views: [load_config(write(tmp_path, f"views: {views}\n{members}")).view_stream(m) for m in range(4)]
+               for views in ("auto", "shared", "own")}
+    assert streams == {"auto": [0, 0, 2, 3], "shared": [0, 0, 0, 0], "own": [0, 1, 2, 3]}
+    with pytest.raises(ConfigError, match=r"views 'mine' is not valid; choose one of: auto, shared, own"):
+        load_config(write(tmp_path, "views: mine\n"))

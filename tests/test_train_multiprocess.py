@@ -73,7 +73,8 @@ def reference_losses(config_path: Path) -> list[list[dict]]:
             optimizers.append(build_optimizer(models[m].parameters(), config.member_optim(m)))
             loaders.append(MemberLoader(config.data.root, "train", member=m, replica=0, replicas=1, seed=config.seed,
                                         policy=config.members[m].policy, batch_size=config.data.batch_size,
-                                        num_workers=1, device=torch.device("cpu"), train=True))
+                                        num_workers=1, device=torch.device("cpu"), train=True,
+                                        view_stream=config.view_stream(m)))
         losses: list[list[dict]] = [[], []]
         steps = config.train.max_steps_per_epoch
         for epoch in range(config.train.epochs):

@@ -48,11 +48,13 @@ class MemberLoader:
 
     def __init__(self, root: str | Path, split: str, *, member: int, replica: int, replicas: int, seed: int,
                  policy: str, batch_size: int, num_workers: int, device: torch.device, train: bool,
-                 strength: float = 1.0):
+                 strength: float = 1.0, view_stream: int | None = None):
+        """``view_stream``: the member whose augmentation draws this one uses
+        (``CohortConfig.view_stream``; default: its own)."""
         self.root, self.split, self.train = Path(root), split, train
         self.meta = read_meta(self.root)
         self.path = self.root / f"{split}.beton"
-        self.clock = AugmentationClock(seed, member)
+        self.clock = AugmentationClock(seed, member if view_stream is None else view_stream)
         size = self.meta["image_size"]
         if self.meta.get("decoder") == "center_crop":
             decoder = CenterCropRGBImageDecoder((size, size), ratio=224 / 256)

@@ -29,3 +29,20 @@ def test_model_input_scales_to_the_unit_interval():
     x = model_input(images)
     assert x.dtype == torch.float32 and x.flatten().tolist() == [0.0, torch.tensor(51 / 255).item(), 1.0]
     assert model_input(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), channels_last=True).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_members_on_one_view_stream_see_identical_images_and_others_do_not(digits_root):
+    def first_batch(member, view_stream):
+        loader = MemberLoader(digits_root, "train", member=member, replica=0, replicas=1, seed=0, policy="crop",
+                              batch_size=64, num_workers=1, device=torch.device("cpu"), train=True,
+                              view_stream=view_stream)
+        batch = next(iter(loader.epoch(1)))
+        return batch.indices.clone(), batch.images.clone()
+
+    indices, member0 = first_batch(0, 0)
+    shared_indices, shared = first_batch(1, 0)  # views: shared: member 1 uses member 0's draws
+    own_indices, own = first_batch(1, 1)        # views: own
+    assert torch.equal(indices, shared_indices) and torch.equal(indices, own_indices)
+    assert torch.equal(member0, shared)
+    differing = (member0 != own).flatten(1).any(1).float().mean().item()
+    assert differing > 0.5  # crop shifts by up to 4 px each way: most samples get another shift
