@@ -354,7 +354,15 @@ class CohortConfig:
                 if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
                     raise ConfigError(f"members.{i}.loss.{name} must be a weight >= 0, got {weight!r}")
         for m in range(self.num_members):
-            if not self.enabled_terms(m):
+            terms = self.enabled_terms(m)
+            if self.loss.diversity.kind == "margin" and "diversity" in terms and \
+                    terms["diversity"] <= terms.get("mimicry", 0.0):
+                beta, lam = terms["diversity"], terms["mimicry"]
+                raise ConfigError(
+                    f"member {m}: loss.diversity.weight β={beta:g} must exceed loss.mimicry.weight λ={lam:g} with "
+                    f"kind margin: inside the margin the two add to (λ − β)·T²·KL, so β <= λ never pushes members "
+                    f"apart; e.g. loss.diversity.weight={2 * lam:g}")
+            if not terms:
                 raise ConfigError(f"member {m}'s objective has no term with weight > 0; set one, e.g. loss.ce.weight=1")
         t, d = self.train, self.data
         if t.epochs < 1 or t.eval_every < 1 or t.checkpoint_every < 0 or t.max_steps_per_epoch < 0:

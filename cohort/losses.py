@@ -54,11 +54,16 @@ def diversity_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, labels: 
     """DPLO, the diversity-preserving term of Diff-DML. Our formulation (design.md §3): the
     paper (CVPR 2025) publishes no code, so these are this project's definitions.
 
-    ``margin``:    1/(K−1) Σ_j relu(m − KL(p_j^T ‖ p_i^T)), penalising only the peers that
-                   have come closer than ``margin`` (zero loss and gradient otherwise).
-    ``nontarget``: −1/(K−1) Σ_j JS(q_i, q_j), q = softmax over the non-target logits (the
-                   true class masked out): agree on the true class, differ on the wrong ones.
-    Peers are constants (their logits arrive detached).
+    ``margin``:    T² · 1/(K−1) Σ_j relu(m − KL(p_j^T ‖ p_i^T)), penalising only the peers
+                   that have come closer than ``margin`` nats (zero loss and gradient otherwise).
+                   Its gradient inside the margin is −T²·∇KL: added to mimicry's λ·T²·∇KL, the
+                   pair is pushed apart only when β > λ (``CohortConfig.validate`` refuses
+                   β ≤ λ); at β = 2λ members settle where their KL reaches m.
+    ``nontarget``: −T² · 1/(K−1) Σ_j JS(q_i, q_j), q = softmax over the non-target logits
+                   (the true class masked out): agree on the true class, differ on the wrong
+                   ones; its gradient never touches the true class's logit.
+    Both carry mimicry's T², so at any temperature the two terms' gradients are on one scale
+    (the reason Hinton et al. scale distillation by T²). Peers are constants (detached).
     """
     if peer_logits.shape[0] == 0 or kind == "none":
         return own_logits.new_zeros(())
@@ -67,14 +72,14 @@ def diversity_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, labels: 
         own = F.log_softmax(own_logits / temperature, dim=-1)
         peers = F.log_softmax(peer_logits / temperature, dim=-1)
         closeness = kl_divergence(peers, own.unsqueeze(0))  # [K−1, B]
-        return F.relu(margin - closeness).mean()
+        return temperature**2 * F.relu(margin - closeness).mean()
     if kind == "nontarget":
         mask = F.one_hot(labels, own_logits.shape[-1]).bool()
         own = F.log_softmax((own_logits / temperature).masked_fill(mask, float("-inf")), dim=-1)
         peers = F.log_softmax((peer_logits / temperature).masked_fill(mask, float("-inf")), dim=-1)
         # The masked class has probability 0 in both; zero its log so 0·log 0 terms vanish.
         own, peers = own.masked_fill(mask, 0.0), peers.masked_fill(mask, 0.0)
-        return -js_divergence(peers, own.unsqueeze(0).expand_as(peers)).mean()
+        return -(temperature**2) * js_divergence(peers, own.unsqueeze(0).expand_as(peers)).mean()
     raise ValueError(f"unknown diversity kind {kind!r}")
 
 

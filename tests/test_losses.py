@@ -86,6 +86,8 @@ def test_margin_term_pushes_a_too_similar_member_away():
     loss = diversity_loss(own, peers, torch.zeros(4, dtype=torch.long), kind="margin", margin=0.5)
     kl = mimicry_loss(own, peers).item()
     assert loss.item() == pytest.approx(0.5 - kl, rel=1e-5)  # every sample is inside the margin
+    hot = diversity_loss(own, peers, torch.zeros(4, dtype=torch.long), kind="margin", margin=0.5, temperature=2.0)
+    assert hot.item() == pytest.approx(4.0 * (0.5 - mimicry_loss(own, peers, temperature=2.0).item() / 4.0), rel=1e-5)
     loss.backward()
     assert own.grad.abs().sum() > 0
 

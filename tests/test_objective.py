@@ -27,7 +27,7 @@ def test_total_is_the_weighted_sum_of_named_terms(tmp_path):
     own, peers, labels = torch.randn(8, 4), torch.randn(2, 8, 4), torch.randint(0, 4, (8,))
     for kind in ("margin", "nontarget"):
         cohort = config(tmp_path, f"members: [{{}}, {{}}, {{}}]\nloss: {{mimicry: {{weight: 0.7, temperature: 2.0}}, "
-                                  f"diversity: {{kind: {kind}, weight: 0.3, margin: 5.0}}}}\n")
+                                  f"diversity: {{kind: {kind}, weight: 1.3, margin: 5.0}}}}\n")
         objective = build_objective(cohort, 0)
         assert objective.names == ["ce", "mimicry", "diversity"] and objective.needs == {"peers"}
         loss, terms = objective(LossInputs(own, labels, progress=0.0, peers=peers))
@@ -36,7 +36,7 @@ def test_total_is_the_weighted_sum_of_named_terms(tmp_path):
         assert terms["mimicry"].item() == pytest.approx(mimicry_loss(own, peers, temperature=2.0).item(), rel=1e-6)
         assert terms["diversity"].item() == pytest.approx(
             diversity_loss(own, peers, labels, kind=kind, margin=5.0, temperature=2.0).item(), rel=1e-6)
-        expected = terms["ce"] + 0.7 * terms["mimicry"] + 0.3 * terms["diversity"]
+        expected = terms["ce"] + 0.7 * terms["mimicry"] + 1.3 * terms["diversity"]
         assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and terms["loss"] == loss.detach()
 
 
@@ -90,3 +90,42 @@ def test_hidden_labels_reach_no_term(tmp_path):
     known = labels != IGNORE_LABEL
     assert loss.item() == pytest.approx(F.cross_entropy(own[known], labels[known]).item(), rel=1e-6)
     assert torch.all(own.grad[~known] == 0) and torch.all(own.grad[known].abs().sum(1) > 0)
+
+
+def objective_gradient(objective, own, peers, labels):
+    """The gradient of the peer terms alone (CE left out) with respect to the member's logits."""
+    own = own.clone().requires_grad_(True)
+    inputs = LossInputs(own, labels, progress=0.0, peers=peers)
+    sum(weight * term(inputs) for name, (term, weight) in objective.terms.items() if name != "ce").backward()
+    return own.grad
+
+
+@pytest.mark.parametrize("shipped", ["digits_diffdml.yaml", "cifar100_resnet34x3_diffdml.yaml"])
+def test_the_shipped_dplo_weights_push_a_too_close_pair_apart(shipped):
+    from tests.conftest import REPO
+
+    cohort = load_config(REPO / "configs" / shipped)
+    assert cohort.loss.diversity.kind == "margin"
+    objective = build_objective(cohort, 0)
+    torch.manual_seed(9)
+    own = torch.randn(16, 10)
+    peers = (own + 0.05 * torch.randn(16, 10)).unsqueeze(0)  # KL far inside the 0.1-nat margin
+    labels = torch.randint(0, 10, (16,))
+    closeness = lambda z: mimicry_loss(z, peers, temperature=cohort.loss.mimicry.temperature).item()
+    assert closeness(own) < cohort.loss.diversity.margin
+    step = own - 0.5 * objective_gradient(objective, own, peers, labels)  # a gradient-descent step
+    assert closeness(step) > closeness(own)
+
+
+def test_equal_margin_and_mimicry_weights_cancel_and_are_refused(tmp_path):
+    torch.manual_seed(10)
+    own = torch.randn(8, 5)
+    peers = (own + 0.01 * torch.randn(8, 5)).unsqueeze(0)
+    labels = torch.randint(0, 5, (8,))
+    cohort = config(tmp_path, "loss: {diversity: {kind: margin, weight: 2.0, margin: 0.5}}\n")
+    cohort.loss.diversity.weight = 1.0  # λ = β: what the shipped configs had, before validation refused it
+    gradient = objective_gradient(build_objective(cohort, 0), own, peers, labels)
+    assert gradient.abs().max().item() < 1e-6  # inside the margin λ·KL + β·(m − KL) is the constant β·m
+    with pytest.raises(Exception, match=r"member 0: loss\.diversity\.weight β=1 must exceed loss\.mimicry\.weight λ=1 "
+                                        r"with kind margin.*e\.g\. loss\.diversity\.weight=2$"):
+        config(tmp_path, "loss: {diversity: {kind: margin, weight: 1.0, margin: 0.5}}\n")

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.multiprocess
 
 def test_study_trains_each_seed_once_and_tabulates(digits_root, tmp_path):
     config = tiny_config(tmp_path, digits_root, members=2, name="tiny-diffdml",
-                         loss={"diversity": {"kind": "margin", "weight": 1.0, "margin": 0.1}},
+                         loss={"diversity": {"kind": "margin", "weight": 2.0, "margin": 0.1}},
                          train={"epochs": 1, "max_steps_per_epoch": 4})
     out = tmp_path / "study"
     first = run_cli("study", str(config), "--seeds", "0", "1", "--out", str(out))
