@@ -128,7 +128,7 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if config.train.bf16 and self.device.type == "cuda" else nullcontext())
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
-        self.resumed_sums: dict[str, float] | None = None
+        self.resumed_sums: dict | None = None  # a mid-epoch checkpoint's {"terms", "skipped_steps"}
         self.stop_signal = 0  # which of STOP_SIGNALS arrived first on this rank (0: none yet)
         self.trace_file = None
         self.exchange_seconds = 0.0
@@ -194,13 +194,13 @@ class Trainer:
             for buffer in self.net.buffers():
                 dist.broadcast(buffer, group=self.mesh.replica_group, group_src=0)
 
-    def save(self, position: tuple[int, int], epoch_sums: dict[str, float]) -> None:
+    def save(self, position: tuple[int, int], epoch_sums: dict) -> None:
         """A step checkpoint to continue from ``position`` = (epoch, next batch)."""
         self.save_to(checkpoint.checkpoint_dir(self.run.path, self.step), position, epoch_sums)
         if self.mesh.is_main:
             checkpoint.prune(self.run.path, self.config.train.keep_last)
 
-    def save_to(self, folder: Path, position: tuple[int, int], epoch_sums: dict[str, float]) -> None:
+    def save_to(self, folder: Path, position: tuple[int, int], epoch_sums: dict) -> None:
         """Every member writes its part (``state_dict``), then rank 0 marks the folder complete."""
         self.sync_buffers()
         if self.mesh.is_main:
@@ -213,7 +213,7 @@ class Trainer:
             checkpoint.mark_complete(folder, self.mesh.members,
                                      {"epoch": position[0], "batch": position[1], "step": self.step})
 
-    def state_dict(self, position: tuple[int, int], epoch_sums: dict[str, float]) -> dict:
+    def state_dict(self, position: tuple[int, int], epoch_sums: dict) -> dict:
         """All this member needs to continue exactly from ``position`` = (epoch, next batch):
         weights, optimiser, RNG states and the epoch's running sums. The LR schedule, the data
         order and the augmentations are pure functions of the position: no state of their own."""
@@ -267,10 +267,13 @@ class Trainer:
         """Train batches ``start_batch..`` of ``epoch``; the loss means cover the whole epoch."""
         cfg = self.config
         self.model.train()
-        # Running sums of the objective's terms by name (float64), carried in checkpoints.
+        # Running sums of the objective's terms by name (float64) and the steps skipped so far,
+        # carried in mid-epoch checkpoints so a resumed epoch's means cover all of it.
         sums = {name: 0.0 for name in (*self.objective.names, "loss")}
+        skipped = 0
         if start_batch and self.resumed_sums is not None:
-            sums.update(self.resumed_sums)
+            sums.update(self.resumed_sums["terms"])
+            skipped = self.resumed_sums["skipped_steps"]
         bar = None
         # A bar only for a person watching: in logs, the per-epoch summary line says it all.
         if self.mesh.is_main and cfg.train.progress and sys.stderr.isatty():
@@ -279,7 +282,7 @@ class Trainer:
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                        dynamic_ncols=True, file=sys.stderr)
         started = time.perf_counter()
-        steps, self.exchange_seconds, data_seconds, skipped = start_batch, 0.0, 0.0, 0
+        steps, self.exchange_seconds, data_seconds = start_batch, 0.0, 0.0
         batches = self.train_loader.epoch(epoch, start_batch)
         while steps < self.steps_per_epoch:
             waited = time.perf_counter()
@@ -300,9 +303,9 @@ class Trainer:
             steps += 1
             every = cfg.train.checkpoint_every_steps
             if every and self.step % every == 0:
-                self.save((epoch, steps), sums)
+                self.save((epoch, steps), {"terms": sums, "skipped_steps": skipped})
             if self.step % SIGNAL_CHECK_EVERY == 0 and (signum := self.agreed_stop_signal()):
-                self.save((epoch, steps), sums)
+                self.save((epoch, steps), {"terms": sums, "skipped_steps": skipped})
                 batches.close()
                 raise Stopped(f"stopped by {signal.Signals(signum).name} at step {self.step} after saving "
                               f"{self.run.path}/checkpoints/step-{self.step:09d}; continue with resume=auto", signum)
@@ -343,6 +346,9 @@ class Trainer:
         """One optimiser step; the objective's terms by name, or None when the step was skipped."""
         self.check_labels(batch.labels)
         set_lr(self.optimizer, self.optim_config.lr * lr_factor(self.config.schedule, progress, self.config.train.epochs))
+        # The forward pass updates BatchNorm's running statistics: a step that may be skipped
+        # keeps a copy, so that a non-finite batch cannot poison every later evaluation.
+        buffers = [b.clone() for b in self.net.buffers()] if self.skip_nonfinite else None
         with self.autocast:
             logits = self.model(model_input(batch.images, self.channels_last))
         anchors = logits[: batch.anchors]
@@ -350,6 +356,9 @@ class Trainer:
                             peers=self.gather_peers(anchors, batch))
         loss, terms = self.objective(inputs)
         if self.skips_nonfinite(loss):
+            with torch.no_grad():
+                for buffer, saved in zip(self.net.buffers(), buffers):
+                    buffer.copy_(saved)
             return None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

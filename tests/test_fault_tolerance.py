@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from cohort.checkpoint import MARKER
 from tests.conftest import REPO, run_torchrun, tiny_config
@@ -152,11 +154,27 @@ def test_sigterm_checkpoints_at_an_agreed_step_and_resume_is_exact(uninterrupted
 def test_non_finite_steps_are_skipped_and_counted_or_stop_the_run(digits_root, tmp_path):
     # A learning rate of 1e30 makes the first update overflow the weights: from step 1 on,
     # every step's logits are non-finite.
-    base = tiny_config(tmp_path, digits_root, members=2, optim={"lr": 1e30}, train={"epochs": 1, "max_steps_per_epoch": 4})
-    skipping = run_torchrun(2, str(base), "train.on_nonfinite=skip_step", f"run_dir={tmp_path / 'skip'}")
+    base = tiny_config(tmp_path, digits_root, members=2, optim={"lr": 1e30},
+                       train={"epochs": 1, "max_steps_per_epoch": 4, "trace": True})
+    skip = tmp_path / "skip"
+    skipping = run_torchrun(2, str(base), "train.on_nonfinite=skip_step", "train.checkpoint_every_steps=2",
+                            "train.keep_last=0", f"run_dir={skip}")
     assert skipping.returncode == 0, skipping.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
-    assert {r["skipped_steps"] for r in rows if r["member"] != "ensemble"} == {3.0}
+    # Resume from the mid-epoch checkpoint at step 2 (step 1 skipped before it, 2 and 3 after).
+    shutil.rmtree(skip / "checkpoints" / "step-000000004")
+    resumed = run_torchrun(2, str(base), "train.on_nonfinite=skip_step", "train.checkpoint_every_steps=2",
+                           "train.keep_last=0", f"run_dir={skip}", "resume=auto")
+    assert resumed.returncode == 0 and "at epoch 0 batch 2 (step 2)" in resumed.stdout, resumed.stderr[-3000:]
+    rows = [json.loads(line) for line in (skip / "metrics.jsonl").read_text().splitlines()]
+    members = [r for r in rows if r["member"] != "ensemble"]
+    assert {r["skipped_steps"] for r in members} == {3.0}
+    first_step = json.loads((skip / "trace" / "member0-replica0.jsonl").read_text().splitlines()[0])
+    assert next(r for r in members if r["member"] == 0)["loss"] == pytest.approx(first_step["loss"], rel=1e-9)
+    # Skipped steps leave BatchNorm's running statistics as they were: finite, though every
+    # forward pass after step 0 overflowed.
+    part = torch.load(skip / "checkpoints" / "step-000000004" / "member-0.pt", weights_only=False)
+    statistics = {k: v for k, v in part["model"].items() if "running" in k}
+    assert statistics and all(torch.isfinite(v).all() for v in statistics.values())
     stopping = run_torchrun(2, str(base), f"run_dir={tmp_path / 'stop'}")
     assert stopping.returncode != 0
     lines = [line for line in stopping.stderr.splitlines() if line.startswith("cohort: error:")]
