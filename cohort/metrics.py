@@ -1,10 +1,11 @@
 """Every evaluation number of a cohort, computed in one place from its logits.
 
 Per member and for the ensemble (the mean of member *probabilities*, design.md §4):
-accuracy, NLL, Brier (summed over classes), ECE (15 equal-width bins), class-wise ECE,
-adaptive ECE (15 equal-mass bins); the same after temperature scaling fitted on the
-validation split (``c_`` prefix); cohort diversity (argmax disagreement, pairwise KL); and
-sub-ensembles of every size 1..K for the ensemble-size curve.
+accuracy, NLL, Brier (summed over classes), ECE (15 equal-width bins (lo, hi], as the
+seeds' code: see ``equal_width_bins``), class-wise ECE, adaptive ECE (15 equal-mass bins);
+the same after temperature scaling fitted on the validation split (``c_`` prefix); cohort
+diversity (argmax disagreement, pairwise KL); and sub-ensembles of every size 1..K for the
+ensemble-size curve.
 
 The ensemble's temperature (ours): the ensemble's logits are log p̄ (p̄ the mean of member
 probabilities) and one temperature divides them, as for a single model.
@@ -35,8 +36,15 @@ def _binned_gap(confidence: np.ndarray, hit: np.ndarray, bin_of: np.ndarray, tot
 
 
 def equal_width_bins(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
-    """Bin b holds [b/bins, (b+1)/bins); a confidence of exactly 1 gets a bin of its own."""
-    return np.searchsorted(np.linspace(0.0, 1.0, bins + 1), confidence, side="right") - 1
+    """Bin b in 0..bins−1 holds (b/bins, (b+1)/bins]: a confidence of exactly 1.0 is in the last bin.
+
+    (lo, hi] is the convention of Guo et al. (2017), giung2 (cs-giung), MDCA's official code
+    and SamsungLabs/pytorch-ensembles, whose numbers we compare with; torchmetrics' [lo, hi)
+    differs only on confidences that lie on an edge or saturate to 1.0. A confidence of 0
+    (which those codes leave out of every bin) joins bin 0, and one rounded above 1 the last.
+    """
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:

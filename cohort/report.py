@@ -96,7 +96,7 @@ def reliability_figure(run: Run, out: Path) -> Path:
     centres = (np.arange(15) + 0.5) / 15
     for ax, (title, probs) in zip(axes[0], panels):
         confidence, hit = probs.max(1), probs.argmax(1) == labels
-        bins = np.minimum(equal_width_bins(confidence), 14)
+        bins = equal_width_bins(confidence)
         counts = np.bincount(bins, minlength=15)
         accuracy = np.divide(np.bincount(bins, weights=hit, minlength=15), counts, out=np.zeros(15), where=counts > 0)
         ax.bar(centres, accuracy, width=1 / 15, edgecolor="black", color="tab:blue", label="accuracy")

@@ -3,9 +3,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.special import log_softmax, softmax
 
 from cohort.metrics import (adaptive_calibration_error, classification_metrics, classwise_calibration_error,
-                            diversity, ensemble_logits, evaluate_cohort, expected_calibration_error, fit_temperature)
+                            diversity, ensemble_logits, equal_width_bins, evaluate_cohort, expected_calibration_error,
+                            fit_temperature)
 
 LN3 = math.log(3.0)
 
@@ -24,19 +26,38 @@ def test_accuracy_nll_brier_by_hand():
     assert row["brier"] == pytest.approx((0.125 + 0.5 + 1.125) / 3)
 
 
+EDGES = np.linspace(0.0, 1.0, 16)  # the 15 bins' edges, computed as equal_width_bins computes them
+
+
+def test_equal_width_bins_are_lo_exclusive_hi_inclusive():
+    # 0 joins the first bin, an inner edge the bin below it, 1.0 the last bin: 15 bins in all.
+    assert equal_width_bins(np.array([0.0, EDGES[2], np.nextafter(EDGES[2], 1.0), 0.999, 1.0])).tolist() == \
+        [0, 1, 2, 14, 14]
+
+
 def test_ece_by_hand():
-    # Confidences 0.9, 0.9 (bin 13), 0.6 (bin 9), 1.0 (its own bin); hits 1, 0, 1, 1.
-    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [1.0, 0.0]])
-    labels = np.array([0, 1, 1, 0])
-    expected = (2 / 4) * abs(0.5 - 0.9) + (1 / 4) * abs(1 - 0.6) + (1 / 4) * abs(1 - 1.0)
+    # Confidences 0.9, 0.9 (bin 13), 0.65 (bin 9), 1.0 and 0.95 (both in the last bin, 14);
+    # hits 1, 0, 1, 0, 1 (the saturated prediction is wrong, so keeping 1.0 apart would differ).
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.35, 0.65], [1.0, 0.0], [0.05, 0.95]])
+    labels = np.array([0, 1, 1, 1, 1])
+    expected = (2 / 5) * abs(0.5 - 0.9) + (1 / 5) * abs(1 - 0.65) + (2 / 5) * abs(0.5 - 0.975)
+    assert expected_calibration_error(probs, labels) == pytest.approx(expected)
+
+
+def test_ece_confidence_on_an_inner_edge_is_in_the_lower_bin():
+    # 8/15 (bin 7's upper edge) joins 0.51 in bin 7, not 0.55 in bin 8; hits 0, 1, 1.
+    edge = EDGES[8]
+    probs = np.array([[edge, 1 - edge], [0.51, 0.49], [0.55, 0.45]])
+    labels = np.array([1, 0, 0])
+    expected = (2 / 3) * abs(0.5 - (edge + 0.51) / 2) + (1 / 3) * abs(1 - 0.55)
     assert expected_calibration_error(probs, labels) == pytest.approx(expected)
 
 
 def test_classwise_ece_by_hand():
     probs = np.array([[0.9, 0.1], [0.2, 0.8]])
     labels = np.array([0, 0])
-    # Class 0: p = 0.9 (bin 13, freq 1) and 0.2 (bin 3, freq 1): (1/2)(0.1) + (1/2)(0.8).
-    # Class 1: p = 0.1 (bin 1, freq 0) and 0.8 (bin 12, freq 0): (1/2)(0.1) + (1/2)(0.8).
+    # Class 0: p = 0.9 (bin 13, freq 1) and 0.2 (bin 2: an edge, so the lower bin; freq 1): (1/2)(0.1) + (1/2)(0.8).
+    # Class 1: p = 0.1 (bin 1, freq 0) and 0.8 (bin 11, an edge; freq 0): (1/2)(0.1) + (1/2)(0.8).
     assert classwise_calibration_error(probs, labels) == pytest.approx(0.45)
 
 
@@ -53,14 +74,53 @@ def test_adaptive_ece_uses_equal_mass_bins():
 def test_ece_agrees_with_torchmetrics_on_random_logits():
     from torchmetrics.classification import MulticlassCalibrationError
 
+    # torchmetrics bins [lo, hi), we bin (lo, hi]: the two agree except on confidences that lie
+    # on an edge or saturate to 1.0, so this data has neither (see the giung2 check for those).
     rng = np.random.default_rng(0)
     for scale in (0.5, 2.0, 6.0):
         logits = rng.normal(size=(2000, 10)) * scale
         labels = rng.integers(0, 10, size=2000)
         probs = torch.softmax(torch.from_numpy(logits), 1)
+        assert not np.isin(probs.max(1).values.numpy(), EDGES).any()
         expected = MulticlassCalibrationError(num_classes=10, n_bins=15, norm="l1")(probs, torch.from_numpy(labels))
         ours = expected_calibration_error(probs.numpy(), labels)
         assert ours == pytest.approx(expected.item(), abs=1e-6)
+
+
+def giung2_ece(probs, labels, n_bins=15):
+    """ECE as giung2 computes it, transcribed to numpy for this test only.
+
+    From cs-giung/giung2, giung2/evaluation/calibration.py, ``evaluate_ece`` (commit e524e206):
+    the top-1 confidence in bin (lo, hi] of ``linspace(0, 1, n_bins + 1)``, and
+    Σ_bins |mean confidence − accuracy| · (share of samples in the bin) over non-empty bins.
+    giung2's edges are float32 (torch.linspace); ours are float64, as the package's are.
+    """
+    confidence, hit = probs.max(1), probs.argmax(1) == labels
+    ticks = np.linspace(0.0, 1.0, n_bins + 1)
+    ece = 0.0
+    for lo, hi in zip(ticks[:-1], ticks[1:]):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        share = in_bin.mean()
+        if share > 0:
+            ece += abs(confidence[in_bin].mean() - hit[in_bin].mean()) * share
+    return ece
+
+
+def test_ece_agrees_with_giung2_including_saturated_confidences():
+    rng = np.random.default_rng(3)
+    for scale in (1.0, 5.0, 50.0):
+        logits = rng.normal(size=(2000, 10)) * scale
+        probs = np.exp(log_softmax(logits, axis=1))
+        # Labels from sharper probabilities (the model is underconfident), except that a fifth of
+        # the saturated predictions are wrong: their gap has the other sign from the rest of the
+        # last bin's, so a convention that kept 1.0 apart would give another ECE (by ~4e-3 here).
+        labels = np.array([rng.choice(10, p=p) for p in softmax(2 * logits, axis=1)])
+        saturated = probs.max(1) == 1.0
+        wrong = saturated & (rng.random(2000) < 0.2)
+        labels[wrong] = (probs.argmax(1)[wrong] + 1) % 10
+        if scale == 50.0:
+            assert saturated.sum() > 200 and wrong.any()  # exactly 1.0 in float64
+        assert expected_calibration_error(probs, labels) == pytest.approx(giung2_ece(probs, labels), abs=1e-12)
 
 
 def test_temperature_scaling_cures_overconfidence_without_changing_accuracy():
