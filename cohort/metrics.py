@@ -24,6 +24,8 @@ from cohort.metric_names import LOWER_IS_BETTER, METRICS  # noqa: F401 (re-expor
 
 BINS = 15
 MAX_SUBSETS = 64  # per ensemble size; beyond that a fixed random sample of member subsets
+TEMPERATURE_BOUNDS = (0.01, 100.0)  # the search range of fit_temperature
+AT_BOUND_TOLERANCE = 1e-3  # in log T: far above the search's own tolerance (1e-5), so a fit stopped by a bound is caught
 
 
 def _binned_gap(confidence: np.ndarray, hit: np.ndarray, bin_of: np.ndarray, total: int) -> float:
@@ -90,16 +92,26 @@ def classification_metrics(log_probs: np.ndarray, labels: np.ndarray) -> dict[st
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T that minimises the NLL of softmax(logits / T), searched over log T."""
+    """The temperature T that minimises the NLL of softmax(logits / T), searched over log T.
+
+    The search stays within ``TEMPERATURE_BOUNDS``; a result there (``at_bound``) means the
+    optimum lies at or beyond the bound, so T is not the optimum and must be reported as such.
+    """
     logits = np.asarray(logits, dtype=np.float64)
     rows = np.arange(len(labels))
 
     def nll(log_t: float) -> float:
         return float(-log_softmax(logits / math.exp(log_t), axis=1)[rows, labels].mean())
 
-    result = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded",
+    lowest, highest = TEMPERATURE_BOUNDS
+    result = minimize_scalar(nll, bounds=(math.log(lowest), math.log(highest)), method="bounded",
                              options={"xatol": 1e-5})
     return float(math.exp(result.x))
+
+
+def at_bound(temperature: float) -> bool:
+    """Whether a fitted temperature lies at (within ``AT_BOUND_TOLERANCE`` in log T of) a search bound."""
+    return any(abs(math.log(temperature) - math.log(bound)) < AT_BOUND_TOLERANCE for bound in TEMPERATURE_BOUNDS)
 
 
 def ensemble_logits(member_logits: np.ndarray) -> np.ndarray:
@@ -134,8 +146,9 @@ def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
     """Every metric of a cohort on each split, temperatures fitted on ``val``.
 
     ``logits[split]`` is ``[K, N, C]``. Returns ``{split: {member: row}}`` with member
-    ``0..K−1`` and ``"ensemble"``; each row has ``METRICS``, their ``c_`` versions and
-    ``temperature``; ensemble rows also carry ``disagreement``, ``pairwise_kl`` and
+    ``0..K−1`` and ``"ensemble"``; each row has ``METRICS``, their ``c_`` versions,
+    ``temperature`` and ``temperature_at_bound`` (the fit stopped at a bound of
+    ``TEMPERATURE_BOUNDS``); ensemble rows also carry ``disagreement``, ``pairwise_kl`` and
     ``subensembles`` (mean metrics of ensembles of each size 1..K, over member subsets).
     """
     k = next(iter(logits.values())).shape[0]
@@ -165,7 +178,8 @@ def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
 def _scored(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
     row = classification_metrics(log_softmax(logits, axis=-1), labels)
     calibrated = classification_metrics(log_softmax(logits / temperature, axis=-1), labels)
-    row.update({f"c_{key}": value for key, value in calibrated.items()}, temperature=temperature)
+    row.update({f"c_{key}": value for key, value in calibrated.items()}, temperature=temperature,
+               temperature_at_bound=at_bound(temperature))
     return row
 
 

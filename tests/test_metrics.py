@@ -5,9 +5,9 @@ import pytest
 import torch
 from scipy.special import log_softmax, softmax
 
-from cohort.metrics import (adaptive_calibration_error, classification_metrics, classwise_calibration_error,
-                            diversity, ensemble_logits, equal_width_bins, evaluate_cohort, expected_calibration_error,
-                            fit_temperature)
+from cohort.metrics import (TEMPERATURE_BOUNDS, adaptive_calibration_error, at_bound, classification_metrics,
+                            classwise_calibration_error, diversity, ensemble_logits, equal_width_bins, evaluate_cohort,
+                            expected_calibration_error, fit_temperature)
 
 LN3 = math.log(3.0)
 
@@ -136,6 +136,37 @@ def test_temperature_scaling_cures_overconfidence_without_changing_accuracy():
     assert after["acc"] == before["acc"] and after["ece"] < before["ece"]
 
 
+def calibrated_logits_and_labels(rng, n, classes=5):
+    """Logits and labels drawn from their softmax: the true temperature is 1."""
+    logits = rng.normal(size=(n, classes)) * 1.5
+    return logits, np.array([rng.choice(classes, p=p) for p in softmax(logits, axis=1)])
+
+
+def test_temperature_beyond_the_old_bound_of_20_is_fitted():
+    logits, labels = calibrated_logits_and_labels(np.random.default_rng(4), 20000)
+    temperature = fit_temperature(logits * 40, labels)
+    assert temperature == pytest.approx(40, rel=0.03) and not at_bound(temperature)
+
+
+def test_at_bound_flags_both_bounds_only():
+    lowest, highest = TEMPERATURE_BOUNDS
+    assert at_bound(lowest) and at_bound(highest) and at_bound(highest * 0.99999)
+    assert not at_bound(1.0) and not at_bound(highest * 0.99) and not at_bound(lowest * 1.01)
+
+
+def test_evaluate_cohort_flags_a_temperature_at_the_bound():
+    rng = np.random.default_rng(5)
+    logits, labels = {}, {}
+    for split in ("val", "test"):
+        calibrated, labels[split] = calibrated_logits_and_labels(rng, 2000)
+        # Member 0 is calibrated; member 1 overconfident by 1000, beyond the largest temperature.
+        logits[split] = np.stack([calibrated, calibrated * 1000])
+    rows = evaluate_cohort(logits, labels)["test"]
+    assert rows[0]["temperature"] == pytest.approx(1.0, rel=0.15) and rows[0]["temperature_at_bound"] is False
+    assert rows[1]["temperature"] == pytest.approx(TEMPERATURE_BOUNDS[1], rel=1e-3)
+    assert rows[1]["temperature_at_bound"] is True
+
+
 def test_ensemble_averages_probabilities():
     logits = np.array([[[LN3, 0.0]], [[0.0, LN3]]])  # (.75, .25) and (.25, .75)
     np.testing.assert_allclose(np.exp(ensemble_logits(logits)), [[0.5, 0.5]])
@@ -156,8 +187,8 @@ def test_evaluate_cohort_rows_and_subensembles():
     results = evaluate_cohort(logits, labels)
     assert set(results) == {"val", "test"} and set(results["test"]) == {0, 1, 2, "ensemble"}
     ens = results["test"]["ensemble"]
-    assert {"acc", "nll", "brier", "ece", "cw_ece", "adaece", "c_nll", "c_ece", "temperature", "disagreement",
-            "pairwise_kl"} <= set(ens)
+    assert {"acc", "nll", "brier", "ece", "cw_ece", "adaece", "c_nll", "c_ece", "temperature", "temperature_at_bound",
+            "disagreement", "pairwise_kl"} <= set(ens)
     sizes = ens["subensembles"]
     assert [s["size"] for s in sizes] == [1, 2, 3]
     assert sizes[0]["nll"] == pytest.approx(np.mean([results["test"][m]["nll"] for m in range(3)]))
