@@ -308,7 +308,7 @@ class CohortConfig:
 
     def validate(self) -> None:
         """Check everything that can be checked without touching data or processes."""
-        # Imported here: the registries pull in torch/ffcv, which config loading avoids.
+        # Imported here: the model registry pulls in torch, which loading a config alone avoids.
         from cohort.data.policies import POLICY_ORDER, STRENGTH_RANGE, auto_policies
         from cohort.models import ARCHITECTURES, is_known_architecture
 
