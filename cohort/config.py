@@ -18,7 +18,9 @@ from typing import Any, ClassVar
 
 import yaml
 
+from cohort.data.policies import POLICY_ORDER, STRENGTH_RANGE, auto_policies
 from cohort.metric_names import SELECTABLE
+from cohort.model_names import ARCHITECTURE_NAMES, is_known_architecture
 
 
 class ConfigError(ValueError):
@@ -308,10 +310,6 @@ class CohortConfig:
 
     def validate(self) -> None:
         """Check everything that can be checked without touching data or processes."""
-        # Imported here: the model registry pulls in torch, which loading a config alone avoids.
-        from cohort.data.policies import POLICY_ORDER, STRENGTH_RANGE, auto_policies
-        from cohort.models import ARCHITECTURES, is_known_architecture
-
         if not self.members:
             raise ConfigError("members is empty: a cohort needs at least one member")
         if self.replicas < 1:
@@ -335,7 +333,7 @@ class CohortConfig:
             names.add(member.name)
             if not is_known_architecture(member.arch):
                 raise ConfigError(
-                    f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURES)}, or tv.<torchvision model>"
+                    f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURE_NAMES)}, or tv.<torchvision model>"
                 )
             _choose(f"members.{i}.policy", member.policy, POLICY_ORDER)
             if not STRENGTH_RANGE[0] <= member.strength <= STRENGTH_RANGE[1]:

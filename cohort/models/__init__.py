@@ -6,12 +6,13 @@ over [0, 1] images (see ``cohort.data.loader``).
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
+from cohort.model_names import (ARCHITECTURE_NAMES, TORCHVISION_PREFIX, WRN_PATTERN,  # noqa: F401 (re-exported)
+                                is_known_architecture)
 from cohort.models.cifar_resnet import cifar_resnet, cifar_stem_resnet
 from cohort.models.mobilenetv2 import MobileNetV2
 from cohort.models.small_cnn import SmallCNN
@@ -27,18 +28,8 @@ ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "wrn28_2": lambda c: WideResNet(28, 2, c),
     "wrn28_10": lambda c: WideResNet(28, 10, c),
 }
-_WRN = re.compile(r"wrn(\d+)_(\d+)$")
-TORCHVISION_PREFIX = "tv."
-
-
-def is_known_architecture(arch: str) -> bool:
-    if arch in ARCHITECTURES or _WRN.match(arch):
-        return True
-    if arch.startswith(TORCHVISION_PREFIX):
-        import torchvision
-
-        return arch[len(TORCHVISION_PREFIX):] in torchvision.models.list_models(module=torchvision.models)
-    return False
+# Config validation checks names against cohort.model_names, which imports no torch.
+assert tuple(ARCHITECTURES) == ARCHITECTURE_NAMES, "cohort.model_names names every architecture built here, in order"
 
 
 class Normalize(nn.Module):
@@ -57,7 +48,7 @@ def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequenc
     """``Normalize`` followed by network ``arch`` with ``num_classes`` outputs."""
     if arch in ARCHITECTURES:
         net = ARCHITECTURES[arch](num_classes)
-    elif match := _WRN.match(arch):
+    elif match := WRN_PATTERN.match(arch):
         net = WideResNet(int(match[1]), int(match[2]), num_classes)
     elif arch.startswith(TORCHVISION_PREFIX) and is_known_architecture(arch):
         import torchvision
