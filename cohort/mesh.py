@@ -112,8 +112,11 @@ class CohortMesh:
             torch.cuda.set_device(device)
         self.store = rendezvous_store(launch, timeout_s)
         if not dist.is_initialized():
+            # device_id binds NCCL to this rank's GPU up front (without it, NCCL guesses the GPU from
+            # the global rank and warns at the first barrier).
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=self.store,
-                                    rank=launch.rank, world_size=launch.world_size, timeout=timedelta(seconds=timeout_s))
+                                    rank=launch.rank, world_size=launch.world_size, timeout=timedelta(seconds=timeout_s),
+                                    device_id=device if device.type == "cuda" else None)
         self.mesh: DeviceMesh = init_device_mesh(device.type, (members, replicas), mesh_dim_names=("member", "replica"))
         self.member_group = self.mesh.get_group("member")
         self.replica_group = self.mesh.get_group("replica")

@@ -228,9 +228,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         (self.start_epoch, self.start_batch), self.step = state["position"], state["step"]
         self.resumed_sums = state["epoch_sums"]
-        torch.set_rng_state(state["rng"]["torch"])
+        # The checkpoint is loaded onto this rank's device; RNG states must be CPU byte tensors
+        # again (on CUDA, set_rng_state raised "RNG state must be a torch.ByteTensor" without .cpu()).
+        torch.set_rng_state(state["rng"]["torch"].cpu())
         if self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
 
