@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cohort.config import ConfigError, load_config
 from cohort.data.datasets import DataError, check_data, ensure_data
+from cohort.data.labelled import check_labelled
 from cohort.run_dir import RunDir, RunDirError
 
 
@@ -38,6 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ensure_data(config.data.root, config.data.dataset)
     # Checked here, before any process starts: in the workers each rank would report it.
     check_data(config.data.root, config.data.batch_size, config.replicas)
+    check_labelled(config)
     RunDir(config.run_dir).check(config)
     if config.train.device == "cuda" and torch.cuda.device_count() < config.world_size:
         raise ConfigError(f"the cohort needs K×R = {config.world_size} GPUs but {torch.cuda.device_count()} are visible; "

@@ -97,6 +97,18 @@ class DataConfig:
     eval_batch_size: int = 256
     num_workers: int = 2
     """FFCV decoding threads per rank (results do not depend on it)."""
+    labelled_fraction: float = 1.0
+    """Semi-supervised training (DML §3.4): the fraction of training samples whose label the
+    objective may read, chosen class-balanced with ``labelled_seed`` and fixed for the run;
+    the others keep their images, their labels hidden (``cohort.data.labelled``)."""
+    labelled_indices: str = ""
+    """Or a file naming the labelled training samples: ``.npy`` or text, one index per line."""
+    labelled_seed: int = 0
+    """Seed of the class-balanced choice (not the cohort's seed: seeds of a study share one labelled set)."""
+
+    @property
+    def semi_supervised(self) -> bool:
+        return self.labelled_fraction < 1 or bool(self.labelled_indices)
 
 
 @dataclass
@@ -132,6 +144,44 @@ class CrossEntropyConfig(TermConfig):
 
 
 @dataclass
+class FocalConfig(TermConfig):
+    """Focal loss (Lin et al. 2017), the calibration baseline of Mukhoti et al. 2020 and MDCA's
+    code. Usually in place of CE: ``loss.ce.weight=0 loss.focal.weight=1``."""
+
+    gamma: float = 1.0
+    """γ in −(1 − p_y)^γ log p_y (0: cross-entropy)."""
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if self.gamma < 0:
+            raise ConfigError(f"{where}.gamma must be >= 0, got {self.gamma}")
+
+
+@dataclass
+class MDCAConfig(TermConfig):
+    """MDCA, the multi-class difference in confidence and accuracy (Hebbalaguppe et al., CVPR 2022),
+    added to CE or focal loss; its weight is the paper's β (1 in its code)."""
+
+
+@dataclass
+class CSKDConfig(TermConfig):
+    """Class-wise self-knowledge distillation (Yun et al., CVPR 2020); its weight is λ_cls
+    (1 on CIFAR-100, 3 on CUB). Each step then reads ``data.batch_size`` anchors and as many
+    same-class partners."""
+
+    temperature: float = 4.0
+    NEEDS: ClassVar[tuple[str, ...]] = ("partners",)
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if not self.temperature > 0:
+            raise ConfigError(f"{where}.temperature must be > 0, got {self.temperature}")
+
+
+MIMICRY_TARGETS = ("pairwise", "peer_mean", "ensemble_mean", "ensemble_min_logit")
+
+
+@dataclass
 class MimicryConfig(TermConfig):
     """DML's mimicry term (Zhang et al. 2018). Zero weight for every member gives the
     independent baseline and skips the logit exchange."""
@@ -139,7 +189,10 @@ class MimicryConfig(TermConfig):
     weight: float = 1.0
     """λ."""
     target: str = "pairwise"
-    """``pairwise`` (mean of KL to each peer) or ``peer_mean`` (KL to the peers' mean)."""
+    """``pairwise`` (mean of KL to each peer), ``peer_mean`` (KL to the peers' mean), or
+    KDCL's ensemble targets built from every member's logits, its own included:
+    ``ensemble_mean`` (their mean) and ``ensemble_min_logit`` (per class, the smallest
+    logit relative to the true class's; needs every label)."""
     divergence: str = "kl"
     """``kl`` or ``js`` (Jensen–Shannon)."""
     temperature: float = 1.0
@@ -149,7 +202,7 @@ class MimicryConfig(TermConfig):
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        _choose(f"{where}.target", self.target, ("pairwise", "peer_mean"))
+        _choose(f"{where}.target", self.target, MIMICRY_TARGETS)
         _choose(f"{where}.divergence", self.divergence, ("kl", "js"))
         if not self.temperature > 0 or self.rampup_epochs < 0:
             raise ConfigError(f"{where}: need temperature > 0 and rampup_epochs >= 0")
@@ -188,6 +241,9 @@ class LossConfig:
     """
 
     ce: CrossEntropyConfig = field(default_factory=CrossEntropyConfig)
+    focal: FocalConfig = field(default_factory=FocalConfig)
+    mdca: MDCAConfig = field(default_factory=MDCAConfig)
+    cskd: CSKDConfig = field(default_factory=CSKDConfig)
     mimicry: MimicryConfig = field(default_factory=MimicryConfig)
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
 
@@ -283,6 +339,19 @@ class CohortConfig:
         return any("peers" in self.needs(m) for m in range(self.num_members))
 
     @property
+    def pairs_partners(self) -> bool:
+        """Whether training batches carry CS-KD's same-class partners (some member reads them)."""
+        return any("partners" in self.needs(m) for m in range(self.num_members))
+
+    @property
+    def trains_on_unlabelled(self) -> bool:
+        """Whether the training order holds the unlabelled samples of a semi-supervised run:
+        only when members read each other's logits (mimicry needs no label). Otherwise no
+        term reads an unlabelled sample, and the order holds the labelled ones alone, as the
+        DML paper's independent baseline trains on them."""
+        return self.exchanges_logits
+
+    @property
     def independent(self) -> bool:
         """Members train without reading each other (the baseline a DEE reference must be):
         the one definition used by training, ``cohort report`` and ``cohort dee``."""
@@ -363,6 +432,21 @@ class CohortConfig:
             if not terms:
                 raise ConfigError(f"member {m}'s objective has no term with weight > 0; set one, e.g. loss.ce.weight=1")
         t, d = self.train, self.data
+        if not 0 < d.labelled_fraction <= 1:
+            raise ConfigError(f"data.labelled_fraction must be in (0, 1], got {d.labelled_fraction}")
+        if d.labelled_indices and d.labelled_fraction < 1:
+            raise ConfigError("data.labelled_indices and data.labelled_fraction both choose the labelled samples; "
+                              "set one of them (labelled_fraction=1 with a file)")
+        if d.semi_supervised and self.pairs_partners:
+            raise ConfigError("loss.cskd draws each anchor's partner from its class, which an unlabelled anchor "
+                              "does not reveal; train CS-KD with every label (data.labelled_fraction=1)")
+        if d.semi_supervised and self.exchanges_logits and self.loss.mimicry.target == "ensemble_min_logit":
+            raise ConfigError("loss.mimicry.target ensemble_min_logit reads every sample's label; with hidden "
+                              "labels use ensemble_mean (or data.labelled_fraction=1)")
+        if self.pairs_partners and d.batch_size < 2:
+            raise ConfigError(f"data.batch_size {d.batch_size} is too small for loss.cskd: the B partners run their "
+                              f"own train-mode forward, whose BatchNorm needs B >= 2; set data.batch_size >= 2 "
+                              f"(each step then reads batch_size anchors and batch_size partners)")
         if t.epochs < 1 or t.eval_every < 1 or t.checkpoint_every < 0 or t.max_steps_per_epoch < 0:
             raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, max_steps_per_epoch >= 0")
         _choose("train.on_nonfinite", t.on_nonfinite, ("stop", "skip_step"))

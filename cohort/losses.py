@@ -1,5 +1,6 @@
-"""The loss functions behind the objective's terms (``cohort.objective``): DML mimicry and
-DPLO diversity against detached peers.
+"""The loss functions behind the objective's terms (``cohort.objective``): DML mimicry (and
+KDCL's ensemble targets) and DPLO diversity against detached peers; focal loss and MDCA,
+the calibration baselines; CS-KD's class-wise distillation from same-class partners.
 
 Notation (design.md §3): p^T = softmax(z / T), K members; member i's own logits carry
 gradients, its peers' logits arrive detached from the exchange.
@@ -25,20 +26,26 @@ def js_divergence(a_log_probs: torch.Tensor, b_log_probs: torch.Tensor) -> torch
 
 
 def mimicry_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, *, target: str = "pairwise",
-                 divergence: str = "kl", temperature: float = 1.0) -> torch.Tensor:
+                 divergence: str = "kl", temperature: float = 1.0, labels: torch.Tensor | None = None) -> torch.Tensor:
     """DML's mimicry term of one member (paper, Zhang et al. 2018), scaled by T².
 
     own_logits ``[B, C]``; peer_logits ``[K−1, B, C]`` (treated as constants).
-    ``pairwise``: 1/(K−1) Σ_j D(p_j ‖ p_i); ``peer_mean``: D(mean_j p_j ‖ p_i).
+    ``pairwise``: 1/(K−1) Σ_j D(p_j ‖ p_i); ``peer_mean``: D(mean_j p_j ‖ p_i);
+    ``ensemble_mean`` and ``ensemble_min_logit``: D(p_ens ‖ p_i) with KDCL's targets
+    (``kdcl_target``), built from all K members' logits, the member's own detached.
     """
     if peer_logits.shape[0] == 0:
         return own_logits.new_zeros(())
     peer_logits = peer_logits.detach()
     own = F.log_softmax(own_logits / temperature, dim=-1)
-    peers = F.log_softmax(peer_logits / temperature, dim=-1)
+    if target in ("ensemble_mean", "ensemble_min_logit"):
+        everyone = torch.cat([own_logits.detach().unsqueeze(0), peer_logits])
+        peers = F.log_softmax(kdcl_target(everyone, target, labels) / temperature, dim=-1).unsqueeze(0)
+    else:
+        peers = F.log_softmax(peer_logits / temperature, dim=-1)
     if target == "peer_mean":
         peers = (torch.logsumexp(peers, dim=0) - math.log(peers.shape[0])).unsqueeze(0)
-    elif target != "pairwise":
+    elif target not in ("pairwise", "ensemble_mean", "ensemble_min_logit"):
         raise ValueError(f"unknown mimicry target {target!r}")
     if divergence == "kl":
         per_sample = kl_divergence(peers, own.unsqueeze(0))
@@ -47,6 +54,62 @@ def mimicry_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, *, target:
     else:
         raise ValueError(f"unknown divergence {divergence!r}")
     return temperature**2 * per_sample.mean()
+
+
+def kdcl_target(all_logits: torch.Tensor, kind: str, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """KDCL's ensemble teacher logits (Guo et al., "Online Knowledge Distillation via
+    Collaborative Learning", CVPR 2020, §3.2) from every member's logits ``[K, B, C]``.
+
+    ``ensemble_mean``: the mean of the members' logits. KDCL has no official code; this is
+    what its best-known public implementation (shaoeric/Online-Knowledge-Distillation-via-
+    Collaborative-Learning, ``train.py``) distils from. KDCL's own "Naive" variant instead
+    takes the logits of the member with the lowest cross-entropy (not offered here).
+    ``ensemble_min_logit`` (KDCL-MinLogit): z_k − z_k[y] shifts each member's logits so that
+    the true class's is 0, and the target takes, class by class, the smallest over members:
+    the ensemble most confident in the true class any member allows. It reads the labels.
+    The temperature is mimicry's (the paper's value was not verified here).
+    """
+    if kind == "ensemble_mean":
+        return all_logits.mean(0)
+    if kind == "ensemble_min_logit":
+        if labels is None or bool((labels < 0).any()):
+            raise ValueError("ensemble_min_logit needs every sample's label")
+        true_logit = all_logits.gather(-1, labels.view(1, -1, 1).expand(all_logits.shape[0], -1, 1))
+        return (all_logits - true_logit).min(0).values
+    raise ValueError(f"unknown KDCL target {kind!r}")
+
+
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Focal loss, mean over the labelled samples of −(1 − p_y)^γ log p_y (Lin et al. 2017;
+    the fixed-γ form of Mukhoti et al. 2020 and of MDCA's code, mdca-loss/MDCA-Calibration
+    ``solvers/loss.py``). Hidden labels (negative) contribute nothing; γ = 0 is cross-entropy."""
+    known = labels >= 0
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    log_p = F.log_softmax(logits[known], dim=-1).gather(1, labels[known].unsqueeze(1)).squeeze(1)
+    return -((1 - log_p.exp()) ** gamma * log_p).mean()
+
+
+def mdca_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MDCA (Hebbalaguppe et al., CVPR 2022; official code mdca-loss/MDCA-Calibration,
+    ``calibration_library/losses.py``): 1/C · Σ_c |mean_batch p_c − mean_batch 1[y = c]|,
+    over the batch's labelled samples. It reads one batch: with R replicas, each replica's
+    local shard of B samples (the gradient is then averaged by DDP, not the statistic)."""
+    known = labels >= 0
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    probs = F.softmax(logits[known], dim=-1)
+    frequency = F.one_hot(labels[known], logits.shape[-1]).to(probs.dtype)
+    return (probs.mean(0) - frequency.mean(0)).abs().mean()
+
+
+def cskd_loss(anchor_logits: torch.Tensor, partner_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """CS-KD's class-wise term (Yun et al., CVPR 2020; official code alinlab/cs-kd ``KDLoss``):
+    T² · Σ_c KL(softmax(z_partner/T) ‖ softmax(z_anchor/T)) / B, the partner (a sample of the
+    anchor's class) a constant. Equal to a batch-mean KL."""
+    partner = F.log_softmax(partner_logits.detach() / temperature, dim=-1)
+    anchor = F.log_softmax(anchor_logits / temperature, dim=-1)
+    return temperature**2 * kl_divergence(partner, anchor).mean()
 
 
 def diversity_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, labels: torch.Tensor, *, kind: str,
@@ -74,6 +137,12 @@ def diversity_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, labels: 
         closeness = kl_divergence(peers, own.unsqueeze(0))  # [K−1, B]
         return temperature**2 * F.relu(margin - closeness).mean()
     if kind == "nontarget":
+        # A sample whose label is hidden has no known non-target set: it takes no part.
+        known = labels >= 0
+        if not bool(known.all()):
+            if not bool(known.any()):
+                return own_logits.sum() * 0.0
+            own_logits, peer_logits, labels = own_logits[known], peer_logits[:, known], labels[known]
         mask = F.one_hot(labels, own_logits.shape[-1]).bool()
         own = F.log_softmax((own_logits / temperature).masked_fill(mask, float("-inf")), dim=-1)
         peers = F.log_softmax((peer_logits / temperature).masked_fill(mask, float("-inf")), dim=-1)

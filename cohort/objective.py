@@ -4,7 +4,8 @@
 
 Each term is a small class in ``TERMS``, registered under the name of its config section
 (``loss.<name>``), with a docstring citing its source. A term reads what it declares in
-its config's ``NEEDS`` (``peers``: the other members' detached logits); the trainer
+its config's ``NEEDS`` (``peers``: the other members' detached logits; ``partners``: the
+member's own logits on CS-KD's same-class partners, without gradient); the trainer
 gathers only what some member's objective needs, and the objective returns the total and
 every term by name, which is all the trainer logs, sums, checkpoints and prints. A new
 method is a new term here (plus, where it needs one, a batch shape or a teacher), and the
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from cohort.batch import IGNORE_LABEL
 from cohort.config import CohortConfig, LossConfig, TermConfig
-from cohort.losses import diversity_loss, mimicry_loss, sigmoid_rampup
+from cohort.losses import cskd_loss, diversity_loss, focal_loss, mdca_loss, mimicry_loss, sigmoid_rampup
 
 
 @dataclass
@@ -36,6 +37,9 @@ class LossInputs:
     """Training progress in (fractional) epochs, for ramp-ups."""
     peers: torch.Tensor | None = None
     """The other members' logits ``[K−1, B, C]``, detached (terms that need ``peers``)."""
+    partners: torch.Tensor | None = None
+    """This member's logits ``[B, C]`` on each anchor's same-class partner, computed in train
+    mode without gradient (terms that need ``partners``)."""
 
 
 class Term:
@@ -79,11 +83,41 @@ class CrossEntropy(Term):
                                ignore_index=IGNORE_LABEL)
 
 
+@register("focal")
+class Focal(Term):
+    """Focal loss −(1 − p_y)^γ log p_y, batch mean over labelled samples (Lin et al. 2017; as
+    the calibration baseline of Mukhoti et al. 2020 and MDCA's code ``FocalLoss``)."""
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        return focal_loss(inputs.logits, inputs.labels, self.config.gamma)
+
+
+@register("mdca")
+class MDCA(Term):
+    """MDCA (Hebbalaguppe et al., CVPR 2022; official code mdca-loss/MDCA-Calibration): the
+    mean over classes of |batch-mean confidence − batch frequency|, on this rank's labelled
+    samples (with R replicas: its local shard, as the official single-GPU code sees its batch)."""
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        return mdca_loss(inputs.logits, inputs.labels)
+
+
+@register("cskd")
+class ClassWiseSelfKD(Term):
+    """CS-KD (Yun et al., CVPR 2020; official code alinlab/cs-kd): T²·KL(p_partner^T ‖ p_anchor^T),
+    batch mean, the partner a sample of the anchor's class seen by the same network in train
+    mode without gradient. The partners come from the cohort's order (``cohort.data.order``)."""
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        return cskd_loss(inputs.logits, inputs.partners, self.config.temperature)
+
+
 @register("mimicry")
 class Mimicry(Term):
     """DML's mimicry term (paper: Zhang et al., CVPR 2018; official code YingZhangDUT/Deep-Mutual-Learning):
     T² · D(p_peer^T ‖ p_own^T), ``pairwise`` (mean over peers; the official code sums, equal
-    for K = 2) or ``peer_mean``; KL or JS. ``rampup_epochs``: sigmoid ramp-up of λ (ONE, ours to offer)."""
+    for K = 2) or ``peer_mean``; or KDCL's ensemble targets (Guo et al., CVPR 2020,
+    ``cohort.losses.kdcl_target``); KL or JS. ``rampup_epochs``: sigmoid ramp-up of λ (ONE, ours to offer)."""
 
     def weight_factor(self, progress: float) -> float:
         return sigmoid_rampup(progress, self.config.rampup_epochs)
@@ -91,7 +125,7 @@ class Mimicry(Term):
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
         c = self.config
         return mimicry_loss(inputs.logits, inputs.peers, target=c.target, divergence=c.divergence,
-                            temperature=c.temperature)
+                            temperature=c.temperature, labels=inputs.labels)
 
 
 @register("diversity")

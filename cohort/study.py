@@ -6,7 +6,8 @@ Each (config, seed) trains in ``OUT/<config name>/seed<N>`` through the same lau
 ``cohort train``; a run that already finished there is not trained again, so an
 interrupted study continues where it stopped. The table gives, on the test split at each
 run's last (or selected) evaluation, mean ± std over seeds of: the members' mean accuracy,
-the ensemble's accuracy, NLL and ECE, and the cohort's disagreement.
+NLL and ECE, the ensemble's accuracy, NLL and ECE, and the cohort's disagreement; and a
+second table of the disagreement against training progress (``curve_table``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from cohort.data.datasets import ensure_data
 from cohort.report import Run
 from cohort.run_dir import RunDirError
 
-COLUMNS = (("members acc", lambda t: np.mean([r["acc"] for k, r in t.items() if k != "ensemble"])),
+def members_mean(metric: str):
+    return lambda t: np.mean([r[metric] for k, r in t.items() if k != "ensemble"])
+
+
+COLUMNS = (("members acc", members_mean("acc")),
+           ("members nll", members_mean("nll")),
+           ("members ece", members_mean("ece")),
            ("ensemble acc", lambda t: t["ensemble"]["acc"]),
            ("ensemble nll", lambda t: t["ensemble"]["nll"]),
            ("ensemble ece", lambda t: t["ensemble"]["ece"]),
@@ -40,6 +47,25 @@ def study_table(names: list[str], runs: dict[str, list[Run]]) -> str:
         values = [[column(run.at()) for _, column in COLUMNS] for run in runs[name]]
         cells = [f"{np.mean(v):.4f} ± {np.std(v):.4f}" for v in zip(*values)]
         lines.append(f"| {name} | {len(values)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+PROGRESS = (0.1, 0.25, 0.5, 0.75, 1.0)
+"""Fractions of training at which ``curve_table`` reads a metric (configs may differ in epochs)."""
+
+
+def curve_table(names: list[str], runs: dict[str, list[Run]], metric: str = "disagreement") -> str:
+    """The ensemble's test ``metric`` against training progress, mean ± std over seeds: at each
+    fraction f of ``PROGRESS``, the last evaluation at or before epoch f · epochs."""
+    lines = [f"| config | " + " | ".join(f"{metric} at {f:.0%}" for f in PROGRESS) + " |", "|---|" + "---|" * len(PROGRESS)]
+    for name in names:
+        values = []
+        for run in runs[name]:
+            epochs = sorted({r["epoch"] for r in run.rows if r["split"] == "test"})
+            at = [max([e for e in epochs if e + 1 <= f * (epochs[-1] + 1)] or epochs[:1]) for f in PROGRESS]
+            values.append([run.at("test", epoch)["ensemble"][metric] for epoch in at])
+        cells = [f"{np.mean(v):.4f} ± {np.std(v):.4f}" for v in zip(*values)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -65,7 +91,10 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
                                       f"fix it and rerun the study: finished runs are kept")
             runs.setdefault(config.name, []).append(Run.load(run_dir))
     table = study_table(names, runs)
-    Path(out, "study.md").write_text(f"Test split, mean ± std over seeds {seeds}.\n\n{table}\n")
+    curves = curve_table(names, runs)
+    Path(out, "study.md").write_text(f"Test split, mean ± std over seeds {seeds}.\n\n{table}\n\n"
+                                     f"The ensemble's disagreement during training:\n\n{curves}\n")
     print(table)
+    print(f"\n{curves}")
     print(f"\nwrote {Path(out, 'study.md')}")
     return table

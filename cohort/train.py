@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cohort import checkpoint
 from cohort.batch import IGNORE_LABEL, Batch, model_input
 from cohort.config import CohortConfig
+from cohort.data.labelled import labelled_set
 from cohort.data.loader import MemberLoader
 from cohort.exchange import LogitExchange, NonFiniteError
 from cohort.mesh import CohortMesh
@@ -114,7 +115,9 @@ class Trainer:
                       num_workers=config.data.num_workers, device=self.device)
         self.train_loader = MemberLoader(config.data.root, "train", policy=self.member_config.policy,
                                          strength=self.member_config.strength, batch_size=config.data.batch_size,
-                                         train=True, view_stream=config.view_stream(self.member), **common)
+                                         train=True, view_stream=config.view_stream(self.member),
+                                         labelled=labelled_set(config.data), labelled_only=not config.trains_on_unlabelled,
+                                         partners=config.pairs_partners, **common)
         self.eval_loaders = {split: MemberLoader(config.data.root, split, policy="none", batch_size=config.data.eval_batch_size,
                                                  train=False, **common) for split in ("val", "test")}
         self.steps_per_epoch = len(self.train_loader)
@@ -351,11 +354,11 @@ class Trainer:
         # The forward pass updates BatchNorm's running statistics: a step that may be skipped
         # keeps a copy, so that a non-finite batch cannot poison every later evaluation.
         buffers = [b.clone() for b in self.net.buffers()] if self.skip_nonfinite else None
+        images = model_input(batch.images, self.channels_last)
         with self.autocast:
-            logits = self.model(model_input(batch.images, self.channels_last))
-        anchors = logits[: batch.anchors]
+            anchors = self.model(images[: batch.anchors])
         inputs = LossInputs(anchors.float(), batch.labels[: batch.anchors], progress,
-                            peers=self.gather_peers(anchors, batch))
+                            peers=self.gather_peers(anchors, batch), partners=self.partner_logits(images, batch))
         loss, terms = self.objective(inputs)
         if self.skips_nonfinite(loss):
             with torch.no_grad():
@@ -366,6 +369,17 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         return terms
+
+    def partner_logits(self, images: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        """The member's logits on the batch's partner rows, or None when the batch has none.
+
+        As alinlab/cs-kd's ``train.py``: a second forward, after the anchors', in train mode
+        (BatchNorm normalises the partners by their own batch statistics and updates its
+        running ones) and without gradient."""
+        if batch.anchors == len(images):
+            return None
+        with torch.no_grad(), self.autocast:
+            return self.net(images[batch.anchors:]).float()
 
     def check_labels(self, labels: torch.Tensor) -> None:
         known = labels[labels != IGNORE_LABEL]

@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.data.datasets import DataError, check_data
+from cohort.data.labelled import check_labelled
 from cohort.exchange import DesyncError, NonFiniteError
 from cohort.mesh import CohortMesh, Launch, LaunchError, detect_launch, pick_device
 from cohort.run_dir import RunDirError
@@ -55,6 +56,7 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
         config = load_config(argv[0], argv[1:])
         # Before the process group: an error every rank meets alike is printed once, by rank 0.
         meta = check_data(config.data.root, config.data.batch_size, config.replicas)
+        check_labelled(config)
         configure_threads(config, launch.local_world_size)
         mesh = CohortMesh(config.num_members, config.replicas, launch, pick_device(config.train.device, launch),
                           config.train.dist_timeout_s)

@@ -32,6 +32,7 @@ import submitit
 
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.data.datasets import check_data, ensure_data
+from cohort.data.labelled import check_labelled
 from cohort.run_dir import RunDir
 
 class SubmitError(ConfigError):
@@ -173,6 +174,7 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
     ensure_data(base.data.root, base.data.dataset)
     check_data(base.data.root, base.data.batch_size, base.replicas)
     for _, config in runs:
+        check_labelled(config)
         RunDir(config.run_dir).check(config)
 
     # Nothing was written or queued before this point. The run directories exist before the

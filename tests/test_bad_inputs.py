@@ -163,6 +163,14 @@ def eval_or_report_on_a_folder_that_is_not_a_run(command: str) -> Callable[[Benc
     return build
 
 
+def label_file_with_a_repeated_index(b: Bench) -> Situation:
+    labels = b.tmp / "labelled.txt"
+    labels.write_text("4\n8\n4\n")
+    situation = b.train(f"data.labelled_indices={labels}")
+    situation.paths["labels"] = labels
+    return situation
+
+
 def eval_of_a_missing_checkpoint(b: Bench) -> Situation:
     _, run = b.run_copy()
     return Situation(["eval", str(run), "--checkpoint", str(b.tmp / "nowhere")], run)
@@ -208,6 +216,15 @@ CASES = {
                                "must be > 0, got -0.1"),
     "batch_larger_than_train_set": Case(lambda b: b.train("data.batch_size=2000"), "data.batch_size 2000",
                                         "lower data.batch_size"),
+    "labelled_fraction_out_of_range": Case(lambda b: b.train("data.labelled_fraction=1.5"),
+                                           "data.labelled_fraction must be in (0, 1]", "got 1.5"),
+    "label_file_with_a_repeated_index": Case(label_file_with_a_repeated_index,
+                                             "data.labelled_indices {labels}: index 4 is listed twice",
+                                             "list each sample once"),
+    "cskd_batch_too_small": Case(lambda b: b.train("data.batch_size=1", "loss.cskd.weight=1"),
+                                 "data.batch_size 1 is too small for loss.cskd", "set data.batch_size >= 2"),
+    "negative_focal_gamma": Case(lambda b: b.train("loss.focal.weight=1", "loss.focal.gamma=-2"),
+                                 "loss.focal.gamma must be >= 0", "got -2"),
     "empty_members": Case(lambda b: b.train("members=[]"), "members is empty", "needs at least one member"),
     "duplicate_member_names": Case(lambda b: b.train("members.0.name=a", "members.1.name=a"),
                                    "members.1.name 'a' is used twice", "give each member its own name"),

@@ -17,6 +17,25 @@ def test_demo_config_loads_and_resolves_member_names():
     assert [m.name for m in config.members] == ["crop-a", "crop-b", "plain"]
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    config = load_config(path)
+    assert config.name and config.enabled_terms(0)
+
+
+def test_the_method_configs_hold_their_papers_settings():
+    cskd = load_config(REPO / "configs" / "cifar100_cskd_resnet18.yaml")
+    assert cskd.enabled_terms(0) == {"ce": 1.0, "cskd": 1.0} and cskd.loss.cskd.temperature == 4.0
+    assert (cskd.data.batch_size, cskd.optim.weight_decay, cskd.schedule.milestones) == (128, 1e-4, [100, 150])
+    mdca = load_config(REPO / "configs" / "cifar100_mdca_resnet56.yaml")
+    assert mdca.enabled_terms(0) == {"focal": 1.0, "mdca": 1.0} and mdca.loss.focal.gamma == 1.0
+    assert (mdca.members[0].arch, mdca.train.epochs, mdca.schedule.milestones) == ("resnet56", 160, [80, 120])
+    for fraction in ("10", "30"):
+        dml, twin = (load_config(REPO / "configs" / f"digits_semi{fraction}_{kind}.yaml") for kind in ("dml", "independent"))
+        assert dml.trains_on_unlabelled and not twin.trains_on_unlabelled
+        assert dml.data.labelled_fraction == twin.data.labelled_fraction == int(fraction) / 100
+
+
 @pytest.mark.parametrize("name", ["cifar100_dml.yaml", "cifar100_independent.yaml"])
 def test_shipped_cifar_configs_load(name):
     config = load_config(REPO / "configs" / name)
@@ -142,10 +161,19 @@ def test_keys_of_config_format_1_say_where_they_live_now(tmp_path, text, message
 
 
 @pytest.mark.parametrize("text, message", [
-    ("members: [{loss: {mimickry: 1}}]\n", r"members\.0\.loss\.mimickry is not a term of the objective; valid: ce, mimicry"),
+    ("members: [{loss: {mimickry: 1}}]\n", r"members\.0\.loss\.mimickry is not a term of the objective; valid: ce, focal, mdca, cskd, mimicry, diversity"),
     ("members: [{loss: {mimicry: -1}}]\n", r"members\.0\.loss\.mimicry must be a weight >= 0, got -1"),
     ("loss: {ce: {weight: 0}, mimicry: {weight: 0}}\n", r"member 0's objective has no term with weight > 0"),
     ("loss: {ce: {label_smoothing: 1.0}}\n", r"loss\.ce\.label_smoothing must be in \[0, 1\), got 1\.0"),
+    ("loss: {focal: {weight: 1, gamma: -1}}\n", r"loss\.focal\.gamma must be >= 0, got -1"),
+    ("data: {labelled_fraction: 0}\n", r"data\.labelled_fraction must be in \(0, 1\], got 0"),
+    ("data: {labelled_fraction: 1.5}\n", r"data\.labelled_fraction must be in \(0, 1\], got 1\.5"),
+    ("data: {labelled_fraction: 0.5, labelled_indices: a.txt}\n", r"set one of them"),
+    ("data: {labelled_fraction: 0.5}\nloss: {cskd: {weight: 1}}\n", r"loss\.cskd draws each anchor's partner"),
+    ("data: {batch_size: 1}\nloss: {cskd: {weight: 1}}\n", r"data\.batch_size 1 is too small for loss\.cskd"),
+    ("loss: {cskd: {weight: 1, temperature: 0}}\n", r"loss\.cskd\.temperature must be > 0"),
+    ("data: {labelled_fraction: 0.3}\nloss: {mimicry: {target: ensemble_min_logit}}\n",
+     r"ensemble_min_logit reads every sample's label"),
 ])
 def test_objective_settings_are_validated(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cohort.losses import diversity_loss, js_divergence, mimicry_loss, sigmoid_rampup
+from cohort.losses import (cskd_loss, diversity_loss, focal_loss, js_divergence, kdcl_target, mdca_loss, mimicry_loss,
+                           sigmoid_rampup)
 
 
 def kl_by_hand(p, q):
@@ -103,3 +104,116 @@ def test_nontarget_term_ignores_the_true_class_logit():
     own_grad = own.clone().requires_grad_(True)
     diversity_loss(own_grad, peers, labels, kind="nontarget").backward()
     assert torch.all(own_grad.grad[torch.arange(6), labels] == 0)
+
+
+# --- the calibration baselines and CS-KD, against their official code -------------------------
+# Each transcription below follows the official implementation line by line (paths in the
+# docstrings of cohort.losses); ours is vectorised and skips hidden labels.
+
+
+def official_focal(logits, target, gamma):  # mdca-loss/MDCA-Calibration solvers/loss.py FocalLoss
+    logpt = torch.nn.functional.log_softmax(logits, dim=1).gather(1, target.view(-1, 1)).view(-1)
+    pt = logpt.exp()
+    return (-1 * (1 - pt) ** gamma * logpt).mean()
+
+
+def official_mdca(output, target):  # mdca-loss/MDCA-Calibration solvers/loss.py MDCA
+    loss = torch.tensor(0.0)
+    output = torch.softmax(output, dim=1)
+    classes = output.shape[1]
+    for c in range(classes):
+        avg_count = (target == c).float().mean()
+        avg_conf = torch.mean(output[:, c])
+        loss = loss + torch.abs(avg_conf - avg_count)
+    return loss / classes
+
+
+def official_kdloss(inputs, target, temp_factor):  # alinlab/cs-kd train.py KDLoss
+    log_p = torch.log_softmax(inputs / temp_factor, dim=1)
+    q = torch.softmax(target / temp_factor, dim=1)
+    return torch.nn.KLDivLoss(reduction="sum")(log_p, q) * (temp_factor**2) / inputs.size(0)
+
+
+def test_focal_matches_a_hand_value_the_official_code_and_is_ce_at_gamma_zero():
+    # p_y = 1/2: −(1/2)² ln(1/2) = 0.25 ln 2.
+    assert focal_loss(torch.zeros(1, 2), torch.tensor([0]), 2.0).item() == pytest.approx(0.25 * math.log(2), rel=1e-6)
+    torch.manual_seed(0)
+    logits, labels = torch.randn(16, 7) * 3, torch.randint(0, 7, (16,))
+    for gamma in (0.0, 1.0, 3.0):
+        assert focal_loss(logits, labels, gamma).item() == pytest.approx(official_focal(logits, labels, gamma).item(), rel=1e-6)
+    assert focal_loss(logits, labels, 0.0).item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
+
+
+def test_mdca_matches_a_hand_value_and_the_official_code():
+    # Uniform predictions, both samples of class 0: |1/2 − 1| + |1/2 − 0| over 2 classes = 1/2.
+    assert mdca_loss(torch.zeros(2, 2), torch.tensor([0, 0])).item() == pytest.approx(0.5)
+    torch.manual_seed(1)
+    logits, labels = torch.randn(32, 10) * 2, torch.randint(0, 10, (32,))
+    assert mdca_loss(logits, labels).item() == pytest.approx(official_mdca(logits, labels).item(), rel=1e-6)
+
+
+def test_cskd_matches_a_hand_value_and_the_official_kdloss():
+    anchor, partner = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[2.0, 1.0, 0.0]])
+    # KL(partner ‖ anchor) at T = 1 is 2 (e² − 1) / (1 + e + e²) (see the mimicry test above).
+    assert cskd_loss(anchor, partner, 1.0).item() == pytest.approx(2 * (math.e**2 - 1) / (1 + math.e + math.e**2), rel=1e-6)
+    assert cskd_loss(anchor, anchor, 4.0).item() == pytest.approx(0.0, abs=1e-7)
+    torch.manual_seed(2)
+    anchors, partners = torch.randn(12, 5) * 3, torch.randn(12, 5) * 3
+    for t in (1.0, 4.0):
+        assert cskd_loss(anchors, partners, t).item() == pytest.approx(official_kdloss(anchors, partners, t).item(), rel=1e-5)
+
+
+def test_cskd_sends_no_gradient_to_the_partner():
+    anchors, partners = torch.randn(4, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)
+    cskd_loss(anchors, partners).backward()
+    assert anchors.grad.abs().sum() > 0 and partners.grad is None
+
+
+def test_hidden_labels_give_no_gradient_to_their_samples():
+    torch.manual_seed(3)
+    logits = torch.randn(6, 4, requires_grad=True)
+    labels = torch.tensor([0, -100, 2, -100, 3, 1])
+    for loss in (focal_loss(logits, labels, 2.0), mdca_loss(logits, labels),
+                 F.cross_entropy(logits, labels, ignore_index=-100)):
+        (grad,) = torch.autograd.grad(loss, logits)
+        assert grad[labels < 0].abs().sum() == 0 and grad[labels >= 0].abs().sum() > 0
+    # A batch without any label contributes zero loss, not NaN.
+    assert focal_loss(logits, torch.full((6,), -100), 1.0).item() == 0.0
+    assert mdca_loss(logits, torch.full((6,), -100)).item() == 0.0
+
+
+def test_kdcl_targets_by_hand():
+    own = torch.tensor([[1.0, 3.0, 0.0]])
+    peer = torch.tensor([[[2.0, 0.0, 5.0]]])
+    everyone = torch.cat([own.unsqueeze(0), peer])
+    assert kdcl_target(everyone, "ensemble_mean").tolist() == [[1.5, 1.5, 2.5]]
+    # Shifted by the true class (0): [0, 2, −1] and [0, −2, 3]; their class-wise minimum:
+    assert kdcl_target(everyone, "ensemble_min_logit", torch.tensor([0])).tolist() == [[0.0, -2.0, -1.0]]
+    for target, labels in (("ensemble_mean", None), ("ensemble_min_logit", torch.tensor([0]))):
+        expected = F.log_softmax(kdcl_target(everyone, target, labels) / 2, -1)
+        kl = (expected.exp() * (expected - F.log_softmax(own / 2, -1))).sum()
+        assert mimicry_loss(own, peer, target=target, temperature=2.0, labels=labels).item() == pytest.approx(4 * kl.item(), rel=1e-6)
+
+
+def test_kdcl_target_is_a_constant_even_though_it_holds_the_members_own_logits():
+    torch.manual_seed(4)
+    own = torch.randn(5, 4, requires_grad=True)
+    peers, labels = torch.randn(2, 5, 4), torch.randint(0, 4, (5,))
+    for target in ("ensemble_mean", "ensemble_min_logit"):
+        (grad,) = torch.autograd.grad(mimicry_loss(own, peers, target=target, labels=labels), own)
+        fixed = kdcl_target(torch.cat([own.detach().unsqueeze(0), peers]), target, labels)
+        reference = own.detach().clone().requires_grad_()
+        kl = (F.softmax(fixed, -1) * (F.log_softmax(fixed, -1) - F.log_softmax(reference, -1))).sum(-1).mean()
+        (expected,) = torch.autograd.grad(kl, reference)
+        torch.testing.assert_close(grad, expected)
+
+
+def test_nontarget_diversity_reads_only_samples_whose_label_is_known():
+    torch.manual_seed(5)
+    own, peers = torch.randn(6, 5), torch.randn(2, 6, 5)
+    labels = torch.tensor([0, -100, 2, 4, -100, 1])
+    known = labels >= 0
+    got = diversity_loss(own, peers, labels, kind="nontarget", temperature=2.0)
+    expected = diversity_loss(own[known], peers[:, known], labels[known], kind="nontarget", temperature=2.0)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert diversity_loss(own, peers, torch.full((6,), -100), kind="nontarget").item() == 0.0

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from cohort.batch import IGNORE_LABEL
 from cohort.config import LossConfig, load_config
-from cohort.losses import diversity_loss, mimicry_loss, sigmoid_rampup
+from cohort.losses import cskd_loss, diversity_loss, focal_loss, mdca_loss, mimicry_loss, sigmoid_rampup
 from cohort.objective import TERMS, LossInputs, build_objective
 
 
@@ -129,3 +129,24 @@ def test_equal_margin_and_mimicry_weights_cancel_and_are_refused(tmp_path):
     with pytest.raises(Exception, match=r"member 0: loss\.diversity\.weight β=1 must exceed loss\.mimicry\.weight λ=1 "
                                         r"with kind margin.*e\.g\. loss\.diversity\.weight=2$"):
         config(tmp_path, "loss: {diversity: {kind: margin, weight: 1.0, margin: 0.5}}\n")
+
+
+def test_baselines_and_cskd_are_terms_by_name(tmp_path):
+    torch.manual_seed(6)
+    own, partners, labels = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5), torch.randint(0, 5, (8,))
+    cohort = config(tmp_path, "members: [{}]\nloss: {ce: {weight: 0}, focal: {weight: 1, gamma: 3}, mdca: {weight: 0.5}, "
+                              "cskd: {weight: 2, temperature: 4}, mimicry: {weight: 0}}\n")
+    objective = build_objective(cohort, 0)
+    assert objective.names == ["focal", "mdca", "cskd"] and objective.needs == {"partners"}
+    assert cohort.pairs_partners and cohort.independent
+    loss, terms = objective(LossInputs(own, labels, progress=0.0, partners=partners))
+    expected = focal_loss(own, labels, 3.0) + 0.5 * mdca_loss(own, labels) + 2 * cskd_loss(own, partners, 4.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert terms["cskd"].item() == pytest.approx(cskd_loss(own, partners, 4.0).item(), rel=1e-6)
+
+
+def test_a_semi_supervised_cohort_trains_on_every_sample_and_its_independent_twin_on_the_labelled(tmp_path):
+    dml = config(tmp_path, "members: [{}, {}]\ndata: {labelled_fraction: 0.1}\n")
+    twin = config(tmp_path, "members: [{}, {}]\ndata: {labelled_fraction: 0.1}\nloss: {mimicry: {weight: 0}}\n")
+    assert dml.data.semi_supervised and dml.trains_on_unlabelled
+    assert twin.data.semi_supervised and not twin.trains_on_unlabelled

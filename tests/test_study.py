@@ -19,8 +19,10 @@ def test_study_trains_each_seed_once_and_tabulates(digits_root, tmp_path):
     for seed in (0, 1):
         assert yaml.safe_load((out / "tiny-diffdml" / f"seed{seed}" / "config.yaml").read_text())["seed"] == seed
     table_row = next(line for line in first.stdout.splitlines() if line.startswith("| tiny-diffdml"))
-    assert table_row.count("±") == 5 and "| 2 |" in table_row
+    assert table_row.count("±") == 7 and "| 2 |" in table_row
     assert table_row in (out / "study.md").read_text()
+    curve_row = [line for line in first.stdout.splitlines() if line.startswith("| tiny-diffdml")][1]
+    assert curve_row.count("±") == 5 and curve_row in (out / "study.md").read_text()
     again = run_cli("study", str(config), "--seeds", "0", "1", "--out", str(out))
     assert again.returncode == 0 and "study: training" not in again.stdout and table_row in again.stdout
 
@@ -40,3 +42,16 @@ def test_a_failing_run_stops_the_study_with_one_line(digits_root, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == ("cohort: error: doomed with seed 0 failed (exit 1; its error is "
                                                       "above); fix it and rerun the study: finished runs are kept")
     assert "Traceback" not in result.stderr
+
+
+def test_the_curve_reads_the_last_evaluation_at_each_fraction_of_training(tmp_path):
+    from cohort.report import Run
+    from cohort.study import curve_table
+
+    def run(scale):
+        rows = [{"epoch": e, "split": "test", "member": "ensemble", "disagreement": scale * e / 10} for e in range(10)]
+        return Run(tmp_path, "c", False, rows, 9, False)
+
+    row = curve_table(["c"], {"c": [run(1.0), run(3.0)]}).splitlines()[2]
+    # At 10 %, 25 %, 50 %, 75 %, 100 % of 10 epochs: epochs 0, 1, 4, 6, 9; mean of the two seeds (×1, ×3).
+    assert row == "| c | 0.0000 ± 0.0000 | 0.2000 ± 0.1000 | 0.8000 ± 0.4000 | 1.2000 ± 0.6000 | 1.8000 ± 0.9000 |"

@@ -206,3 +206,37 @@ def test_bad_input_fails_before_any_process_starts(digits_root, tmp_path, overri
     assert result.returncode == 2
     assert len(error_lines(result.stderr)) == 1 and error_lines(result.stderr)[0].startswith(message)
     assert not (tmp_path / "run").exists()
+
+
+def test_cskd_inside_a_dml_cohort_gives_every_member_the_same_anchors_and_partners(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, train={"trace": True, "epochs": 1},
+                         loss={"mimicry": {"weight": 1.0}, "cskd": {"weight": 1.0}})
+    result = run_cli("train", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    traces = [read_trace(run, m)[0] for m in range(2)]
+    assert [len(t) for t in traces] == [6, 6]
+    for a, b in zip(*traces):
+        assert a["indices"] == b["indices"] and len(a["indices"]) == 32  # 16 anchors, then their 16 partners
+        assert a["labels"][16:] == a["labels"][:16]
+        assert a["cskd"] > 0 and a["mimicry"] > 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all({"ce", "cskd", "mimicry", "loss"} <= set(r) for r in rows if r["member"] != "ensemble")
+
+
+def test_semi_supervised_dml_hides_the_same_labels_from_every_member(digits_root, tmp_path):
+    from cohort.data.labelled import labelled_set
+
+    config = tiny_config(tmp_path, digits_root, members=2, train={"trace": True, "epochs": 1},
+                         data={"labelled_fraction": 0.1})
+    result = run_cli("train", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    labelled = set(labelled_set(load_config(config).data).tolist())
+    traces = [read_trace(tmp_path / "run", m)[0] for m in range(2)]
+    hidden = 0
+    for a, b in zip(*traces):
+        assert a["indices"] == b["indices"] and a["labels"] == b["labels"]
+        for index, label in zip(a["indices"], a["labels"]):
+            assert (label >= 0) == (index in labelled)
+            hidden += label < 0
+    assert hidden > 0.8 * 6 * 16  # mimicry reads the unlabelled 90 %; CE sees only the labelled

@@ -14,9 +14,10 @@ from ffcv.loader import Loader
 from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
-from cohort.batch import Batch
+from cohort.batch import IGNORE_LABEL, Batch
 from cohort.data.augment import AugmentationClock, build_policy
 from cohort.data.datasets import read_meta
+from cohort.data.labelled import train_labels
 from cohort.data.order import CohortOrder, unshard
 
 
@@ -48,9 +49,13 @@ class MemberLoader:
 
     def __init__(self, root: str | Path, split: str, *, member: int, replica: int, replicas: int, seed: int,
                  policy: str, batch_size: int, num_workers: int, device: torch.device, train: bool,
-                 strength: float = 1.0, view_stream: int | None = None):
+                 strength: float = 1.0, view_stream: int | None = None, labelled: np.ndarray | None = None,
+                 labelled_only: bool = False, partners: bool = False):
         """``view_stream``: the member whose augmentation draws this one uses
-        (``CohortConfig.view_stream``; default: its own)."""
+        (``CohortConfig.view_stream``; default: its own). ``labelled``: the training samples
+        whose labels may be read (``cohort.data.labelled``; None: all), the others' labels
+        hidden; ``labelled_only``: read those samples alone. ``partners``: each batch is
+        ``batch_size`` anchors followed by their same-class partners (CS-KD)."""
         self.root, self.split, self.train = Path(root), split, train
         self.meta = read_meta(self.root)
         self.path = self.root / f"{split}.beton"
@@ -62,11 +67,21 @@ class MemberLoader:
             decoder = SimpleRGBImageDecoder()
         ops = build_policy(policy, self.clock, size, strength) if train else []
         to_device = [ToDevice(device, non_blocking=True)] if device.type == "cuda" else []
-        self.order = CohortOrder(seed, replica, replicas, shuffle=train)
+        self.partners = partners
+        labels_of = train_labels(self.root) if train and (partners or labelled is not None) else None
+        partners_of = labels_of if partners else None
+        self.order = CohortOrder(seed, replica, replicas, shuffle=train, partners_of=partners_of,
+                                 anchors_per_batch=batch_size)
+        self.hidden = None  # per sample of the file: is its label hidden?
+        if labelled is not None:
+            hidden = torch.ones(len(labels_of), dtype=torch.bool)
+            hidden[torch.from_numpy(np.asarray(labelled, dtype=np.int64))] = False
+            self.hidden = hidden.to(device)
         self.loader = Loader(
             str(self.path),
-            batch_size=batch_size,
+            batch_size=2 * batch_size if partners else batch_size,
             num_workers=num_workers,
+            indices=np.asarray(labelled) if labelled is not None and labelled_only else None,
             order=self.order,
             drop_last=train,
             pipelines={
@@ -100,7 +115,10 @@ class MemberLoader:
             for b, (images, labels) in enumerate(batches, start=start_batch):
                 if b == last:
                     break
-                yield Batch(images, labels, order[b * size: b * size + len(labels)], anchors=len(labels))
+                indices = order[b * size: b * size + len(labels)]
+                if self.hidden is not None:
+                    labels = torch.where(self.hidden[indices.to(self.hidden.device)], IGNORE_LABEL, labels)
+                yield Batch(images, labels, indices, anchors=len(labels) // 2 if self.partners else len(labels))
         finally:
             batches.close()  # stops FFCV's prefetch thread when the caller stops early
 

@@ -24,14 +24,22 @@ class CohortOrder(TraversalOrder):
     the last shards padded by repeating the final sample so all replicas run the same
     number of batches; ``unshard`` restores file order and drops the padding.
 
+    With CS-KD's partners (``partners_of``), each training batch of B anchors is followed by
+    their B same-class partners (``partner_table``, ``with_partners``), so the loader reads
+    batches of 2B.
+
     FFCV 1.0.2 calls ``order(loader)`` on the instance it is given, so ``__call__``
     binds the loader and returns the order itself.
     """
 
-    def __init__(self, seed: int, replica: int, replicas: int, shuffle: bool = True):
+    def __init__(self, seed: int, replica: int, replicas: int, shuffle: bool = True,
+                 partners_of: np.ndarray | None = None, anchors_per_batch: int = 0):
+        """``partners_of``: every sample's label, to follow each batch of ``anchors_per_batch``
+        anchors by their same-class partners (CS-KD, ``with_partners``); training only."""
         if not 0 <= replica < replicas:
             raise ValueError(f"replica {replica} is outside 0..{replicas - 1}")
         self.seed, self.replica, self.replicas, self.shuffle = seed, replica, replicas, shuffle
+        self.partners_of, self.anchors_per_batch = partners_of, anchors_per_batch
         self.start = 0
         """Samples of the shard to skip: resuming mid-epoch starts at a batch boundary without
         decoding the batches before it."""
@@ -53,10 +61,41 @@ class CohortOrder(TraversalOrder):
             rng = np.random.default_rng([self.seed, epoch])
             order = indices[rng.permutation(len(indices))]
             order = order[: len(order) - len(order) % self.replicas]
-            return order[self.replica :: self.replicas]
+            mine = order[self.replica :: self.replicas]
+            if self.partners_of is None:
+                return mine
+            return with_partners(mine, partner_table(self.partners_of, self.seed, epoch), self.anchors_per_batch)
         per_replica = -(-len(indices) // self.replicas)
         padded = np.concatenate([indices, np.repeat(indices[-1:], per_replica * self.replicas - len(indices))])
         return padded[self.replica :: self.replicas]
+
+
+PARTNER_STREAM = 0xC5CD
+"""Mixed into the seed of the partners' draw, so it draws from no other stream."""
+
+
+def partner_table(labels: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """Every sample's CS-KD partner in ``epoch``: a sample drawn uniformly from its class, itself
+    included (alinlab/cs-kd's ``PairBatchSampler`` draws ``random.choice`` of the class's
+    indices), so a class of one sample pairs with itself. A pure function of (labels, seed,
+    epoch): every member and replica draws the same partners, and a resumed epoch too."""
+    labels = np.asarray(labels, dtype=np.int64)
+    by_class = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    draw = np.random.default_rng([seed, epoch, PARTNER_STREAM]).random(len(labels))
+    pick = starts[labels] + np.minimum((draw * counts[labels]).astype(np.int64), counts[labels] - 1)
+    return by_class[pick]
+
+
+def with_partners(anchors: np.ndarray, partners: np.ndarray, per_batch: int) -> np.ndarray:
+    """Batches of ``per_batch`` anchors, each followed by the anchors' partners in the same
+    positions (the official sampler's layout: B anchors, then B partners). A last partial
+    batch is dropped, as training drops it anyway."""
+    full = len(anchors) - len(anchors) % per_batch
+    batches = anchors[:full].reshape(-1, per_batch)
+    paired = np.concatenate([batches, partners[batches.astype(np.int64)].astype(anchors.dtype)], axis=1)
+    return paired.reshape(-1)
 
 
 def unshard(per_replica: np.ndarray, total: int) -> np.ndarray:

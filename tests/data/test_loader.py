@@ -4,7 +4,8 @@ import numpy as np
 import torch
 from ffcv.reader import Reader
 
-from cohort.batch import model_input
+from cohort.batch import IGNORE_LABEL, model_input
+from cohort.data.labelled import choose_labelled, train_labels
 from cohort.data.loader import MemberLoader
 
 
@@ -46,3 +47,29 @@ def test_members_on_one_view_stream_see_identical_images_and_others_do_not(digit
     assert torch.equal(member0, shared)
     differing = (member0 != own).flatten(1).any(1).float().mean().item()
     assert differing > 0.5  # crop shifts by up to 4 px each way: most samples get another shift
+
+
+def test_hidden_labels_never_leave_the_loader_and_partners_share_their_anchors_class(digits_root):
+    labels_on_disk = train_labels(digits_root)
+    labelled = choose_labelled(labels_on_disk, 0.1, seed=0)
+    loader = MemberLoader(digits_root, "train", member=0, replica=0, replicas=1, seed=3, policy="crop",
+                          batch_size=16, num_workers=1, device=torch.device("cpu"), train=True,
+                          labelled=labelled, partners=True)
+    steps, order = 0, loader.indices(1)
+    # Started mid-epoch (as a resume does), it reads the same anchors and partners as the whole epoch.
+    for b, batch in enumerate(loader.epoch(1, start_batch=len(loader) - 3), start=len(loader) - 3):
+        indices = batch.indices.numpy()
+        assert batch.anchors == 16 and len(indices) == 32
+        np.testing.assert_array_equal(indices, order[b * 32:(b + 1) * 32])
+        # Partners share their anchor's class; labels show only for the labelled samples.
+        np.testing.assert_array_equal(labels_on_disk[indices[16:]], labels_on_disk[indices[:16]])
+        shown = np.isin(indices, labelled)
+        np.testing.assert_array_equal(batch.labels.numpy()[shown], labels_on_disk[indices[shown]])
+        assert (batch.labels.numpy()[~shown] == IGNORE_LABEL).all()
+        steps += 1
+    assert steps == 3 and len(loader) == len(labels_on_disk) // 16
+    independent = MemberLoader(digits_root, "train", member=0, replica=0, replicas=1, seed=3, policy="none",
+                               batch_size=16, num_workers=1, device=torch.device("cpu"), train=True,
+                               labelled=labelled, labelled_only=True)
+    read = np.concatenate([batch.indices.numpy() for batch in independent.epoch(0)])
+    assert set(read) <= set(labelled) and len(read) == len(labelled) // 16 * 16
