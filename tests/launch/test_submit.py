@@ -140,8 +140,10 @@ def test_checks_before_queueing_import_no_torch_ffcv_numba_or_scipy(digits_root)
     # cohort submit validates the config and the data before it queues anything; importing
     # any of these (for policy, metric or architecture names, or to read a .beton) costs seconds.
     code = (f"import sys; from cohort.config import load_config; from cohort.data.datasets import check_data; "
-            f"import cohort.launch.submit; config = load_config({PAIR!r}, ['data.root={digits_root}']); "
+            f"from cohort.data.labelled import check_labelled; import cohort.launch.submit; "
+            f"config = load_config({PAIR!r}, ['data.root={digits_root}', 'data.labelled_fraction=0.3']); "
             f"check_data(config.data.root, config.data.batch_size, config.replicas); "
+            f"assert len(check_labelled(config)) > 0; "
             f"print(sorted(m for m in ('torch', 'torchvision', 'ffcv', 'numba', 'scipy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
