@@ -7,7 +7,7 @@ Each (config, seed) trains in ``OUT/<config name>/seed<N>`` through the same lau
 interrupted study continues where it stopped. The table gives, on the test split at each
 run's last (or selected) evaluation, mean ± std over seeds of: the members' mean accuracy,
 NLL and ECE, the ensemble's accuracy, NLL and ECE, and the cohort's disagreement; and a
-second table of the disagreement against training progress (``curve_table``).
+table each of the disagreement and the mean pairwise KL against training progress (``curve_table``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def study_table(names: list[str], runs: dict[str, list[Run]]) -> str:
     return "\n".join(lines)
 
 
+CURVES = ("disagreement", "pairwise_kl")
+"""The diversity metrics ``run_study`` follows through training (Diff-DML's claims are about them)."""
 PROGRESS = (0.1, 0.25, 0.5, 0.75, 1.0)
 """Fractions of training at which ``curve_table`` reads a metric (configs may differ in epochs)."""
 
@@ -91,9 +93,9 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
                                       f"fix it and rerun the study: finished runs are kept")
             runs.setdefault(config.name, []).append(Run.load(run_dir))
     table = study_table(names, runs)
-    curves = curve_table(names, runs)
+    curves = "\n\n".join(curve_table(names, runs, metric) for metric in CURVES)
     Path(out, "study.md").write_text(f"Test split, mean ± std over seeds {seeds}.\n\n{table}\n\n"
-                                     f"The ensemble's disagreement during training:\n\n{curves}\n")
+                                     f"The cohort's diversity during training:\n\n{curves}\n")
     print(table)
     print(f"\n{curves}")
     print(f"\nwrote {Path(out, 'study.md')}")
