@@ -58,9 +58,12 @@ PROGRESS = (0.1, 0.25, 0.5, 0.75, 1.0)
 
 def curve_table(names: list[str], runs: dict[str, list[Run]], metric: str = "disagreement") -> str:
     """The ensemble's test ``metric`` against training progress, mean ± std over seeds: at each
-    fraction f of ``PROGRESS``, the last evaluation at or before epoch f · epochs."""
+    fraction f of ``PROGRESS``, the last evaluation at or before epoch f · epochs. Configs of
+    one member are left out."""
     lines = [f"| config | " + " | ".join(f"{metric} at {f:.0%}" for f in PROGRESS) + " |", "|---|" + "---|" * len(PROGRESS)]
     for name in names:
+        if len({r["member"] for r in runs[name][0].rows}) <= 2:
+            continue  # one member (and the ensemble, which is that member): no diversity to follow
         values = []
         for run in runs[name]:
             epochs = sorted({r["epoch"] for r in run.rows if r["split"] == "test"})
