@@ -92,7 +92,7 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torc
 
 def mdca_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """MDCA (Hebbalaguppe et al., CVPR 2022; official code mdca-loss/MDCA-Calibration,
-    ``calibration_library/losses.py``): 1/C · Σ_c |mean_batch p_c − mean_batch 1[y = c]|,
+    ``solvers/loss.py``, class ``MDCA``): 1/C · Σ_c |mean_batch p_c − mean_batch 1[y = c]|,
     over the batch's labelled samples. It reads one batch: with R replicas, each replica's
     local shard of B samples (the gradient is then averaged by DDP, not the statistic)."""
     known = labels >= 0
