@@ -38,14 +38,15 @@ def mimicry_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, *, target:
         return own_logits.new_zeros(())
     peer_logits = peer_logits.detach()
     own = F.log_softmax(own_logits / temperature, dim=-1)
-    if target in ("ensemble_mean", "ensemble_min_logit"):
+    if target in KDCL_TARGETS:
         everyone = torch.cat([own_logits.detach().unsqueeze(0), peer_logits])
         peers = F.log_softmax(kdcl_target(everyone, target, labels) / temperature, dim=-1).unsqueeze(0)
-    else:
+    elif target == "peer_mean":
         peers = F.log_softmax(peer_logits / temperature, dim=-1)
-    if target == "peer_mean":
         peers = (torch.logsumexp(peers, dim=0) - math.log(peers.shape[0])).unsqueeze(0)
-    elif target not in ("pairwise", "ensemble_mean", "ensemble_min_logit"):
+    elif target == "pairwise":
+        peers = F.log_softmax(peer_logits / temperature, dim=-1)
+    else:
         raise ValueError(f"unknown mimicry target {target!r}")
     if divergence == "kl":
         per_sample = kl_divergence(peers, own.unsqueeze(0))
@@ -54,6 +55,10 @@ def mimicry_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, *, target:
     else:
         raise ValueError(f"unknown divergence {divergence!r}")
     return temperature**2 * per_sample.mean()
+
+
+KDCL_TARGETS = ("ensemble_mean", "ensemble_min_logit")
+"""Mimicry targets built from every member's logits, the member's own included (``kdcl_target``)."""
 
 
 def kdcl_target(all_logits: torch.Tensor, kind: str, labels: torch.Tensor | None = None) -> torch.Tensor:

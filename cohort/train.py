@@ -32,7 +32,6 @@ from torch.nn.parallel import DistributedDataParallel
 from cohort import checkpoint
 from cohort.batch import IGNORE_LABEL, Batch, model_input
 from cohort.config import CohortConfig
-from cohort.data.labelled import labelled_set
 from cohort.data.loader import MemberLoader
 from cohort.exchange import LogitExchange, NonFiniteError
 from cohort.mesh import CohortMesh
@@ -90,8 +89,10 @@ def configure_threads(config: CohortConfig, local_world_size: int) -> None:
 class Trainer:
     """Everything one rank holds: its member's model, optimiser, loaders and exchange."""
 
-    def __init__(self, config: CohortConfig, mesh: CohortMesh, meta: dict):
-        """``meta`` is the data folder's ``meta.json``, as ``check_data`` returned it."""
+    def __init__(self, config: CohortConfig, mesh: CohortMesh, meta: dict, labelled: np.ndarray | None):
+        """``meta`` is the data folder's ``meta.json``, as ``check_data`` returned it; ``labelled``
+        the labelled training samples of a semi-supervised run, as ``check_labelled`` returned
+        them (None: every label is known)."""
         self.config, self.mesh, self.device = config, mesh, mesh.device
         self.member = mesh.member
         self.member_config = config.members[self.member]
@@ -116,7 +117,7 @@ class Trainer:
         self.train_loader = MemberLoader(config.data.root, "train", policy=self.member_config.policy,
                                          strength=self.member_config.strength, batch_size=config.data.batch_size,
                                          train=True, view_stream=config.view_stream(self.member),
-                                         labelled=labelled_set(config.data), labelled_only=not config.trains_on_unlabelled,
+                                         labelled=labelled, labelled_only=not config.trains_on_unlabelled,
                                          partners=config.pairs_partners, **common)
         self.eval_loaders = {split: MemberLoader(config.data.root, split, policy="none", batch_size=config.data.eval_batch_size,
                                                  train=False, **common) for split in ("val", "test")}

@@ -56,12 +56,12 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
         config = load_config(argv[0], argv[1:])
         # Before the process group: an error every rank meets alike is printed once, by rank 0.
         meta = check_data(config.data.root, config.data.batch_size, config.replicas)
-        check_labelled(config)
+        labelled = check_labelled(config)
         configure_threads(config, launch.local_world_size)
         mesh = CohortMesh(config.num_members, config.replicas, launch, pick_device(config.train.device, launch),
                           config.train.dist_timeout_s)
         try:
-            trainer = Trainer(config, mesh, meta)
+            trainer = Trainer(config, mesh, meta, labelled)
             trainer.fit()
         finally:
             mesh.close()

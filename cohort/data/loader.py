@@ -68,15 +68,8 @@ class MemberLoader:
         ops = build_policy(policy, self.clock, size, strength) if train else []
         to_device = [ToDevice(device, non_blocking=True)] if device.type == "cuda" else []
         self.partners = partners
-        labels_of = train_labels(self.root) if train and (partners or labelled is not None) else None
-        partners_of = labels_of if partners else None
-        self.order = CohortOrder(seed, replica, replicas, shuffle=train, partners_of=partners_of,
-                                 anchors_per_batch=batch_size)
-        self.hidden = None  # per sample of the file: is its label hidden?
-        if labelled is not None:
-            hidden = torch.ones(len(labels_of), dtype=torch.bool)
-            hidden[torch.from_numpy(np.asarray(labelled, dtype=np.int64))] = False
-            self.hidden = hidden.to(device)
+        self.order = CohortOrder(seed, replica, replicas, shuffle=train,
+                                 partners_of=train_labels(self.root) if partners else None, anchors_per_batch=batch_size)
         self.loader = Loader(
             str(self.path),
             batch_size=2 * batch_size if partners else batch_size,
@@ -90,6 +83,11 @@ class MemberLoader:
             },
         )
         self.num_samples = self.loader.reader.num_samples
+        self.hidden = None  # per sample of the file: is its label hidden?
+        if labelled is not None:
+            hidden = torch.ones(self.num_samples, dtype=torch.bool)
+            hidden[torch.from_numpy(np.asarray(labelled, dtype=np.int64))] = False
+            self.hidden = hidden.to(device)
 
     def __len__(self) -> int:
         """Batches per epoch."""
