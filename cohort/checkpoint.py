@@ -18,8 +18,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from cohort.run_dir import RunDirError
 
 MARKER = "COMPLETE.json"
@@ -40,6 +38,8 @@ def unmark(folder: Path) -> None:
 
 
 def save_part(folder: Path, member: int, state: dict) -> Path:
+    import torch  # here, not above: the teachers' check reads markers before torch is imported
+
     folder.mkdir(parents=True, exist_ok=True)
     path, tmp = folder / f"member-{member}.pt", folder / f".member-{member}.pt.tmp"
     torch.save(state, tmp)
@@ -83,7 +83,9 @@ def prune(run_dir: Path, keep_last: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def load_part(folder: Path, member: int, device: torch.device) -> dict:
+def load_part(folder: Path, member: int, device) -> dict:
+    import torch
+
     path = folder / f"member-{member}.pt"
     if not path.is_file():
         raise RunDirError(f"{path} is missing from a checkpoint marked complete; delete {folder} to resume from an earlier one")

@@ -10,6 +10,7 @@ from cohort.config import ConfigError, load_config
 from cohort.data.datasets import DataError, check_data, ensure_data
 from cohort.data.labelled import check_labelled
 from cohort.run_dir import RunDir, RunDirError
+from cohort.teacher_run import check_teacher
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -38,8 +39,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     ensure_data(config.data.root, config.data.dataset)
     # Checked here, before any process starts: in the workers each rank would report it.
-    check_data(config.data.root, config.data.batch_size, config.replicas)
+    meta = check_data(config.data.root, config.data.batch_size, config.replicas)
     check_labelled(config)
+    check_teacher(config, meta)
     RunDir(config.run_dir).check(config)
     if config.train.device == "cuda" and torch.cuda.device_count() < config.world_size:
         raise ConfigError(f"the cohort needs K×R = {config.world_size} GPUs but {torch.cuda.device_count()} are visible; "
@@ -81,7 +83,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dee(args: argparse.Namespace) -> int:
     from cohort.dee import run_dee
 
-    run_dee(args.reference, args.run_dirs)
+    run_dee(args.reference, args.run_dirs, args.temperature)
     return 0
 
 
@@ -148,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     dee = sub.add_parser("dee", help="deep-ensemble equivalent of runs against an independent reference run")
     dee.add_argument("--reference", required=True, help="run directory of an independent cohort (loss.mimicry.weight: 0)")
+    dee.add_argument("--temperature", choices=["val", "test-cv"], default="val",
+                     help="calibrated NLL with the temperature fitted on val (default), or by 2-fold cross-validation "
+                          "on test repeated 5 times (the official DEE protocol, Ashukha et al. 2020)")
     dee.add_argument("run_dirs", nargs="+")
     dee.set_defaults(run=cmd_dee)
 

@@ -116,7 +116,8 @@ class TermConfig:
     """One named term of the training objective (``cohort.objective``): on when its weight > 0.
 
     ``NEEDS`` says what the term reads besides the member's own logits and labels
-    (``peers``: the other members' logits, through the exchange); the trainer gathers
+    (``peers``: the other members' logits, through the exchange; ``partners``: CS-KD's
+    same-class partners; ``teachers``: a trained cohort's logits); the trainer gathers
     only what some member's objective needs.
     """
 
@@ -171,6 +172,22 @@ class CSKDConfig(TermConfig):
 
     temperature: float = 4.0
     NEEDS: ClassVar[tuple[str, ...]] = ("partners",)
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if not self.temperature > 0:
+            raise ConfigError(f"{where}.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class DistillConfig(TermConfig):
+    """Knowledge distillation from a trained cohort (``teacher:``; Hinton et al. 2015, with the
+    input perturbations of Nam et al., NeurIPS 2021): T²·KL(p_teacher^T(x′) ‖ p_student^T(x′)),
+    batch mean. Its weight is the paper's α (0.9, with ``loss.ce.weight`` 1 − α = 0.1)."""
+
+    temperature: float = 4.0
+    """T (the official code's default; its README's commands use 1)."""
+    NEEDS: ClassVar[tuple[str, ...]] = ("teachers",)
 
     def validate(self, where: str) -> None:
         super().validate(where)
@@ -246,10 +263,49 @@ class LossConfig:
     cskd: CSKDConfig = field(default_factory=CSKDConfig)
     mimicry: MimicryConfig = field(default_factory=MimicryConfig)
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def terms(self) -> dict[str, TermConfig]:
         """Every term's settings by name, in the order the objective sums them."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+PERTURBATIONS = ("none", "gaussian", "ods", "confods")
+TEACHER_CHECKPOINTS = ("auto", "best", "last")
+TEACHER_MAPPINGS = ("auto", "one_to_one", "mean")
+
+
+@dataclass
+class TeacherConfig:
+    """A finished cohort run that the members distil (``loss.distill``; ``cohort.teachers``).
+
+    Its checkpoint is checked before any process starts (``cohort.teacher_run``); its
+    networks run in eval mode, frozen, and never train."""
+
+    run_dir: str = ""
+    """The teachers' run directory (empty: no teachers)."""
+    checkpoint: str = "auto"
+    """``best`` (its ``train.select_by`` choice), ``last`` (its newest complete checkpoint), or
+    ``auto`` (best when the run selected one, else last)."""
+    mapping: str = "auto"
+    """``one_to_one``: student m learns from teacher m; ``mean``: every student from the mean of
+    the teachers' probabilities; ``auto``: one_to_one, or mean when the cohort has one member."""
+    perturbation: str = "none"
+    """The input x′ on which teacher and student are compared: ``none`` (x′ = x, plain KD),
+    ``gaussian`` (x + (s/255)·N(0, 1)), ``ods`` (one step along the gradient of a random
+    projection of one teacher's output; Nam et al. 2021) or ``confods`` (ODS scaled by that
+    teacher's confidence). Always clipped to [0, 1]."""
+    step_size: float = 1.0
+    """s, in pixel levels of 1/255 (the official code's 1)."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.run_dir)
+
+    def resolved_mapping(self, students: int) -> str:
+        if self.mapping != "auto":
+            return self.mapping
+        return "mean" if students == 1 else "one_to_one"
 
 
 @dataclass
@@ -312,6 +368,7 @@ class CohortConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
@@ -342,6 +399,11 @@ class CohortConfig:
     def pairs_partners(self) -> bool:
         """Whether training batches carry CS-KD's same-class partners (some member reads them)."""
         return any("partners" in self.needs(m) for m in range(self.num_members))
+
+    @property
+    def distils(self) -> bool:
+        """Whether some member's objective reads teachers (``loss.distill``)."""
+        return any("teachers" in self.needs(m) for m in range(self.num_members))
 
     @property
     def trains_on_unlabelled(self) -> bool:
@@ -431,6 +493,7 @@ class CohortConfig:
                     f"apart; e.g. loss.diversity.weight={2 * lam:g}")
             if not terms:
                 raise ConfigError(f"member {m}'s objective has no term with weight > 0; set one, e.g. loss.ce.weight=1")
+        self.validate_teacher()
         t, d = self.train, self.data
         if not 0 < d.labelled_fraction <= 1:
             raise ConfigError(f"data.labelled_fraction must be in (0, 1], got {d.labelled_fraction}")
@@ -457,6 +520,27 @@ class CohortConfig:
         parse_select_by(t.select_by)
         if not t.dist_timeout_s > 0:
             raise ConfigError(f"train.dist_timeout_s must be > 0, got {t.dist_timeout_s}")
+
+    def validate_teacher(self) -> None:
+        """The ``teacher:`` section against the objective and the views (its run directory is
+        checked later, with the data: ``cohort.teacher_run.check_teacher``)."""
+        teacher = self.teacher
+        _choose("teacher.checkpoint", teacher.checkpoint, TEACHER_CHECKPOINTS)
+        _choose("teacher.mapping", teacher.mapping, TEACHER_MAPPINGS)
+        _choose("teacher.perturbation", teacher.perturbation, PERTURBATIONS)
+        if not teacher.step_size > 0:
+            raise ConfigError(f"teacher.step_size must be > 0, got {teacher.step_size}")
+        if self.distils and not teacher.enabled:
+            raise ConfigError("loss.distill needs teachers: set teacher.run_dir=<a finished cohort run directory>")
+        if teacher.enabled and not self.distils:
+            raise ConfigError(f"teacher.run_dir is set ({teacher.run_dir}) but no member distils it; set "
+                              f"loss.distill.weight=0.9 loss.ce.weight=0.1 (the paper's α), or remove teacher.run_dir")
+        streams = {self.view_stream(m) for m in range(self.num_members)}
+        if teacher.perturbation in ("ods", "confods") and len(streams) > 1:
+            raise ConfigError(
+                f"teacher.perturbation {teacher.perturbation} perturbs one clean view along one teacher's gradient and "
+                f"gives that x′ to every student, but views: {self.views} gives the members different views; "
+                f"set views=shared")
 
 
 def parse_select_by(select_by: str) -> tuple[str, str] | None:

@@ -4,23 +4,47 @@ The reference is an *independent* cohort (``CohortConfig.independent``: no membe
 its peers, e.g. ``loss.mimicry.weight: 0``): its sub-ensembles of
 size 1..K give the curve of calibrated test NLL against ensemble size. A model's DEE is
 the (linearly interpolated) size at which that curve reaches the model's calibrated NLL.
+
+Calibrated NLL, two ways (``--temperature``): ``val`` (default) reads the ``c_nll`` the
+run logged, temperature fitted on the validation split; ``test-cv`` is the official
+protocol, the temperature fitted by 2-fold cross-validation on the test set, 5 repeats
+(``cohort.metrics.cross_validated_nll``), recomputed from the saved test predictions.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from cohort.metrics import cross_validated_nll, ensemble_logits, subsets
 from cohort.report import Run
 from cohort.run_dir import RunDirError
 
+TEMPERATURES = ("val", "test-cv")
 
-def reference_curve(run: Run) -> tuple[np.ndarray, np.ndarray]:
+
+def reference_curve(run: Run, temperature: str = "val") -> tuple[np.ndarray, np.ndarray]:
     """(sizes, calibrated NLL) of the independent reference run's sub-ensembles on test."""
     if not run.independent:
         raise RunDirError(f"{run.path / 'config.yaml'} trains with mimicry or diversity; the DEE reference must be an "
                           f"independent run (loss.mimicry.weight: 0, loss.diversity.weight: 0)")
+    if temperature == "test-cv":
+        logits, labels = run.predictions("test")
+        k = len(logits)
+        curve = [np.mean([cross_validated_nll(ensemble_logits(logits[list(s)]), labels) for s in subsets(k, size)])
+                 for size in range(1, k + 1)]
+        return np.arange(1, k + 1, dtype=float), np.array(curve)
     sizes = run.at()["ensemble"]["subensembles"]
     return np.array([s["size"] for s in sizes], dtype=float), np.array([s["c_nll"] for s in sizes])
+
+
+def calibrated_nll(run: Run, temperature: str) -> dict:
+    """``{member: calibrated test NLL}`` of a run (members and ``ensemble``), by ``temperature``."""
+    if temperature == "val":
+        return {member: row["c_nll"] for member, row in run.at().items()}
+    logits, labels = run.predictions("test")
+    values = {m: cross_validated_nll(logits[m], labels) for m in range(len(logits))}
+    values["ensemble"] = cross_validated_nll(ensemble_logits(logits), labels)
+    return values
 
 
 def deep_ensemble_equivalent(value: float, sizes: np.ndarray, curve: np.ndarray) -> tuple[float, str]:
@@ -42,17 +66,20 @@ def deep_ensemble_equivalent(value: float, sizes: np.ndarray, curve: np.ndarray)
     return float(sizes[-1]), ""
 
 
-def run_dee(reference: str, runs: list[str]) -> list[dict]:
-    sizes, curve = reference_curve(Run.load(reference))
-    print("reference curve (calibrated test NLL by ensemble size): " +
+def run_dee(reference: str, runs: list[str], temperature: str = "val") -> list[dict]:
+    if temperature not in TEMPERATURES:
+        raise ValueError(f"unknown temperature protocol {temperature!r}; valid: {', '.join(TEMPERATURES)}")
+    sizes, curve = reference_curve(Run.load(reference), temperature)
+    how = "fitted on val" if temperature == "val" else "cross-validated on test, 2 folds × 5 repeats"
+    print(f"reference curve (calibrated test NLL by ensemble size; temperature {how}): " +
           ", ".join(f"{int(s)}: {v:.4f}" for s, v in zip(sizes, curve)))
     results = []
     for path in runs:
         run = Run.load(path)
-        table = run.at()
-        for member, row in table.items():
-            dee, note = deep_ensemble_equivalent(row["c_nll"], sizes, curve)
-            results.append({"run": str(run.path), "member": member, "c_nll": row["c_nll"], "dee": dee, "note": note})
+        for member, c_nll in calibrated_nll(run, temperature).items():
+            dee, note = deep_ensemble_equivalent(c_nll, sizes, curve)
+            results.append({"run": str(run.path), "member": member, "c_nll": c_nll, "dee": dee, "note": note,
+                            "temperature": temperature})
             label = f"member {member}" if member != "ensemble" else "ensemble"
-            print(f"{run.name:<24} {label:<10} c_nll {row['c_nll']:.4f}  DEE {dee:.2f}" + (f"  ({note})" if note else ""))
+            print(f"{run.name:<24} {label:<10} c_nll {c_nll:.4f}  DEE {dee:.2f}" + (f"  ({note})" if note else ""))
     return results

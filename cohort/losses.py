@@ -1,6 +1,7 @@
 """The loss functions behind the objective's terms (``cohort.objective``): DML mimicry (and
 KDCL's ensemble targets) and DPLO diversity against detached peers; focal loss and MDCA,
-the calibration baselines; CS-KD's class-wise distillation from same-class partners.
+the calibration baselines; CS-KD's class-wise distillation from same-class partners;
+distillation from a trained cohort's teachers.
 
 Notation (design.md §3): p^T = softmax(z / T), K members; member i's own logits carry
 gradients, its peers' logits arrive detached from the exchange.
@@ -115,6 +116,19 @@ def cskd_loss(anchor_logits: torch.Tensor, partner_logits: torch.Tensor, tempera
     partner = F.log_softmax(partner_logits.detach() / temperature, dim=-1)
     anchor = F.log_softmax(anchor_logits / temperature, dim=-1)
     return temperature**2 * kl_divergence(partner, anchor).mean()
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """Knowledge distillation from an ensemble (Hinton et al. 2015), as Nam et al.'s official code
+    (cs-giung/giung2 ``projects/Diversity-Matters/scripts/train_student.py``) computes it:
+    T² · KL(p_teacher^T ‖ p_student^T) with ``F.kl_div(..., reduction="batchmean")``, i.e. the
+    batch mean of the per-sample KL. ``teacher_logits`` ``[J, B, C]`` are constants; with J > 1
+    the target is the mean of the J teachers' tempered probabilities (one student, many teachers).
+    """
+    teachers = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    target = torch.logsumexp(teachers, dim=0) - math.log(teachers.shape[0])
+    student = F.log_softmax(student_logits / temperature, dim=-1)
+    return temperature**2 * kl_divergence(target, student).mean()
 
 
 def diversity_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, labels: torch.Tensor, *, kind: str,

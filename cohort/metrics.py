@@ -109,6 +109,30 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(math.exp(result.x))
 
 
+def cross_validated_nll(logits: np.ndarray, labels: np.ndarray, folds: int = 2, repeats: int = 5, seed: int = 0) -> float:
+    """NLL after temperature scaling fitted by test-time cross-validation: the official DEE
+    protocol (Ashukha et al. 2020; SamsungLabs/pytorch-ensembles ``metrics.py``,
+    ``metrics_kfold``): split the test set into ``folds`` random folds, fit T on the others,
+    score the held-out fold, over ``repeats`` shuffles; the mean over the folds × repeats
+    scores. The shuffles are seeded here (theirs are not), so a table is reproducible."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(repeats):
+        parts = np.array_split(rng.permutation(len(labels)), folds)
+        for held in range(folds):
+            fit = np.concatenate([part for i, part in enumerate(parts) if i != held])
+            temperature = fit_temperature(logits[fit], labels[fit])
+            log_probs = log_softmax(logits[parts[held]] / temperature, axis=1)
+            scores.append(-log_probs[np.arange(len(parts[held])), labels[parts[held]]].mean())
+    return float(np.mean(scores))
+
+
+def subsets(k: int, size: int) -> list[tuple[int, ...]]:
+    """The member subsets of one size whose ensembles the sub-ensemble metrics average."""
+    return _subsets(k, size)
+
+
 def at_bound(temperature: float) -> bool:
     """Whether a fitted temperature lies at (within ``AT_BOUND_TOLERANCE`` in log T of) a search bound."""
     return any(abs(math.log(temperature) - math.log(bound)) < AT_BOUND_TOLERANCE for bound in TEMPERATURE_BOUNDS)

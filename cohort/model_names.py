@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 ARCHITECTURE_NAMES: tuple[str, ...] = (
-    "small_cnn", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet34", "mobilenetv2",
+    "small_cnn", "small_cnn16", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet34", "mobilenetv2",
     "wrn28_2", "wrn28_10",
 )
 """The named architectures, in the order error messages list them."""

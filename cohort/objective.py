@@ -5,7 +5,8 @@
 Each term is a small class in ``TERMS``, registered under the name of its config section
 (``loss.<name>``), with a docstring citing its source. A term reads what it declares in
 its config's ``NEEDS`` (``peers``: the other members' detached logits; ``partners``: the
-member's own logits on CS-KD's same-class partners, without gradient); the trainer
+member's own logits on CS-KD's same-class partners, without gradient; ``teachers``: frozen
+teachers' logits on a perturbed batch); the trainer
 gathers only what some member's objective needs, and the objective returns the total and
 every term by name, which is all the trainer logs, sums, checkpoints and prints. A new
 method is a new term here (plus, where it needs one, a batch shape or a teacher), and the
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 from cohort.batch import IGNORE_LABEL
 from cohort.config import CohortConfig, LossConfig, TermConfig
-from cohort.losses import cskd_loss, diversity_loss, focal_loss, mdca_loss, mimicry_loss, sigmoid_rampup
+from cohort.losses import cskd_loss, distillation_loss, diversity_loss, focal_loss, mdca_loss, mimicry_loss, sigmoid_rampup
 
 
 @dataclass
@@ -40,6 +41,11 @@ class LossInputs:
     partners: torch.Tensor | None = None
     """This member's logits ``[B, C]`` on each anchor's same-class partner, computed in train
     mode without gradient (terms that need ``partners``)."""
+    teachers: torch.Tensor | None = None
+    """The logits ``[J, B, C]`` of the teachers this member learns from, on x′ (terms that need
+    ``teachers``; ``cohort.teachers``)."""
+    perturbed: torch.Tensor | None = None
+    """This member's logits ``[B, C]`` on x′, with gradients; None when x′ = x (use ``logits``)."""
 
 
 class Term:
@@ -137,6 +143,18 @@ class Diversity(Term):
         c = self.config
         return diversity_loss(inputs.logits, inputs.peers, inputs.labels, kind=c.kind, margin=c.margin,
                               temperature=self.loss.mimicry.temperature)
+
+
+@register("distill")
+class Distillation(Term):
+    """Ensemble distillation (Nam et al., NeurIPS 2021; official code cs-giung/giung2,
+    ``projects/Diversity-Matters/scripts/train_student.py``): T²·KL(p_teacher^T(x′) ‖ p_student^T(x′)),
+    batch mean, x′ the teachers' perturbation of the clean batch (``teacher.perturbation``).
+    CE, like every other term, reads the clean batch: the student runs on both, as there."""
+
+    def __call__(self, inputs: LossInputs) -> torch.Tensor:
+        student = inputs.perturbed if inputs.perturbed is not None else inputs.logits
+        return distillation_loss(student, inputs.teachers, self.config.temperature)
 
 
 class Objective:

@@ -57,6 +57,11 @@ class Run:
             raise RunDirError(f"{self.path / 'metrics.jsonl'} has no {split} evaluation at epoch {epoch}")
         return table
 
+    def teachers(self) -> dict | None:
+        """A student run's ``teachers.json`` (its teachers' metrics on val and test), or None."""
+        path = self.path / "teachers.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def predictions(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
         folder = self.path / "predictions" / ("best" if self.selected else "")
         path = folder / f"{split}.npz"
@@ -77,13 +82,19 @@ def summary_table(runs: list[Run]) -> str:
              " | ".join(f"ensemble {c}" for c in COLUMNS) + " | disagreement |"
     lines = [header, "|" + "---|" * (3 + 2 * len(COLUMNS))]
     for run in runs:
-        table = run.at()
-        members = [row for key, row in table.items() if key != "ensemble"]
-        cells = [f"{np.mean([m[c] for m in members]):.4f} ± {np.std([m[c] for m in members]):.4f}" for c in COLUMNS]
-        cells += [f"{table['ensemble'][c]:.4f}" for c in COLUMNS]
-        lines.append(f"| {run.label} | {run.epoch} | " + " | ".join(cells) +
-                     f" | {table['ensemble'].get('disagreement', 0.0):.4f} |")
+        lines.append(summary_row(run.label, str(run.epoch), run.at()))
+        teachers = run.teachers()
+        if teachers is not None:
+            lines.append(summary_row(f"teachers of {run.label}", f"{teachers['epoch']} (theirs)",
+                                     teachers["results"]["test"]))
     return "\n".join(lines)
+
+
+def summary_row(label: str, epoch: str, table: dict) -> str:
+    members = [row for key, row in table.items() if key != "ensemble"]
+    cells = [f"{np.mean([m[c] for m in members]):.4f} ± {np.std([m[c] for m in members]):.4f}" for c in COLUMNS]
+    cells += [f"{table['ensemble'][c]:.4f}" for c in COLUMNS]
+    return f"| {label} | {epoch} | " + " | ".join(cells) + f" | {table['ensemble'].get('disagreement', 0.0):.4f} |"
 
 
 def reliability_figure(run: Run, out: Path) -> Path:
@@ -162,7 +173,8 @@ def write_report(paths: list[str]) -> Path:
     table = summary_table(runs)
     figures = [reliability_figure(runs[0], out), curves_figure(runs, out), ensemble_size_figure(runs, out)]
     text = ["# Cohort report", "", "Test split at each run's selected epoch (or its last evaluation); "
-            "`c_` metrics after temperature scaling fitted on val.", "", table, ""]
+            "`c_` metrics after temperature scaling fitted on val. A student run "
+            "(teacher.run_dir) is followed by its teachers' row, from `teachers.json`.", "", table, ""]
     text += [f"![{f.stem}]({f.name})" for f in figures]
     (out / "report.md").write_text("\n".join(text) + "\n")
     print(table)

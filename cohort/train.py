@@ -41,6 +41,8 @@ from cohort.objective import LossInputs, build_objective
 from cohort.optim import build_optimizer, lr_factor, set_lr
 from cohort.run_dir import RunDir, RunDirError
 from cohort.selection import Selection
+from cohort.teacher_run import TeacherPlan, check_teacher_record, teacher_predictions
+from cohort.teachers import Teachers
 
 EPOCH_STATS = ("images_per_s", "seconds", "lr", "data_seconds", "exchange_seconds", "skipped_steps")
 """Per-epoch training figures logged with each member's metrics, beside the means of its
@@ -89,10 +91,12 @@ def configure_threads(config: CohortConfig, local_world_size: int) -> None:
 class Trainer:
     """Everything one rank holds: its member's model, optimiser, loaders and exchange."""
 
-    def __init__(self, config: CohortConfig, mesh: CohortMesh, meta: dict, labelled: np.ndarray | None):
+    def __init__(self, config: CohortConfig, mesh: CohortMesh, meta: dict, labelled: np.ndarray | None,
+                 teacher_plan: TeacherPlan | None = None):
         """``meta`` is the data folder's ``meta.json``, as ``check_data`` returned it; ``labelled``
         the labelled training samples of a semi-supervised run, as ``check_labelled`` returned
-        them (None: every label is known)."""
+        them (None: every label is known); ``teacher_plan`` the teachers to distil, as
+        ``check_teacher`` returned it (None: no teachers)."""
         self.config, self.mesh, self.device = config, mesh, mesh.device
         self.member = mesh.member
         self.member_config = config.members[self.member]
@@ -131,6 +135,10 @@ class Trainer:
                          if config.exchanges_logits else None)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if config.train.bf16 and self.device.type == "cuda" else nullcontext())
+        self.teacher_plan = teacher_plan
+        self.teachers = (Teachers(config, teacher_plan, self.member, meta, self.device, self.autocast, self.channels_last)
+                         if teacher_plan is not None else None)
+        self.drawn: dict = {}  # what the teachers' perturbation drew at this step (for the trace)
         self.start_epoch, self.start_batch, self.step = 0, 0, 0
         self.resumed_sums: dict | None = None  # a mid-epoch checkpoint's {"terms", "skipped_steps"}
         self.stop_signal = 0  # which of STOP_SIGNALS arrived first on this rank (0: none yet)
@@ -143,9 +151,13 @@ class Trainer:
     def prepare_run_dir(self) -> None:
         """Check the run directory on every rank, then rank 0 creates it; resume if asked."""
         self.run.check(self.config)
+        if self.teacher_plan is not None:
+            check_teacher_record(self.run.path, self.teacher_plan)
         self.mesh.barrier()
         if self.mesh.is_main:
             self.run.create(self.config)
+            if self.teacher_plan is not None:
+                write_json(self.run.path / "teacher.json", self.teacher_plan.record())
         self.mesh.barrier()
         latest = checkpoint.latest_complete(self.run.path) if self.config.resume == "auto" else None
         if latest is not None:
@@ -264,7 +276,9 @@ class Trainer:
             if last or (self.config.train.checkpoint_every and (epoch + 1) % self.config.train.checkpoint_every == 0):
                 self.save((epoch + 1, 0), {})
         if self.trace_file:
-            self.trace_file.write(json.dumps({"final": True, "param_digest": parameter_digest(self.net)}) + "\n")
+            teachers = {j: parameter_digest(net) for j, net in self.teachers.nets.items()} if self.teachers else {}
+            self.trace_file.write(json.dumps({"final": True, "param_digest": parameter_digest(self.net),
+                                              "teacher_digests": teachers}) + "\n")
             self.trace_file.close()
         if results is not None and self.mesh.is_main:
             print_summary(results, self.run.path, [m.name for m in self.config.members])
@@ -303,7 +317,7 @@ class Trainer:
                     sums[name] += float(value)
             if self.trace_file:
                 self.trace_file.write(json.dumps({"step": self.step, "epoch": epoch, "labels": batch.labels.tolist(),
-                                                  "indices": batch.indices.tolist(),
+                                                  "indices": batch.indices.tolist(), **self.drawn,
                                                   **{k: float(v) for k, v in (terms or {"skipped": 1}).items()}}) + "\n")
             self.step += 1
             steps += 1
@@ -358,8 +372,10 @@ class Trainer:
         images = model_input(batch.images, self.channels_last)
         with self.autocast:
             anchors = self.model(images[: batch.anchors])
+        perturbed, teachers = self.teacher_logits(images[: batch.anchors])
         inputs = LossInputs(anchors.float(), batch.labels[: batch.anchors], progress,
-                            peers=self.gather_peers(anchors, batch), partners=self.partner_logits(images, batch))
+                            peers=self.gather_peers(anchors, batch), partners=self.partner_logits(images, batch),
+                            teachers=teachers, perturbed=perturbed)
         loss, terms = self.objective(inputs)
         if self.skips_nonfinite(loss):
             with torch.no_grad():
@@ -381,6 +397,21 @@ class Trainer:
             return None
         with torch.no_grad(), self.autocast:
             return self.net(images[batch.anchors:]).float()
+
+    def teacher_logits(self, clean: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(the member's logits on x′, the teachers' logits on x′), or (None, None) without
+        teachers; the first is None when x′ = x (``teacher.perturbation: none``).
+
+        As the official code (``train_student.py``): the student runs on the clean batch for
+        its other terms and again, in train mode and with gradient, on x′ for distillation."""
+        if self.teachers is None:
+            return None, None
+        x_prime, self.drawn = self.teachers.perturb(clean, self.step, self.mesh.replica)
+        if x_prime is None:
+            return None, self.teachers.logits(clean)
+        with self.autocast:
+            student = self.model(x_prime).float()
+        return student, self.teachers.logits(x_prime)
 
     def check_labels(self, labels: torch.Tensor) -> None:
         known = labels[labels != IGNORE_LABEL]
@@ -463,6 +494,8 @@ class Trainer:
                         row.update(per_member[member])
                     rows.append(row)
             self.run.append_metrics(rows)
+            if self.teacher_plan is not None and not (self.run.path / "teachers.json").is_file():
+                self.evaluate_teachers(labels)
             improved = self.selection.offer(epoch, results["val"])
             if improved:
                 for split in logits:
@@ -482,6 +515,29 @@ class Trainer:
             if flag[0]:
                 self.save_to(checkpoint.best_dir(self.run.path), (epoch + 1, 0), {})
         return results
+
+    def evaluate_teachers(self, labels: dict[str, np.ndarray]) -> None:
+        """``teachers.json``: the teachers' metrics on val and test, from the predictions their
+        run saved for the distilled checkpoint (rank 0, once), for reports to compare with."""
+        saved = teacher_predictions(self.teacher_plan)
+        note = ""
+        if saved is None:
+            note = f"{self.teacher_plan.run_dir} saved no predictions for the distilled checkpoint"
+        elif any(not np.array_equal(saved[split][1], labels[split]) for split in labels):
+            note = f"{self.teacher_plan.run_dir}'s saved predictions have other labels than this data"
+        if note:
+            print(f"cohort: no teachers' row in the report: {note}", flush=True)
+            return
+        results = evaluate_cohort({s: saved[s][0] for s in labels}, {s: saved[s][1] for s in labels})
+        write_json(self.run.path / "teachers.json", {**self.teacher_plan.record(), "results": {
+            split: {str(member): row for member, row in table.items()} for split, table in results.items()}})
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON atomically (a temporary file, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
 
 
 def parameter_digest(net: torch.nn.Module) -> str:
@@ -506,6 +562,12 @@ def print_summary(results: dict[str, dict], run_dir: Path, names: list[str]) -> 
         label = names[key] if key != "ensemble" else "ensemble"
         v, t = results["val"][key], results["test"][key]
         lines.append(f"{label:<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}")
+    teachers = Path(run_dir) / "teachers.json"
+    if teachers.is_file():
+        saved = json.loads(teachers.read_text())["results"]
+        v, t = saved["val"]["ensemble"], saved["test"]["ensemble"]
+        lines.append(f"{'teachers':<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}"
+                     f"   (their ensemble, {teachers.name})")
     lines.append(f"\nrun directory: {run_dir}")
     print("\n".join(lines), flush=True)
 

@@ -22,6 +22,7 @@ from cohort.data.labelled import check_labelled
 from cohort.exchange import DesyncError, NonFiniteError
 from cohort.mesh import CohortMesh, Launch, LaunchError, detect_launch, pick_device
 from cohort.run_dir import RunDirError
+from cohort.teacher_run import check_teacher
 from cohort.train import STOP_SIGNALS, Stopped, Trainer, TrainingError, configure_threads
 
 # Errors every rank meets identically are printed once (by rank 0); an error of one rank
@@ -57,11 +58,12 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
         # Before the process group: an error every rank meets alike is printed once, by rank 0.
         meta = check_data(config.data.root, config.data.batch_size, config.replicas)
         labelled = check_labelled(config)
+        teachers = check_teacher(config, meta)
         configure_threads(config, launch.local_world_size)
         mesh = CohortMesh(config.num_members, config.replicas, launch, pick_device(config.train.device, launch),
                           config.train.dist_timeout_s)
         try:
-            trainer = Trainer(config, mesh, meta, labelled)
+            trainer = Trainer(config, mesh, meta, labelled, teachers)
             trainer.fit()
         finally:
             mesh.close()

@@ -33,6 +33,7 @@ import submitit
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.data.datasets import check_data, ensure_data
 from cohort.data.labelled import check_labelled
+from cohort.teacher_run import check_teacher
 from cohort.run_dir import RunDir
 
 class SubmitError(ConfigError):
@@ -172,9 +173,10 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
     check_world_size(base, resources)
     check_partition(resources)
     ensure_data(base.data.root, base.data.dataset)
-    check_data(base.data.root, base.data.batch_size, base.replicas)
+    meta = check_data(base.data.root, base.data.batch_size, base.replicas)
     for _, config in runs:
         check_labelled(config)
+        check_teacher(config, meta)
         RunDir(config.run_dir).check(config)
 
     # Nothing was written or queued before this point. The run directories exist before the

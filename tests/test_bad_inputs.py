@@ -18,6 +18,7 @@ from typing import Callable
 
 import pytest
 import torch
+import yaml
 
 from tests.conftest import run_cli, run_torchrun, tiny_config
 
@@ -176,6 +177,40 @@ def eval_of_a_missing_checkpoint(b: Bench) -> Situation:
     return Situation(["eval", str(run), "--checkpoint", str(b.tmp / "nowhere")], run)
 
 
+def student_of(b: Bench, teacher: Path, *overrides: str, members: int = 2) -> Situation:
+    """``cohort train`` of a tiny student cohort distilling the run in ``teacher``."""
+    situation = b.train(f"teacher.run_dir={teacher}", "loss.distill.weight=0.9", "loss.ce.weight=0.1",
+                        "loss.mimicry.weight=0", "views=shared", *overrides, members=members)
+    situation.paths["teacher"] = teacher
+    return situation
+
+
+def edited_teacher(b: Bench, **changes) -> Path:
+    """A copy of the finished dml_pair run whose config.yaml has ``changes`` (dotted keys)."""
+    from cohort.config import apply_override
+
+    _, teacher = b.run_copy()
+    raw = yaml.safe_load((teacher / "config.yaml").read_text())
+    for key, value in changes.items():
+        apply_override(raw, f"{key}={value}")
+    (teacher / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return teacher
+
+
+def teacher_without_a_complete_checkpoint(b: Bench) -> Situation:
+    _, teacher = b.run_copy()
+    for marker in teacher.glob("checkpoints/*/COMPLETE.json"):
+        marker.unlink()
+    return student_of(b, teacher)
+
+
+def teacher_of_other_classes(b: Bench) -> Situation:
+    data = b.data_copy()
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps({**meta, "num_classes": 11}))
+    return student_of(b, edited_teacher(b, **{"data.root": str(data)}))
+
+
 # --- the catalogue -----------------------------------------------------------------------------
 
 
@@ -258,6 +293,19 @@ CASES = {
                                                  "pass a folder that `cohort train` wrote"),
     "eval_of_a_missing_checkpoint": Case(eval_of_a_missing_checkpoint, "{tmp}/nowhere/COMPLETE.json is missing",
                                          "pick a complete checkpoint"),
+    "teacher_without_a_complete_checkpoint": Case(teacher_without_a_complete_checkpoint,
+                                                  "{teacher}/checkpoints holds no complete checkpoint",
+                                                  "finish it with resume=auto first"),
+    "teacher_of_other_classes": Case(teacher_of_other_classes, "teacher.run_dir {teacher} has 11 classes",
+                                     "distil teachers of the same classes"),
+    "teacher_of_an_unknown_arch": Case(lambda b: student_of(b, edited_teacher(b, **{"members.0.arch": "resnet33"})),
+                                       "{teacher}/config.yaml (teacher.run_dir) is not a valid config: members.0.arch "
+                                       "'resnet33' is unknown", "valid: small_cnn"),
+    "more_students_than_teachers": Case(lambda b: student_of(b, b.run_copy()[1], members=3),
+                                        "members: 3 students but teacher.run_dir {teacher} holds 2 teachers",
+                                        "use at most 2 members, or teacher.mapping=mean"),
+    "ods_with_own_views": Case(lambda b: student_of(b, b.tmp / "teachers", "views=own", "teacher.perturbation=ods"),
+                               "teacher.perturbation ods", "set views=shared"),
 }
 # Not catalogued: a rendezvous port already in use. `cohort train` and `torchrun --standalone`
 # let the c10d rendezvous bind a free port of its own choosing, so no input of ours can clash.

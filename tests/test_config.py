@@ -34,6 +34,11 @@ def test_the_method_configs_hold_their_papers_settings():
         dml, twin = (load_config(REPO / "configs" / f"digits_semi{fraction}_{kind}.yaml") for kind in ("dml", "independent"))
         assert dml.trains_on_unlabelled and not twin.trains_on_unlabelled
         assert dml.data.labelled_fraction == twin.data.labelled_fraction == int(fraction) / 100
+    for perturbation in ("kd", "gaussian", "ods", "confods"):
+        student = load_config(REPO / "configs" / f"digits_distill_{perturbation}.yaml")
+        assert student.enabled_terms(0) == {"ce": 0.1, "distill": 0.9} and student.loss.distill.temperature == 4.0
+        assert student.teacher.perturbation == {"kd": "none"}.get(perturbation, perturbation)
+        assert student.teacher.step_size == 1.0 and {student.view_stream(m) for m in range(4)} == {0}
 
 
 @pytest.mark.parametrize("name", ["cifar100_dml.yaml", "cifar100_independent.yaml"])
@@ -73,7 +78,7 @@ def test_wrong_type_names_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("members.0.arch=resnet33", r"members\.0\.arch 'resnet33' is unknown; valid: small_cnn, resnet20"),
+    ("members.0.arch=resnet33", r"members\.0\.arch 'resnet33' is unknown; valid: small_cnn, small_cnn16, resnet20"),
     ("members.1.policy=wild", r"members\.1\.policy 'wild' is not valid; choose one of: none, crop, standard"),
     ("optim.lr=0", r"optim\.lr must be > 0"),
     ("members=[]", r"members is empty"),
@@ -161,7 +166,7 @@ def test_keys_of_config_format_1_say_where_they_live_now(tmp_path, text, message
 
 
 @pytest.mark.parametrize("text, message", [
-    ("members: [{loss: {mimickry: 1}}]\n", r"members\.0\.loss\.mimickry is not a term of the objective; valid: ce, focal, mdca, cskd, mimicry, diversity"),
+    ("members: [{loss: {mimickry: 1}}]\n", r"members\.0\.loss\.mimickry is not a term of the objective; valid: ce, focal, mdca, cskd, mimicry, diversity, distill"),
     ("members: [{loss: {mimicry: -1}}]\n", r"members\.0\.loss\.mimicry must be a weight >= 0, got -1"),
     ("loss: {ce: {weight: 0}, mimicry: {weight: 0}}\n", r"member 0's objective has no term with weight > 0"),
     ("loss: {ce: {label_smoothing: 1.0}}\n", r"loss\.ce\.label_smoothing must be in \[0, 1\), got 1\.0"),
@@ -174,6 +179,14 @@ def test_keys_of_config_format_1_say_where_they_live_now(tmp_path, text, message
     ("loss: {cskd: {weight: 1, temperature: 0}}\n", r"loss\.cskd\.temperature must be > 0"),
     ("data: {labelled_fraction: 0.3}\nloss: {mimicry: {target: ensemble_min_logit}}\n",
      r"ensemble_min_logit reads every sample's label"),
+    ("loss: {distill: {weight: 0.9}}\n", r"loss\.distill needs teachers: set teacher\.run_dir="),
+    ("teacher: {run_dir: runs/t}\n", r"teacher\.run_dir is set \(runs/t\) but no member distils it; set loss\.distill\.weight=0\.9"),
+    ("loss: {distill: {weight: 0.9, temperature: 0}}\nteacher: {run_dir: t}\n", r"loss\.distill\.temperature must be > 0"),
+    ("loss: {distill: {weight: 1}}\nteacher: {run_dir: t, perturbation: fgsm}\n",
+     r"teacher\.perturbation 'fgsm' is not valid; choose one of: none, gaussian, ods, confods"),
+    ("loss: {distill: {weight: 1}}\nteacher: {run_dir: t, step_size: 0}\n", r"teacher\.step_size must be > 0"),
+    ("views: own\nloss: {distill: {weight: 1}}\nteacher: {run_dir: t, perturbation: confods}\n",
+     r"teacher\.perturbation confods .* views: own gives the members different views; set views=shared"),
 ])
 def test_objective_settings_are_validated(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):

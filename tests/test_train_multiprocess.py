@@ -240,3 +240,46 @@ def test_semi_supervised_dml_hides_the_same_labels_from_every_member(digits_root
             assert (label >= 0) == (index in labelled)
             hidden += label < 0
     assert hidden > 0.8 * 6 * 16  # mimicry reads the unlabelled 90 %; CE sees only the labelled
+
+
+def test_students_distil_frozen_teachers_with_one_draw_per_step_and_resume_exactly(dml_pair, digits_root, tmp_path):
+    """ConfODS distillation from the dml_pair run, with mimicry between the students: both
+    students draw the same teacher, w and x′ at every step, the teachers end bit-identical to
+    their checkpoint, and a run resumed from its epoch-1 checkpoint ends bit-identical."""
+    from cohort.checkpoint import best_dir, load_part
+    from cohort.report import Run, summary_table
+    from cohort.teachers import chosen_teacher
+    from cohort.train import parameter_digest
+
+    _, teacher_run, _ = dml_pair
+    config = tiny_config(tmp_path, digits_root, members=2, views="shared",
+                         loss={"ce": {"weight": 0.1}, "mimicry": {"weight": 0.5}, "distill": {"weight": 0.9}},
+                         teacher={"run_dir": str(teacher_run), "perturbation": "confods"},
+                         train={"trace": True, "checkpoint_every": 1})
+    result = run_cli("train", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    (a, final_a), (b, final_b) = (read_trace(run, m) for m in range(2))
+    assert len(a) == len(b) == 12
+    for step, (x, y) in enumerate(zip(a, b)):
+        assert x["teacher"] == y["teacher"] == chosen_teacher(0, step, 2)
+        assert x["w"] == y["w"] and x["x_prime"] == y["x_prime"] and x["indices"] == y["indices"]
+        assert x["distill"] > 0 and x["mimicry"] > 0
+    assert {x["teacher"] for x in a} == {0, 1}
+    # Teachers frozen: each rank's copies equal the checkpoint they were loaded from (weights and BN statistics).
+    for j in range(2):
+        net = build_model("small_cnn", 10, [0.5] * 3, [0.25] * 3)
+        net.load_state_dict(load_part(best_dir(teacher_run), j, torch.device("cpu"))["model"])
+        assert final_a["teacher_digests"][str(j)] == final_b["teacher_digests"][str(j)] == parameter_digest(net)
+    assert json.loads((run / "teacher.json").read_text())["checkpoint"] == str(best_dir(teacher_run))
+    assert "| teachers of test (run) |" in summary_table([Run.load(run)])
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    (moved / "checkpoints" / "step-000000012" / MARKER).unlink()
+    shutil.rmtree(moved / "predictions")
+    resumed = run_cli("train", str(config), f"run_dir={moved}", "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "at epoch 1 batch 0 (step 6)" in resumed.stdout
+    assert read_trace(moved, 0)[1]["param_digest"] == final_a["param_digest"]
+    assert np.array_equal(np.load(moved / "predictions" / "test.npz")["logits"], np.load(run / "predictions" / "test.npz")["logits"])

@@ -20,6 +20,7 @@ from cohort.models.wide_resnet import WideResNet
 
 ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "small_cnn": SmallCNN,
+    "small_cnn16": lambda c: SmallCNN(c, width=16),  # a quarter of small_cnn's weights: digits' students
     **{f"resnet{d}": (lambda c, d=d: cifar_resnet(d, c)) for d in (20, 32, 44, 56, 110)},
     "resnet18": lambda c: cifar_stem_resnet((2, 2, 2, 2), c),
     "resnet34": lambda c: cifar_stem_resnet((3, 4, 6, 3), c),
