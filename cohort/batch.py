@@ -36,3 +36,13 @@ def model_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tens
     ``cohort eval`` all feed models through this one function."""
     x = images.float().div_(255.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def evaluation_logits(net: torch.nn.Module, x: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
+    """The logits of ``net`` on model input ``x`` (float32); with ``flip_tta`` the mean of its
+    logits on ``x`` and on its left-right mirror (``train.flip_tta``). Evaluation in training
+    and ``cohort eval`` both use it."""
+    logits = net(x).float()
+    if flip_tta:
+        logits = (logits + net(torch.flip(x, dims=[3])).float()) / 2
+    return logits

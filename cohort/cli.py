@@ -26,7 +26,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         if not (args.train_dir and args.test_dir):
             raise DataError("imagefolder needs --train-dir and --test-dir (e.g. ImageNet's train/ and val/)")
         meta = datasets.write_imagefolder(out, Path(args.train_dir), Path(args.test_dir), args.max_resolution,
-                                          num_workers=args.workers)
+                                          num_workers=args.workers, write_mode=args.write_mode,
+                                          jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability)
     print(f"wrote {out}: {meta['sizes']} samples, {meta['num_classes']} classes")
     return 0
 
@@ -108,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--test-dir", help="imagefolder: test images (ImageNet's val), one folder per class")
     data.add_argument("--max-resolution", type=int, default=256, help="imagefolder: longest side stored")
     data.add_argument("--workers", type=int, default=4, help="imagefolder: writer processes")
+    data.add_argument("--write-mode", choices=["jpg", "raw", "proportion"], default="jpg",
+                      help="imagefolder: store JPEG, raw pixels, or JPEG with --compress-probability (ffcv-imagenet)")
+    data.add_argument("--jpeg-quality", type=int, default=90, help="imagefolder: JPEG quality")
+    data.add_argument("--compress-probability", type=float, default=0.5,
+                      help="imagefolder, --write-mode proportion: the fraction of images stored as JPEG")
     data.set_defaults(run=cmd_data)
 
     train = sub.add_parser("train", help="train a cohort locally (K×R processes through torchrun)")

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from cohort.data.policies import POLICY_ORDER, STRENGTH_RANGE, auto_policies
+from cohort.data.policies import ALL_POLICIES, CROP_FREE_POLICIES, STRENGTH_RANGE, auto_policies
 from cohort.metric_names import SELECTABLE
 from cohort.model_names import ARCHITECTURE_NAMES, is_known_architecture
 
@@ -37,6 +37,8 @@ class OptimConfig:
     weight_decay: float = 5e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW only."""
+    bn_weight_decay: bool = True
+    """Weight decay on BatchNorm's weights and biases too (ffcv-imagenet's recipe: false)."""
 
     def validate(self, where: str) -> None:
         _choose(f"{where}.name", self.name, ("sgd", "adamw"))
@@ -51,15 +53,22 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     name: str = "step"
-    """``step`` (multiply by ``gamma`` at ``milestones``), ``cosine`` or ``constant``."""
+    """``step`` (multiply by ``gamma`` at ``milestones``), ``cosine``, ``constant``, or ``cyclic``
+    (ffcv-imagenet's: linear from 1e-4 of the LR to the LR at ``peak_epoch``, then linear to 0
+    at the last epoch)."""
     milestones: list[int] = field(default_factory=list)
     """Epochs at which the step schedule multiplies the LR by ``gamma``."""
     gamma: float = 0.1
     warmup_epochs: float = 0.0
     """Linear warm-up from 0, in (fractional) epochs, before the schedule proper."""
+    peak_epoch: float = 2.0
+    """``cyclic`` only: where the LR peaks."""
 
     def validate(self) -> None:
-        _choose("schedule.name", self.name, ("step", "cosine", "constant"))
+        _choose("schedule.name", self.name, ("step", "cosine", "constant", "cyclic"))
+        if self.name == "cyclic" and (self.peak_epoch <= 0 or self.warmup_epochs > 0):
+            raise ConfigError(f"schedule cyclic climbs to its peak itself: need peak_epoch > 0 and warmup_epochs 0, "
+                              f"got peak_epoch {self.peak_epoch}, warmup_epochs {self.warmup_epochs}")
         if self.warmup_epochs < 0 or not self.gamma > 0:
             raise ConfigError("schedule: need warmup_epochs >= 0 and gamma > 0")
         if sorted(self.milestones) != list(self.milestones):
@@ -73,16 +82,51 @@ class MemberConfig:
     arch: str = "small_cnn"
     """Model name; see ``cohort.models.ARCHITECTURES``."""
     policy: str = "standard"
-    """Augmentation policy name; see ``cohort.data.policies.POLICY_ORDER``."""
+    """Augmentation policy name; see ``cohort.data.policies.ALL_POLICIES``."""
     strength: float = 1.0
     """Policy strength in [0, 2]: 0 no augmentation, 1 the policy's default, 2 strongest."""
     name: str = ""
     """Display name; defaults to ``m{index}``."""
     optim: dict[str, Any] = field(default_factory=dict)
     """Overrides of the cohort's ``optim`` for this member only (e.g. ``{lr: 0.05}``)."""
+    blurpool: bool = False
+    """Blur before every strided convolution of ≥ 16 input channels (BlurPool, Zhang 2019, as
+    ffcv-imagenet applies it to its ResNets)."""
     loss: dict[str, float] = field(default_factory=dict)
     """Term weights for this member only (e.g. ``{mimicry: 0.5}``: a weaker or smaller peer
     that learns less from the others)."""
+
+
+@dataclass
+class ResolutionConfig:
+    """Image resolutions of ImageNet-style training (ffcv-imagenet's progressive resizing):
+    training images are decoded at ``min_res`` until epoch ``start_ramp``, then at a
+    resolution that grows linearly to ``max_res`` at ``end_ramp`` (multiples of 32;
+    ``cohort.data.decoders.progressive_resolution``); evaluation at ``eval_res``.
+    0 means the data folder's ``image_size``. Used with ``data.random_resized_crop``."""
+
+    min_res: int = 0
+    max_res: int = 0
+    start_ramp: int = 0
+    end_ramp: int = 0
+    eval_res: int = 0
+    """Evaluation: the centre crop (224/256 of the shorter side) resized to this."""
+
+    def validate(self) -> None:
+        r = self
+        if min(r.min_res, r.max_res, r.start_ramp, r.end_ramp, r.eval_res) < 0 or r.start_ramp > r.end_ramp:
+            raise ConfigError(f"data.resolution: need sizes >= 0 and start_ramp <= end_ramp, got {r}")
+        if (r.min_res == 0) != (r.max_res == 0) or r.min_res > r.max_res:
+            raise ConfigError(f"data.resolution: set both min_res <= max_res (or neither), got min_res {r.min_res}, "
+                              f"max_res {r.max_res}")
+
+    def at(self, epoch: int, image_size: int) -> int:
+        """The training resolution at ``epoch`` for a data folder of ``image_size``."""
+        if self.min_res == 0:
+            return image_size
+        from cohort.data.decoders import progressive_resolution
+
+        return progressive_resolution(epoch, self.min_res, self.max_res, self.start_ramp, self.end_ramp)
 
 
 @dataclass
@@ -105,6 +149,12 @@ class DataConfig:
     """Or a file naming the labelled training samples: ``.npy`` or text, one index per line."""
     labelled_seed: int = 0
     """Seed of the class-balanced choice (not the cohort's seed: seeds of a study share one labelled set)."""
+    random_resized_crop: bool = False
+    """ImageNet's training augmentation: each training image is a random-resized crop (area
+    8–100 %, aspect ratio 3/4–4/3), seeded like every other augmentation and decoded at the
+    epoch's resolution (``data.resolution``; ``cohort.data.decoders``). Members' policies
+    then apply to the crop: ``flip`` (ImageNet's) or ``none``."""
+    resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
 
     @property
     def semi_supervised(self) -> bool:
@@ -328,6 +378,9 @@ class TrainConfig:
     """bf16 autocast (CUDA only)."""
     channels_last: bool = False
     """channels_last memory format (CUDA only)."""
+    flip_tta: bool = False
+    """Evaluate on each image and its left-right mirror, averaging the logits (ffcv-imagenet's
+    ``lr_tta``, which sums them: the same top-1; the mean keeps NLL and ECE on one scale)."""
     threads_per_rank: int = 0
     """torch CPU threads per rank; 0: the machine's cores divided among local ranks."""
     dist_timeout_s: float = 300.0
@@ -466,7 +519,10 @@ class CohortConfig:
                 raise ConfigError(
                     f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURE_NAMES)}, or tv.<torchvision model>"
                 )
-            _choose(f"members.{i}.policy", member.policy, POLICY_ORDER)
+            _choose(f"members.{i}.policy", member.policy, ALL_POLICIES)
+            if self.data.random_resized_crop and member.policy not in CROP_FREE_POLICIES:
+                raise ConfigError(f"members.{i}.policy {member.policy} crops again after data.random_resized_crop; "
+                                  f"use {' or '.join(CROP_FREE_POLICIES)} (ImageNet's recipe: flip)")
             if not STRENGTH_RANGE[0] <= member.strength <= STRENGTH_RANGE[1]:
                 raise ConfigError(f"members.{i}.strength must be in [{STRENGTH_RANGE[0]}, {STRENGTH_RANGE[1]}], "
                                   f"got {member.strength}")
@@ -495,6 +551,7 @@ class CohortConfig:
                 raise ConfigError(f"member {m}'s objective has no term with weight > 0; set one, e.g. loss.ce.weight=1")
         self.validate_teacher()
         t, d = self.train, self.data
+        d.resolution.validate()
         if not 0 < d.labelled_fraction <= 1:
             raise ConfigError(f"data.labelled_fraction must be in (0, 1], got {d.labelled_fraction}")
         if d.labelled_indices and d.labelled_fraction < 1:

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from cohort import checkpoint
-from cohort.batch import model_input
+from cohort.batch import evaluation_logits, model_input
 from cohort.data.datasets import check_data
 from cohort.data.loader import MemberLoader
 from cohort.metrics import evaluate_cohort
@@ -38,15 +38,17 @@ def checkpoint_folder(run: RunDir, which: str) -> Path:
 
 
 @torch.no_grad()
-def predict(models: list[torch.nn.Module], beton: Path, seed: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def predict(models: list[torch.nn.Module], beton: Path, seed: int, batch_size: int, flip_tta: bool = False,
+            resolution=None) -> tuple[np.ndarray, np.ndarray]:
     """Logits ``[K, N, C]`` of every model on a ``.beton`` in file order, and its labels."""
     loader = MemberLoader(beton.parent, beton.stem, member=0, replica=0, replicas=1, seed=seed, policy="none",
-                          batch_size=batch_size, num_workers=1, device=torch.device("cpu"), train=False)
+                          batch_size=batch_size, num_workers=1, device=torch.device("cpu"), train=False,
+                          resolution=resolution)
     logits, labels = [[] for _ in models], []
     for batch in loader.epoch(0):
         x = model_input(batch.images)
         for m, model in enumerate(models):
-            logits[m].append(model(x).float())
+            logits[m].append(evaluation_logits(model, x, flip_tta))
         labels.append(batch.labels.clone())
     return torch.stack([torch.cat(chunks) for chunks in logits]).numpy(), torch.cat(labels).numpy()
 
@@ -62,7 +64,7 @@ def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str |
         if state.get("arch") != member.arch:
             raise RunDirError(f"{folder}/member-{m}.pt holds a {state.get('arch')}, but the config says {member.arch}; "
                               f"pick another checkpoint with --checkpoint")
-        model = build_model(member.arch, meta["num_classes"], meta["mean"], meta["std"])
+        model = build_model(member.arch, meta["num_classes"], meta["mean"], meta["std"], blurpool=member.blurpool)
         model.load_state_dict(state["model"])
         models.append(model.eval())
     root = Path(config.data.root)
@@ -72,7 +74,8 @@ def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str |
             raise RunDirError(f"{path} is missing; pass --data with a .beton written by `cohort data`")
     logits, labels = {}, {}
     for name, path in betons.items():
-        logits[name], labels[name] = predict(models, path, config.seed, config.data.eval_batch_size)
+        logits[name], labels[name] = predict(models, path, config.seed, config.data.eval_batch_size,
+                                             config.train.flip_tta, config.data.resolution)
     results = evaluate_cohort(logits, labels)
     out = run.path / "eval" / folder.name
     marker = json.loads((folder / checkpoint.MARKER).read_text())

@@ -9,12 +9,24 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+import numpy as np
 import torch
 
 from cohort.config import OptimConfig, ScheduleConfig
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def parameter_groups(net: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
+    """The optimiser's parameter groups: BatchNorm's weights and biases in a group without
+    weight decay when ``cfg.bn_weight_decay`` is off (ffcv-imagenet), else one group."""
+    if cfg.bn_weight_decay:
+        return [{"params": list(net.parameters())}]
+    norms = [p for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             for p in m.parameters(recurse=False)]
+    ids = {id(p) for p in norms}
+    return [{"params": [p for p in net.parameters() if id(p) not in ids]}, {"params": norms, "weight_decay": 0.0}]
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
@@ -28,7 +40,11 @@ def lr_factor(schedule: ScheduleConfig, progress: float, total_epochs: int) -> f
 
     Linear warm-up reaches 1 at ``warmup_epochs``; then ``step`` multiplies by gamma at
     each milestone passed, ``cosine`` anneals to 0 at the end, ``constant`` stays at 1.
+    ``cyclic`` is ffcv-imagenet's (``get_cyclic_lr``, interpolated within each epoch as its
+    training loop does): linear from 1e-4 to 1 at ``peak_epoch``, then to 0 at the end.
     """
+    if schedule.name == "cyclic":
+        return float(np.interp(progress, [0.0, schedule.peak_epoch, total_epochs], [1e-4, 1.0, 0.0]))
     warmup = min(1.0, progress / schedule.warmup_epochs) if schedule.warmup_epochs > 0 else 1.0
     if schedule.name == "step":
         decay = schedule.gamma ** sum(progress >= m for m in schedule.milestones)

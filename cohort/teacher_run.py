@@ -36,6 +36,8 @@ class TeacherPlan:
     """``one_to_one`` or ``mean`` (``TeacherConfig.resolved_mapping``)."""
     epoch: int
     """The epoch whose weights the checkpoint holds."""
+    blurpool: tuple[bool, ...] = ()
+    """Teacher j's ``blurpool`` setting (empty: none has it)."""
 
     @property
     def size(self) -> int:
@@ -89,7 +91,8 @@ def check_teacher(config: CohortConfig, meta: dict) -> TeacherPlan | None:
                           f"{teachers} members, or teacher.mapping=mean")
     marker = json.loads((folder / checkpoint.MARKER).read_text())
     epoch = marker["epoch"] - 1 if marker["batch"] == 0 else marker["epoch"]
-    return TeacherPlan(run.path, folder, tuple(m.arch for m in teacher_config.members), mapping, epoch)
+    return TeacherPlan(run.path, folder, tuple(m.arch for m in teacher_config.members), mapping, epoch,
+                       tuple(m.blurpool for m in teacher_config.members))
 
 
 def check_same_data(run: RunDir, teacher_config: CohortConfig, config: CohortConfig, meta: dict) -> None:

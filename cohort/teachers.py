@@ -111,7 +111,8 @@ class Teachers:
         if state.get("arch") != self.plan.archs[j]:
             raise RunDirError(f"{self.plan.folder}/member-{j}.pt holds a {state.get('arch')}, but the teachers' config "
                               f"says {self.plan.archs[j]}; set teacher.checkpoint to another checkpoint")
-        net = build_model(self.plan.archs[j], meta["num_classes"], meta["mean"], meta["std"]).to(device)
+        blurpool = bool(self.plan.blurpool and self.plan.blurpool[j])
+        net = build_model(self.plan.archs[j], meta["num_classes"], meta["mean"], meta["std"], blurpool=blurpool).to(device)
         net.load_state_dict(state["model"])
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from cohort import checkpoint
-from cohort.batch import IGNORE_LABEL, Batch, model_input
+from cohort.batch import IGNORE_LABEL, Batch, evaluation_logits, model_input
 from cohort.config import CohortConfig
 from cohort.data.loader import MemberLoader
 from cohort.exchange import LogitExchange, NonFiniteError
@@ -38,7 +38,7 @@ from cohort.mesh import CohortMesh
 from cohort.metrics import evaluate_cohort
 from cohort.models import build_model
 from cohort.objective import LossInputs, build_objective
-from cohort.optim import build_optimizer, lr_factor, set_lr
+from cohort.optim import build_optimizer, lr_factor, parameter_groups, set_lr
 from cohort.run_dir import RunDir, RunDirError
 from cohort.selection import Selection
 from cohort.teacher_run import TeacherPlan, check_teacher_record, teacher_predictions
@@ -105,7 +105,8 @@ class Trainer:
         self.num_classes = self.meta["num_classes"]
 
         torch.manual_seed(member_init_seed(config.seed, self.member))
-        self.net = build_model(self.member_config.arch, self.num_classes, self.meta["mean"], self.meta["std"]).to(self.device)
+        self.net = build_model(self.member_config.arch, self.num_classes, self.meta["mean"], self.meta["std"],
+                               blurpool=self.member_config.blurpool).to(self.device)
         self.channels_last = config.train.channels_last and self.device.type == "cuda"
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -114,7 +115,7 @@ class Trainer:
             self.model = DistributedDataParallel(self.net, process_group=mesh.replica_group,
                                                  device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optim_config = config.member_optim(self.member)
-        self.optimizer = build_optimizer(self.net.parameters(), self.optim_config)
+        self.optimizer = build_optimizer(parameter_groups(self.net, self.optim_config), self.optim_config)
 
         common = dict(member=self.member, replica=mesh.replica, replicas=config.replicas, seed=config.seed,
                       num_workers=config.data.num_workers, device=self.device)
@@ -122,9 +123,12 @@ class Trainer:
                                          strength=self.member_config.strength, batch_size=config.data.batch_size,
                                          train=True, view_stream=config.view_stream(self.member),
                                          labelled=labelled, labelled_only=not config.trains_on_unlabelled,
-                                         partners=config.pairs_partners, **common)
+                                         partners=config.pairs_partners,
+                                         random_resized_crop=config.data.random_resized_crop,
+                                         resolution=config.data.resolution, **common)
         self.eval_loaders = {split: MemberLoader(config.data.root, split, policy="none", batch_size=config.data.eval_batch_size,
-                                                 train=False, **common) for split in ("val", "test")}
+                                                 train=False, resolution=config.data.resolution, **common)
+                             for split in ("val", "test")}
         self.steps_per_epoch = len(self.train_loader)
         if config.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
@@ -451,7 +455,8 @@ class Trainer:
         logits, labels = [], []
         for batch in loader.epoch(0):
             with self.autocast:
-                logits.append(self.net(model_input(batch.images, self.channels_last)).float())
+                logits.append(evaluation_logits(self.net, model_input(batch.images, self.channels_last),
+                                                self.config.train.flip_tta))
             labels.append(batch.labels.clone())
         local = torch.cat(logits)
         local_labels = torch.cat(labels)

@@ -187,6 +187,11 @@ def test_keys_of_config_format_1_say_where_they_live_now(tmp_path, text, message
     ("loss: {distill: {weight: 1}}\nteacher: {run_dir: t, step_size: 0}\n", r"teacher\.step_size must be > 0"),
     ("views: own\nloss: {distill: {weight: 1}}\nteacher: {run_dir: t, perturbation: confods}\n",
      r"teacher\.perturbation confods .* views: own gives the members different views; set views=shared"),
+    ("schedule: {name: cyclic, warmup_epochs: 1}\n", r"schedule cyclic climbs to its peak itself"),
+    ("data: {resolution: {min_res: 192, max_res: 160}}\n", r"data\.resolution: set both min_res <= max_res"),
+    ("data: {resolution: {start_ramp: 5, end_ramp: 3}}\n", r"data\.resolution: need sizes >= 0 and start_ramp <= end_ramp"),
+    ("data: {random_resized_crop: true}\nmembers: [{policy: standard}]\n",
+     r"members\.0\.policy standard crops again after data\.random_resized_crop; use none or flip"),
 ])
 def test_objective_settings_are_validated(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):

@@ -25,3 +25,36 @@ def test_names():
     assert is_known_architecture("wrn40_4") and is_known_architecture("tv.mobilenet_v3_small")
     assert not is_known_architecture("resnet33") and not is_known_architecture("tv.nope")
     assert "resnet34" in ARCHITECTURES and "wrn28_10" in ARCHITECTURES
+
+
+def test_blurpool_blurs_before_every_strided_convolution_of_16_channels_or_more():
+    import torch.nn.functional as F
+
+    from cohort.models import BlurPoolConv2d
+
+    torch.manual_seed(0)
+    plain = build_model("tv.resnet18", 10, [0.5] * 3, [0.25] * 3)
+    torch.manual_seed(0)
+    blurred = build_model("tv.resnet18", 10, [0.5] * 3, [0.25] * 3, blurpool=True)
+    wrapped = [m for m in blurred.modules() if isinstance(m, BlurPoolConv2d)]
+    # ResNet-18: conv1 of layers 2–4's first blocks and their 1×1 downsamples; not the 3-channel stem.
+    assert len(wrapped) == 6 and not isinstance(blurred[1].conv1, BlurPoolConv2d)
+    conv = wrapped[0].conv
+    x = torch.randn(2, conv.in_channels, 8, 8)
+    kernel = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]) / 16
+    expected = conv(F.conv2d(x, kernel.expand(conv.in_channels, 1, 3, 3), padding=1, groups=conv.in_channels))
+    assert torch.allclose(wrapped[0](x), expected, atol=1e-6)
+    assert blurred(torch.rand(2, 3, 64, 64)).shape == plain(torch.rand(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_flip_test_time_augmentation_averages_the_logits_of_the_mirror():
+    from cohort.batch import evaluation_logits
+
+    torch.manual_seed(0)
+    net = build_model("small_cnn", 10, [0.5] * 3, [0.25] * 3).eval()
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(evaluation_logits(net, x), net(x))
+        both = evaluation_logits(net, x, flip_tta=True)
+        assert torch.allclose(both, (net(x) + net(x.flip(3))) / 2)
+        assert torch.allclose(evaluation_logits(net, x.flip(3), flip_tta=True), both, atol=1e-6)

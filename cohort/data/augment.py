@@ -26,7 +26,7 @@ from ffcv.pipeline.state import State
 from numba import types
 from numba.extending import intrinsic
 
-from cohort.data.policies import POLICY_ORDER, STRENGTH_RANGE, auto_policies  # noqa: F401 (re-exported)
+from cohort.data.policies import ALL_POLICIES, POLICY_ORDER, STRENGTH_RANGE, auto_policies  # noqa: F401 (re-exported)
 
 # --- counter-based randomness ----------------------------------------------------------
 
@@ -531,9 +531,10 @@ POLICIES: dict[str, Policy] = {
         _flip(clock, s),
         RandAugment(clock, 9, n=2, magnitude=min(9.0 * s, RANDAUGMENT_MAX_MAGNITUDE)),
     ],
+    "flip": lambda clock, size, s: [_flip(clock, s)],  # after data.random_resized_crop (EXTRA_POLICIES)
 }
 
-assert sorted(POLICIES) == sorted(POLICY_ORDER), "cohort.data.policies names every policy built here"
+assert sorted(POLICIES) == sorted(ALL_POLICIES), "cohort.data.policies names every policy built here"
 
 
 def build_policy(name: str, clock: AugmentationClock, image_size: int, strength: float = 1.0) -> list[SeededImageOp]:

@@ -7,9 +7,11 @@ written last: a data folder without it is incomplete and is rewritten.
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -153,17 +155,22 @@ def write_arrays(out: Path, name: str, images: np.ndarray, labels: np.ndarray, t
 
 
 def _write_splits(out: Path, splits: dict, meta: dict, write_mode: str, max_resolution: int | None,
-                  num_workers: int = 1) -> dict:
+                  num_workers: int = 1, field_options: dict | None = None) -> dict:
     """Write all splits into a temporary folder next to ``out``, then move them in."""
+    import ffcv.writer
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
+    from tqdm import tqdm
+
+    # FFCV's writer draws a tqdm bar per split: kept for a terminal, out of logs (SLURM's, CI's).
+    ffcv.writer.tqdm = functools.partial(tqdm, disable=not sys.stderr.isatty())
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").unlink(missing_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=out))
     try:
         for split, dataset in splits.items():
-            image_field = RGBImageField(write_mode=write_mode, max_resolution=max_resolution)
+            image_field = RGBImageField(write_mode=write_mode, max_resolution=max_resolution, **(field_options or {}))
             writer = DatasetWriter(str(staging / f"{split}.beton"), {"image": image_field, "label": IntField()},
                                    num_workers=num_workers)
             writer.from_indexed_dataset(dataset)
@@ -240,18 +247,26 @@ def write_cifar(out: Path, classes: int, source: Path, download: bool = True) ->
 
 
 def write_imagefolder(out: Path, train_dir: Path, test_dir: Path, max_resolution: int = 256,
-                      val_fraction: float = 0.02, num_workers: int = 4) -> dict:
-    """Any ``ImageFolder`` layout (ImageNet: its val folder is our test split), stored as JPEG."""
+                      val_fraction: float = 0.02, num_workers: int = 4, write_mode: str = "jpg",
+                      jpeg_quality: int = 90, compress_probability: float = 0.5) -> dict:
+    """Any ``ImageFolder`` layout (ImageNet: its val folder is our test split). FFCV's writer
+    options: ``max_resolution`` (longest side), ``write_mode`` (``jpg``, ``raw``, or
+    ``proportion``: JPEG with probability ``compress_probability``, as ffcv-imagenet writes
+    ImageNet), ``jpeg_quality``. Says how big the files will be before it writes them."""
     from torch.utils.data import Subset
     from torchvision.datasets import ImageFolder
 
     for d in (train_dir, test_dir):
         if not d.is_dir():
             raise DataError(f"{d} is not a directory of class folders")
-    train, test = ImageFolder(str(train_dir)), ImageFolder(str(test_dir))
+    train, test = (image_folder(ImageFolder, d) for d in (train_dir, test_dir))
     if train.classes != test.classes:
-        raise DataError(f"{train_dir} and {test_dir} have different class folders")
-    train_idx, val_idx = split_indices(len(train), int(round(val_fraction * len(train))))
+        only_train, only_test = sorted(set(train.classes) - set(test.classes)), sorted(set(test.classes) - set(train.classes))
+        raise DataError(f"{train_dir} and {test_dir} have different class folders (only in {train_dir.name}: "
+                        f"{', '.join(only_train[:5]) or '-'}; only in {test_dir.name}: {', '.join(only_test[:5]) or '-'}); "
+                        f"give both the same class folders")
+    # At least one val image: FFCV cannot write an empty file (and temperature scaling needs val).
+    train_idx, val_idx = split_indices(len(train), max(1, int(round(val_fraction * len(train)))))
     splits = {"train": Subset(train, train_idx.tolist()), "val": Subset(train, val_idx.tolist()), "test": test}
     meta = {
         "dataset": "imagefolder",
@@ -262,4 +277,47 @@ def write_imagefolder(out: Path, train_dir: Path, test_dir: Path, max_resolution
         "std": list(IMAGENET_STD),
         "decoder": "center_crop",
     }
-    return _write_splits(out, splits, meta, write_mode="jpg", max_resolution=max_resolution, num_workers=num_workers)
+    field = {"write_mode": write_mode, "jpeg_quality": jpeg_quality, "compress_probability": compress_probability}
+    estimate = sum(estimated_bytes(dataset, max_resolution, **field) for dataset in splits.values())
+    print(f"cohort data: writing {sum(len(d) for d in splits.values())} images into {out}, about "
+          f"{human_bytes(estimate)} (estimated from a sample; {write_mode}, longest side {max_resolution}, "
+          f"JPEG quality {jpeg_quality})", flush=True)
+    return _write_splits(out, splits, meta, write_mode=write_mode, max_resolution=max_resolution,
+                         num_workers=num_workers, field_options={"jpeg_quality": jpeg_quality,
+                                                                 "compress_probability": compress_probability})
+
+
+def human_bytes(count: float) -> str:
+    """``count`` bytes as B, KiB, MiB, GiB or TiB with 3 significant digits."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1000:
+            return f"{count:.3g} {unit}"
+        count /= 1024
+    return f"{count:.3g} TiB"
+
+
+def image_folder(image_folder_class, root: Path):
+    """torchvision's ImageFolder of ``root``; no class folder or no image is a one-line error."""
+    try:
+        return image_folder_class(str(root))
+    except (FileNotFoundError, RuntimeError) as error:  # torchvision: no class folders / no valid files
+        raise DataError(f"{root} holds no images in class folders ({str(error).splitlines()[0][:80]}); "
+                        f"pass a folder of <class>/<image> files") from None
+
+
+def estimated_bytes(dataset, max_resolution: int, write_mode: str, jpeg_quality: int, compress_probability: float,
+                    sample: int = 16) -> float:
+    """The bytes FFCV will write for ``dataset``'s images, from encoding a fixed sample of them
+    as FFCV's writer does (its resizer and JPEG encoder)."""
+    from ffcv.fields.rgb_image import encode_jpeg, resizer
+
+    if len(dataset) == 0:
+        return 0.0
+    chosen = np.random.default_rng(0).choice(len(dataset), min(sample, len(dataset)), replace=False)
+    raw, jpeg = [], []
+    for i in chosen:
+        image = resizer(np.asarray(dataset[int(i)][0].convert("RGB")), max_resolution)
+        raw.append(image.nbytes)
+        jpeg.append(encode_jpeg(image, jpeg_quality).nbytes if write_mode != "raw" else 0)
+    share = {"jpg": 1.0, "raw": 0.0, "proportion": compress_probability}[write_mode]
+    return len(dataset) * (share * np.mean(jpeg) + (1 - share) * np.mean(raw))

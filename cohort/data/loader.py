@@ -15,7 +15,9 @@ from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
 from cohort.batch import IGNORE_LABEL, Batch
+from cohort.config import ResolutionConfig
 from cohort.data.augment import AugmentationClock, build_policy
+from cohort.data.decoders import SeededRandomResizedCrop
 from cohort.data.datasets import read_meta
 from cohort.data.labelled import train_labels
 from cohort.data.order import CohortOrder, unshard
@@ -50,19 +52,28 @@ class MemberLoader:
     def __init__(self, root: str | Path, split: str, *, member: int, replica: int, replicas: int, seed: int,
                  policy: str, batch_size: int, num_workers: int, device: torch.device, train: bool,
                  strength: float = 1.0, view_stream: int | None = None, labelled: np.ndarray | None = None,
-                 labelled_only: bool = False, partners: bool = False):
+                 labelled_only: bool = False, partners: bool = False, random_resized_crop: bool = False,
+                 resolution: ResolutionConfig | None = None):
         """``view_stream``: the member whose augmentation draws this one uses
         (``CohortConfig.view_stream``; default: its own). ``labelled``: the training samples
         whose labels may be read (``cohort.data.labelled``; None: all), the others' labels
         hidden; ``labelled_only``: read those samples alone. ``partners``: each batch is
-        ``batch_size`` anchors followed by their same-class partners (CS-KD)."""
+        ``batch_size`` anchors followed by their same-class partners (CS-KD).
+        ``random_resized_crop`` (train): decode each image as a seeded random-resized crop at
+        ``resolution``'s size for the epoch; eval loaders decode at its ``eval_res``."""
         self.root, self.split, self.train = Path(root), split, train
         self.meta = read_meta(self.root)
         self.path = self.root / f"{split}.beton"
         self.clock = AugmentationClock(seed, member if view_stream is None else view_stream)
         size = self.meta["image_size"]
-        if self.meta.get("decoder") == "center_crop":
-            decoder = CenterCropRGBImageDecoder((size, size), ratio=224 / 256)
+        self.resolution = resolution or ResolutionConfig()
+        self.crop = None  # the random-resized-crop decoder, whose size follows the epoch
+        if train and random_resized_crop:
+            first = self.resolution.at(0, size)
+            decoder = self.crop = SeededRandomResizedCrop(self.clock, (first, first))
+        elif self.meta.get("decoder") == "center_crop":
+            side = self.resolution.eval_res or size
+            decoder = CenterCropRGBImageDecoder((side, side), ratio=224 / 256)
         else:
             decoder = SimpleRGBImageDecoder()
         ops = build_policy(policy, self.clock, size, strength) if train else []
@@ -99,10 +110,16 @@ class MemberLoader:
         self.clock.set_epoch(epoch)
         self.loader.next_epoch = epoch
         self.order.start = start_batch * self.loader.batch_size
+        if self.crop is not None:
+            side = self.resolution.at(epoch, self.meta["image_size"])
+            if self.crop.output_size != (side, side):  # progressive resizing: FFCV compiles the pipeline anew
+                self.crop.output_size = (side, side)
+                self.loader.recompile = True
         try:
             batches = iter(self.loader)
         finally:
             self.order.start = 0  # FFCV read the order inside iter(); later epochs start at 0
+            self.loader.recompile = False
         # FFCV batches the order's samples in sequence, so batch b holds order[b·B:(b+1)·B].
         order = torch.from_numpy(self.order.shard(np.asarray(self.loader.indices), epoch).astype(np.int64))
         size = self.loader.batch_size

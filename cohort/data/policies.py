@@ -10,6 +10,13 @@ POLICY_ORDER: tuple[str, ...] = ("none", "crop", "standard", "gray", "posterize"
                                  "standard_cutout", "solarize", "randaugment")
 """Every policy, from the mildest to the strongest (at equal strength)."""
 
+EXTRA_POLICIES: tuple[str, ...] = ("flip",)
+"""Policies outside the mild-to-strong order (``policies: auto`` never picks them): ``flip``
+alone follows ImageNet's random-resized crop (``data.random_resized_crop``)."""
+ALL_POLICIES = POLICY_ORDER + EXTRA_POLICIES
+CROP_FREE_POLICIES = ("none", "flip")
+"""The policies that do not crop: those that may follow a random-resized crop."""
+
 STRENGTH_RANGE = (0.0, 2.0)
 """Valid policy strengths: 0 is no augmentation, 1 each policy's default, 2 the strongest."""
 

@@ -45,8 +45,38 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> nn.Module:
-    """``Normalize`` followed by network ``arch`` with ``num_classes`` outputs."""
+class BlurPoolConv2d(nn.Module):
+    """A strided convolution that first blurs its input with the 3×3 binomial filter
+    [1, 2, 1]ᵀ[1, 2, 1]/16, channel by channel (BlurPool, Zhang, ICML 2019), as
+    ffcv-imagenet's ``BlurPoolConv2d`` does."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        binomial = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (binomial[:, None] * binomial[None, :]) / 16.0
+        self.conv = conv
+        self.register_buffer("blur", kernel.expand(conv.in_channels, 1, 3, 3).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blurred = torch.nn.functional.conv2d(x, self.blur.to(x.dtype), padding=1, groups=self.conv.in_channels)
+        return self.conv(blurred)
+
+
+def add_blurpool(net: nn.Module) -> nn.Module:
+    """Wrap every strided convolution of at least 16 input channels in ``BlurPoolConv2d``
+    (ffcv-imagenet's rule: the stem's 3-channel convolution stays as it is)."""
+    for name, child in net.named_children():
+        if isinstance(child, nn.Conv2d) and max(child.stride) > 1 and child.in_channels >= 16:
+            setattr(net, name, BlurPoolConv2d(child))
+        else:
+            add_blurpool(child)
+    return net
+
+
+def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
+                blurpool: bool = False) -> nn.Module:
+    """``Normalize`` followed by network ``arch`` with ``num_classes`` outputs (``blurpool``:
+    its strided convolutions blurred first, ``add_blurpool``)."""
     if arch in ARCHITECTURES:
         net = ARCHITECTURES[arch](num_classes)
     elif match := WRN_PATTERN.match(arch):
@@ -57,4 +87,4 @@ def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequenc
         net = torchvision.models.get_model(arch[len(TORCHVISION_PREFIX):], weights=None, num_classes=num_classes)
     else:
         raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}, or tv.<torchvision model>")
-    return nn.Sequential(Normalize(mean, std), net)
+    return nn.Sequential(Normalize(mean, std), add_blurpool(net) if blurpool else net)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cohort.data.augment import (POLICIES, POLICY_ORDER, RANDAUGMENT_OPS, STRENGTH_RANGE, AugmentationClock,
+from cohort.data.augment import (ALL_POLICIES, POLICIES, POLICY_ORDER, RANDAUGMENT_OPS, STRENGTH_RANGE, AugmentationClock,
                                  ColorJitter, Cutout, Grayscale, Posterize, RandAugment, RandomFlip, RandomTranslate,
                                  Rotate, Solarize, auto_policies, build_policy, uniform)
 from cohort.data.loader import MemberLoader
@@ -288,7 +288,7 @@ def apply_policy(ops, image, index):
     return image
 
 
-@pytest.mark.parametrize("name", POLICY_ORDER)
+@pytest.mark.parametrize("name", ALL_POLICIES)
 def test_strength_zero_is_no_augmentation(name, big_image):
     ops = build_policy(name, AugmentationClock(0, 0), 32, strength=0.0)
     for index in range(10):
@@ -303,6 +303,7 @@ def test_strength_one_keeps_the_original_policies():
     crop, flip = ("RandomTranslate", 1, [4.0]), ("RandomFlip", 2, [0.5])
     assert described("none") == []
     assert described("crop") == [crop]
+    assert described("flip") == [flip]
     assert described("standard") == [crop, flip]
     assert described("standard_cutout") == [crop, flip, ("Cutout", 3, [8.0])]
     assert described("color") == [("ColorJitter", 4, [0.4, 0.4, 0.4]), crop, flip]
@@ -319,7 +320,7 @@ def test_strength_outside_the_range_is_refused(strength):
 
 
 def test_policy_order_lists_every_policy_once():
-    assert sorted(POLICY_ORDER) == sorted(POLICIES) and len(POLICY_ORDER) >= 8
+    assert sorted(ALL_POLICIES) == sorted(POLICIES) and len(POLICY_ORDER) >= 8
     assert POLICY_ORDER[0] == "none"
 
 

@@ -87,3 +87,66 @@ def test_imagefolder_without_directories_is_a_one_line_error(tmp_path):
     result = run_cli("data", "imagefolder", "--out", str(tmp_path / "out"), "--train-dir", str(tmp_path / "nope"),
                      "--test-dir", str(tmp_path / "nope"))
     assert result.returncode == 2 and result.stderr.strip() == f"cohort: error: {tmp_path / 'nope'} is not a directory of class folders"
+
+
+def write_folders(root, layout: dict, seed: int = 0) -> None:
+    """JPEGs of mixed sizes in ``root/<split>/<class>/``, ``layout``: {split: {class: count}}."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, classes in layout.items():
+        for cls, count in classes.items():
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(int(rng.integers(30, 70)), int(rng.integers(30, 70)), 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+
+
+def test_imagefolder_writer_options_and_its_size_estimate(tmp_path):
+    from ffcv.fields.rgb_image import IMAGE_MODES
+
+    from cohort.data.beton import read_tables
+
+    # 20 images in all, fewer than the estimate's sample of 16 per split: the estimate is exact.
+    write_folders(tmp_path, {"train": {"a": 7, "b": 7}, "val": {"a": 3, "b": 3}})
+    stored = {}
+    for mode in ("raw", "jpg"):
+        result = run_cli("data", "imagefolder", "--out", str(tmp_path / mode), "--train-dir", str(tmp_path / "train"),
+                         "--test-dir", str(tmp_path / "val"), "--max-resolution", "32", "--workers", "1",
+                         "--write-mode", mode, "--jpeg-quality", "50")
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert f"writing 20 images into {tmp_path / mode}, about " in result.stdout
+        assert f"{mode}, longest side 32, JPEG quality 50" in result.stdout
+        number, unit = result.stdout.split("about ")[1].split(" (")[0].split()
+        estimate = float(number) * 1024 ** ["B", "KiB", "MiB", "GiB"].index(unit)
+        tables = [read_tables(tmp_path / mode / f"{split}.beton") for split in ("train", "val", "test")]
+        stored[mode] = sum(int(t.allocation["size"].sum()) for t in tables)  # image bytes and labels
+        images = sum(int((t.metadata["f0"]["width"].astype(int) * t.metadata["f0"]["height"] * 3).sum()) for t in tables)
+        assert {int(m) for t in tables for m in t.metadata["f0"]["mode"]} == {IMAGE_MODES[mode]}
+        if mode == "raw":
+            assert images == stored["raw"] and estimate == pytest.approx(images, rel=2e-3)  # 3 significant digits
+        else:
+            assert estimate == pytest.approx(stored["jpg"], rel=2e-3)
+    assert stored["jpg"] < stored["raw"]
+
+
+def test_imagefolder_with_other_classes_or_no_images_is_a_one_line_error(tmp_path):
+    write_folders(tmp_path, {"train": {"a": 2, "b": 2}, "val": {"a": 1, "c": 1}})
+    result = run_cli("data", "imagefolder", "--out", str(tmp_path / "out"), "--train-dir", str(tmp_path / "train"),
+                     "--test-dir", str(tmp_path / "val"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"{tmp_path / 'train'} and {tmp_path / 'val'} have different class folders (only in train: b; only in val: c)" \
+        in result.stderr and "give both the same class folders" in result.stderr
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    result = run_cli("data", "imagefolder", "--out", str(tmp_path / "out"), "--train-dir", str(tmp_path / "empty"),
+                     "--test-dir", str(tmp_path / "val"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"{tmp_path / 'empty'} holds no images in class folders" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_ffcvs_progress_bars_stay_out_of_logs(tmp_path):
+    # stderr is a pipe here, as in a SLURM log: FFCV's writer bars (one per split) are not drawn.
+    result = run_cli("data", "digits", "--out", str(tmp_path / "digits"))
+    assert result.returncode == 0 and "it/s]" not in result.stderr and "%|" not in result.stderr
