@@ -147,6 +147,7 @@ class Trainer:
         self.resumed_sums: dict | None = None  # a mid-epoch checkpoint's {"terms", "skipped_steps"}
         self.stop_signal = 0  # which of STOP_SIGNALS arrived first on this rank (0: none yet)
         self.trace_file = None
+        self.tensorboard = None  # rank 0's SummaryWriter, when tensorboard is installed
         self.exchange_seconds = 0.0
         self.selection = Selection(config.train.select_by, self.run.path)
 
@@ -168,6 +169,8 @@ class Trainer:
             self.load(latest)
         elif self.mesh.is_main:
             self.run.drop_metrics_after(-1)  # a crash before the first checkpoint: start over
+        if self.mesh.is_main:
+            self.tensorboard = open_tensorboard(self.run.path, self.start_epoch if latest is not None else None)
         if self.config.train.trace:
             self.run.trace.mkdir(exist_ok=True)
             name = f"member{self.member}-replica{self.mesh.replica}.jsonl"
@@ -284,6 +287,8 @@ class Trainer:
             self.trace_file.write(json.dumps({"final": True, "param_digest": parameter_digest(self.net),
                                               "teacher_digests": teachers}) + "\n")
             self.trace_file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         if results is not None and self.mesh.is_main:
             print_summary(results, self.run.path, [m.name for m in self.config.members])
 
@@ -499,6 +504,9 @@ class Trainer:
                         row.update(per_member[member])
                     rows.append(row)
             self.run.append_metrics(rows)
+            if self.tensorboard is not None:
+                write_scalars(self.tensorboard, rows, [*self.objective.names, "loss", *EPOCH_STATS],
+                              [m.name for m in self.config.members])
             if self.teacher_plan is not None and not (self.run.path / "teachers.json").is_file():
                 self.evaluate_teachers(labels)
             improved = self.selection.offer(epoch, results["val"])
@@ -536,6 +544,36 @@ class Trainer:
         results = evaluate_cohort({s: saved[s][0] for s in labels}, {s: saved[s][1] for s in labels})
         write_json(self.run.path / "teachers.json", {**self.teacher_plan.record(), "results": {
             split: {str(member): row for member, row in table.items()} for split, table in results.items()}})
+
+
+TENSORBOARD_METRICS = ("acc", "nll", "ece", "c_nll", "c_ece", "disagreement", "pairwise_kl")
+"""The evaluation metrics written to TensorBoard, per split and member (and the ensemble)."""
+
+
+def open_tensorboard(run_dir: Path, resumed_at: int | None):
+    """A TensorBoard writer into ``RUN_DIR/tensorboard`` when tensorboard is installed, else None.
+    A resumed run first drops the events from its resumed epoch on (they are redone)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=resumed_at)
+
+
+def write_scalars(writer, rows: list[dict], training_keys: list[str], names: list[str]) -> None:
+    """One evaluation's ``metrics.jsonl`` rows as scalars at step = epoch: ``<split>/<metric>/<member>``
+    for ``TENSORBOARD_METRICS``, and ``train/<key>/<member>`` for the epoch's training figures
+    (loss terms, lr, images/s, data and exchange seconds)."""
+    for row in rows:
+        who = names[row["member"]] if row["member"] != "ensemble" else "ensemble"
+        for key in TENSORBOARD_METRICS:
+            if key in row:
+                writer.add_scalar(f"{row['split']}/{key}/{who}", row[key], row["epoch"])
+        if row["split"] == "val" and row["member"] != "ensemble":
+            for key in training_keys:
+                if key in row:
+                    writer.add_scalar(f"train/{key}/{who}", row[key], row["epoch"])
+    writer.flush()
 
 
 def write_json(path: Path, data: dict) -> None:

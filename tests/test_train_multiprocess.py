@@ -327,3 +327,22 @@ def test_the_imagenet_recipe_trains_k2_r2_on_a_tiny_imagefolder_and_resumes_bit_
     for m in range(2):
         assert read_trace(moved, m, 0)[1]["param_digest"] == traces[m, 0][1]["param_digest"]
     assert np.array_equal(np.load(moved / "predictions" / "test.npz")["logits"], np.load(run / "predictions" / "test.npz")["logits"])
+
+
+def test_rank_0_writes_tensorboard_scalars_equal_to_the_metrics(dml_pair):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run, _ = dml_pair
+    files = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 1  # rank 0 alone
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"val/acc/m0", "test/nll/m1", "val/ece/ensemble", "val/disagreement/ensemble", "train/mimicry/m0",
+            "train/ce/m1", "train/lr/m0", "train/images_per_s/m1", "train/exchange_seconds/m0"} <= tags
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for tag, split, member, key in (("val/nll/m0", "val", 0, "nll"), ("train/mimicry/m1", "val", 1, "mimicry"),
+                                    ("test/disagreement/ensemble", "test", "ensemble", "disagreement")):
+        logged = {e.step: e.value for e in events.Scalars(tag)}
+        expected = {r["epoch"]: r[key] for r in rows if r["split"] == split and r["member"] == member}
+        assert logged.keys() == expected.keys() and all(logged[e] == pytest.approx(expected[e], rel=1e-6) for e in logged)
