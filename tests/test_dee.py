@@ -38,7 +38,7 @@ def official_kfold_nll(logits: np.ndarray, labels: np.ndarray, seed: int) -> flo
     for run in range(5):
         for tr, te in KFold(n_splits=2, shuffle=True, random_state=seed + run).split(logits):
             t = minimize(lambda t: -ll(log_softmax(logits[tr] / t, axis=1), labels[tr]), 1, method="nelder-mead",
-                         options={"xtol": 1e-3}).x[0]
+                         options={"xatol": 1e-3}).x[0]  # theirs passes xtol, the older scipy name
             total += -ll(log_softmax(logits[te] / t, axis=1), labels[te]) / 10
     return total
 
