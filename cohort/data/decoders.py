@@ -16,6 +16,7 @@ the largest centred box whose ratio is clamped to [ratio].
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -58,6 +59,14 @@ def random_resized_box(height: int, width: int, key: np.uint64, scale_lo: float,
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+@functools.cache
+def compiled(routine: Callable) -> Callable:
+    """One numba dispatcher per FFCV C routine in a process. The pipeline is compiled anew at
+    each new resolution; fresh dispatchers of one function each time made numba's finalizers
+    collide when the old ones were collected (a KeyError printed as "Exception ignored")."""
+    return Compiler.compile(routine)
+
+
 class SeededRandomResizedCrop(ResizedCropRGBImageDecoder):
     """FFCV decoder: a seeded random-resized crop of each image, resized to ``output_size``.
 
@@ -81,7 +90,7 @@ class SeededRandomResizedCrop(ResizedCropRGBImageDecoder):
         jpg = IMAGE_MODES["jpg"]
         read = self.memory_read
         loop = Compiler.get_iterator()
-        decode_jpeg, crop_and_resize = Compiler.compile(imdecode), Compiler.compile(resize_crop)
+        decode_jpeg, crop_and_resize = compiled(imdecode), compiled(resize_crop)
         address, salt = self.clock.address, np.uint64(CROP_SALT)
         scale_lo, scale_hi = float(self.scale[0]), float(self.scale[1])
         ratio_lo, ratio_hi = float(self.ratio[0]), float(self.ratio[1])

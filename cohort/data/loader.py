@@ -17,8 +17,8 @@ from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 from cohort.batch import IGNORE_LABEL, Batch
 from cohort.config import ResolutionConfig
 from cohort.data.augment import AugmentationClock, build_policy
-from cohort.data.decoders import SeededRandomResizedCrop
 from cohort.data.datasets import read_meta
+from cohort.data.decoders import SeededRandomResizedCrop
 from cohort.data.labelled import train_labels
 from cohort.data.order import CohortOrder, unshard
 
@@ -72,7 +72,7 @@ class MemberLoader:
             first = self.resolution.at(0, size)
             decoder = self.crop = SeededRandomResizedCrop(self.clock, (first, first))
         elif self.meta.get("decoder") == "center_crop":
-            side = self.resolution.eval_res or size
+            side = (self.resolution.eval_res or size) if not train else size
             decoder = CenterCropRGBImageDecoder((side, side), ratio=224 / 256)
         else:
             decoder = SimpleRGBImageDecoder()
