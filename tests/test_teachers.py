@@ -152,3 +152,19 @@ def test_one_student_learns_from_the_mean_of_every_teacher(tmp_path):
     assert logits.shape == (2, 4, 5)
     with torch.no_grad():
         assert torch.equal(logits[1], teachers.nets[1](x))
+
+
+def test_without_a_perturbation_the_distill_term_is_the_official_plain_kd():
+    """``none``: the student runs once and KD reads its clean logits, as the official script
+    does without --kd-method-name; with x′ the term reads the student's logits on x′ instead."""
+    from cohort.config import DistillConfig
+    from cohort.objective import Distillation, LossInputs
+
+    torch.manual_seed(0)
+    clean, on_x_prime, teacher = torch.randn(8, 5), torch.randn(8, 5), torch.randn(8, 5)
+    term = Distillation(DistillConfig(weight=0.9, temperature=4.0), LossConfig())
+    official = F.kl_div(F.log_softmax(clean / 4, dim=1), F.softmax(teacher / 4, dim=1), reduction="batchmean") * 16
+    plain = LossInputs(clean, torch.zeros(8, dtype=torch.long), 0.0, teachers=teacher.unsqueeze(0))
+    assert torch.allclose(term(plain), official)
+    perturbed = LossInputs(clean, torch.zeros(8, dtype=torch.long), 0.0, teachers=teacher.unsqueeze(0), perturbed=on_x_prime)
+    assert torch.allclose(term(perturbed), distillation_loss(on_x_prime, teacher.unsqueeze(0), 4.0))
