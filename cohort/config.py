@@ -155,6 +155,16 @@ class DataConfig:
     epoch's resolution (``data.resolution``; ``cohort.data.decoders``). Members' policies
     then apply to the crop: ``flip`` (ImageNet's) or ``none``."""
     resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
+    order: str = "shuffle"
+    """The training order: ``shuffle`` (a full permutation per epoch) or ``page_local`` (the
+    file's pages in a random order, samples shuffled within each run of ``page_window``
+    pages: for data larger than memory; ``cohort.data.order.page_local_order``). Either way
+    every member reads the same samples at every step and replicas stay disjoint."""
+    page_window: int = 8
+    """``page_local``: how many of the file's pages (8 MiB each) are shuffled together."""
+    os_cache: bool = True
+    """FFCV reads the files through the OS page cache (true), or reads the pages a batch needs
+    itself (false: for data larger than memory, best with ``order: page_local``)."""
 
     @property
     def semi_supervised(self) -> bool:
@@ -552,6 +562,11 @@ class CohortConfig:
         self.validate_teacher()
         t, d = self.train, self.data
         d.resolution.validate()
+        _choose("data.order", d.order, ("shuffle", "page_local"))
+        if d.page_window < 1:
+            raise ConfigError(f"data.page_window must be >= 1, got {d.page_window}")
+        if d.order == "page_local" and self.pairs_partners:
+            raise ConfigError("data.order page_local cannot lay out CS-KD's partners (loss.cskd); use data.order=shuffle")
         if not 0 < d.labelled_fraction <= 1:
             raise ConfigError(f"data.labelled_fraction must be in (0, 1], got {d.labelled_fraction}")
         if d.labelled_indices and d.labelled_fraction < 1:

@@ -118,14 +118,16 @@ class Trainer:
         self.optimizer = build_optimizer(parameter_groups(self.net, self.optim_config), self.optim_config)
 
         common = dict(member=self.member, replica=mesh.replica, replicas=config.replicas, seed=config.seed,
-                      num_workers=config.data.num_workers, device=self.device)
+                      num_workers=config.data.num_workers, device=self.device, os_cache=config.data.os_cache)
         self.train_loader = MemberLoader(config.data.root, "train", policy=self.member_config.policy,
                                          strength=self.member_config.strength, batch_size=config.data.batch_size,
                                          train=True, view_stream=config.view_stream(self.member),
                                          labelled=labelled, labelled_only=not config.trains_on_unlabelled,
                                          partners=config.pairs_partners,
                                          random_resized_crop=config.data.random_resized_crop,
-                                         resolution=config.data.resolution, **common)
+                                         resolution=config.data.resolution,
+                                         page_window=config.data.page_window if config.data.order == "page_local" else 0,
+                                         **common)
         self.eval_loaders = {split: MemberLoader(config.data.root, split, policy="none", batch_size=config.data.eval_batch_size,
                                                  train=False, resolution=config.data.resolution, **common)
                              for split in ("val", "test")}

@@ -190,6 +190,9 @@ def test_keys_of_config_format_1_say_where_they_live_now(tmp_path, text, message
     ("schedule: {name: cyclic, warmup_epochs: 1}\n", r"schedule cyclic climbs to its peak itself"),
     ("data: {resolution: {min_res: 192, max_res: 160}}\n", r"data\.resolution: set both min_res <= max_res"),
     ("data: {resolution: {start_ramp: 5, end_ramp: 3}}\n", r"data\.resolution: need sizes >= 0 and start_ramp <= end_ramp"),
+    ("data: {order: sequential}\n", r"data\.order 'sequential' is not valid; choose one of: shuffle, page_local"),
+    ("data: {order: page_local, page_window: 0}\n", r"data\.page_window must be >= 1, got 0"),
+    ("data: {order: page_local}\nloss: {cskd: {weight: 1}}\n", r"data\.order page_local cannot lay out CS-KD's partners"),
     ("data: {random_resized_crop: true}\nmembers: [{policy: standard}]\n",
      r"members\.0\.policy standard crops again after data\.random_resized_crop; use none or flip"),
 ])

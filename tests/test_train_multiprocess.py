@@ -289,7 +289,7 @@ def test_the_imagenet_recipe_trains_k2_r2_on_a_tiny_imagefolder_and_resumes_bit_
     """configs/imagenet_dml_resnet18.yaml at toy scale on CPU: generated JPEGs written by
     `cohort data imagefolder`, K = 2 members × R = 2 replicas, seeded random-resized crops
     with progressive resizing (32 px, then 64 px), flip, cyclic LR, label smoothing, no weight
-    decay on BatchNorm, BlurPool and flip TTA; then a crash after epoch 1's checkpoint,
+    decay on BatchNorm, BlurPool, flip TTA and the page-local order; then a crash after epoch 1's checkpoint,
     resumed: the final weights and test logits are bit-identical to the uninterrupted run's."""
     from tests.data.test_datasets import write_folders
 
@@ -303,7 +303,8 @@ def test_the_imagenet_recipe_trains_k2_r2_on_a_tiny_imagefolder_and_resumes_bit_
                  "data.resolution.min_res=32", "data.resolution.max_res=64", "data.resolution.start_ramp=0",
                  "data.resolution.end_ramp=1", "data.resolution.eval_res=64", "optim.lr=0.05", "train.epochs=2",
                  "train.eval_every=1", "train.bf16=false", "train.channels_last=false", "train.device=cpu",
-                 "train.threads_per_rank=1", "train.trace=true", "train.dist_timeout_s=120", "train.progress=false"]
+                 "train.threads_per_rank=1", "train.trace=true", "train.dist_timeout_s=120", "train.progress=false",
+                 "data.order=page_local"]
     run = tmp_path / "run"
     result = run_cli("train", str(config), f"run_dir={run}", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -20,7 +20,7 @@ from cohort.data.augment import AugmentationClock, build_policy
 from cohort.data.datasets import read_meta
 from cohort.data.decoders import SeededRandomResizedCrop
 from cohort.data.labelled import train_labels
-from cohort.data.order import CohortOrder, unshard
+from cohort.data.order import CohortOrder, sample_pages, unshard
 
 
 def _set_decoder_threads(cls, threads: int) -> None:
@@ -53,14 +53,16 @@ class MemberLoader:
                  policy: str, batch_size: int, num_workers: int, device: torch.device, train: bool,
                  strength: float = 1.0, view_stream: int | None = None, labelled: np.ndarray | None = None,
                  labelled_only: bool = False, partners: bool = False, random_resized_crop: bool = False,
-                 resolution: ResolutionConfig | None = None):
+                 resolution: ResolutionConfig | None = None, page_window: int = 0, os_cache: bool = True):
         """``view_stream``: the member whose augmentation draws this one uses
         (``CohortConfig.view_stream``; default: its own). ``labelled``: the training samples
         whose labels may be read (``cohort.data.labelled``; None: all), the others' labels
         hidden; ``labelled_only``: read those samples alone. ``partners``: each batch is
         ``batch_size`` anchors followed by their same-class partners (CS-KD).
         ``random_resized_crop`` (train): decode each image as a seeded random-resized crop at
-        ``resolution``'s size for the epoch; eval loaders decode at its ``eval_res``."""
+        ``resolution``'s size for the epoch; eval loaders decode at its ``eval_res``.
+        ``page_window`` > 0 (train): the page-local order over that many pages at a time.
+        ``os_cache``: FFCV's own (read through the OS page cache, or page by page itself)."""
         self.root, self.split, self.train = Path(root), split, train
         self.meta = read_meta(self.root)
         self.path = self.root / f"{split}.beton"
@@ -80,11 +82,13 @@ class MemberLoader:
         to_device = [ToDevice(device, non_blocking=True)] if device.type == "cuda" else []
         self.partners = partners
         self.order = CohortOrder(seed, replica, replicas, shuffle=train,
-                                 partners_of=train_labels(self.root) if partners else None, anchors_per_batch=batch_size)
+                                 partners_of=train_labels(self.root) if partners else None, anchors_per_batch=batch_size,
+                                 pages=sample_pages(self.path) if train and page_window else None, window=page_window)
         self.loader = Loader(
             str(self.path),
             batch_size=2 * batch_size if partners else batch_size,
             num_workers=num_workers,
+            os_cache=os_cache,
             indices=np.asarray(labelled) if labelled is not None and labelled_only else None,
             order=self.order,
             drop_last=train,

@@ -33,13 +33,17 @@ class CohortOrder(TraversalOrder):
     """
 
     def __init__(self, seed: int, replica: int, replicas: int, shuffle: bool = True,
-                 partners_of: np.ndarray | None = None, anchors_per_batch: int = 0):
+                 partners_of: np.ndarray | None = None, anchors_per_batch: int = 0,
+                 pages: np.ndarray | None = None, window: int = 8):
         """``partners_of``: every sample's label, to follow each batch of ``anchors_per_batch``
-        anchors by their same-class partners (CS-KD, ``with_partners``); training only."""
+        anchors by their same-class partners (CS-KD, ``with_partners``); training only.
+        ``pages``: every sample's page in the file, for the page-local order
+        (``page_local_order``, ``window`` pages at a time; training only)."""
         if not 0 <= replica < replicas:
             raise ValueError(f"replica {replica} is outside 0..{replicas - 1}")
         self.seed, self.replica, self.replicas, self.shuffle = seed, replica, replicas, shuffle
         self.partners_of, self.anchors_per_batch = partners_of, anchors_per_batch
+        self.pages, self.window = pages, window
         self.start = 0
         """Samples of the shard to skip: resuming mid-epoch starts at a batch boundary without
         decoding the batches before it."""
@@ -57,6 +61,12 @@ class CohortOrder(TraversalOrder):
 
     def shard(self, indices: np.ndarray, epoch: int) -> np.ndarray:
         """The indices replica ``self.replica`` reads in ``epoch`` (pure function)."""
+        if self.shuffle and self.pages is not None:
+            order = page_local_order(indices, self.pages, self.seed, epoch, self.window)
+            # Whole batches to each replica in turn: a batch stays a run of nearby samples.
+            step = self.replicas * self.anchors_per_batch
+            order = order[: len(order) - len(order) % step].reshape(-1, self.replicas, self.anchors_per_batch)
+            return order[:, self.replica].reshape(-1)
         if self.shuffle:
             rng = np.random.default_rng([self.seed, epoch])
             order = indices[rng.permutation(len(indices))]
@@ -68,6 +78,34 @@ class CohortOrder(TraversalOrder):
         per_replica = -(-len(indices) // self.replicas)
         padded = np.concatenate([indices, np.repeat(indices[-1:], per_replica * self.replicas - len(indices))])
         return padded[self.replica :: self.replicas]
+
+
+PAGE_STREAM = 0x9A6E
+"""Mixed into the seed of the page-local order, apart from the full shuffle's stream."""
+
+
+def page_local_order(indices: np.ndarray, pages: np.ndarray, seed: int, epoch: int, window: int) -> np.ndarray:
+    """Every sample of ``indices`` once, in an order that reads few pages of the file at a
+    time: the pages in a random order, and the samples of each run of ``window`` consecutive
+    pages shuffled together (FFCV's QUASI_RANDOM idea, which FFCV cannot combine with its
+    distributed mode, ffcv #92). A pure function of (seed, epoch): every member reads the
+    same samples at every step, and a resumed epoch too. ``pages[i]`` is sample i's page."""
+    rng = np.random.default_rng([seed, epoch, PAGE_STREAM])
+    page_of = np.asarray(pages)[indices]
+    present = np.unique(page_of)
+    position = np.zeros(int(present.max()) + 1, dtype=np.int64)
+    position[present[rng.permutation(len(present))]] = np.arange(len(present))
+    group = position[page_of] // window
+    return np.asarray(indices)[np.lexsort((rng.random(len(indices)), group))]
+
+
+def sample_pages(path) -> np.ndarray:
+    """The page of the file that holds each sample's image (``.beton`` tables, read with numpy)."""
+    from cohort.data.beton import read_tables
+
+    tables = read_tables(path)
+    image = tables.metadata[f"f{tables.field_names.index('image')}"]
+    return (image["data_ptr"] // np.uint64(tables.header["page_size"])).astype(np.int64)
 
 
 PARTNER_STREAM = 0xC5CD

@@ -1,6 +1,7 @@
 """The member loader's batches: sample indices from the cohort order, uint8 images."""
 
 import numpy as np
+import pytest
 import torch
 from ffcv.reader import Reader
 
@@ -9,9 +10,10 @@ from cohort.data.labelled import choose_labelled, train_labels
 from cohort.data.loader import MemberLoader
 
 
-def test_each_batch_carries_the_indices_of_its_samples(digits_root):
+@pytest.mark.parametrize("page_window", [0, 2], ids=["shuffle", "page_local"])
+def test_each_batch_carries_the_indices_of_its_samples(digits_root, page_window):
     loader = MemberLoader(digits_root, "train", member=0, replica=1, replicas=2, seed=3, policy="none",
-                          batch_size=32, num_workers=1, device=torch.device("cpu"), train=True)
+                          batch_size=32, num_workers=1, device=torch.device("cpu"), train=True, page_window=page_window)
     reader = Reader(str(digits_root / "train.beton"))
     labels_on_disk = reader.metadata[f"f{reader.field_names.index('label')}"]
     order = loader.indices(2)
