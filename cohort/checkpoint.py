@@ -97,3 +97,25 @@ def load_part(folder: Path, member: int, device) -> dict:
     if not isinstance(state, dict):
         raise RunDirError(f"{path} is not a cohort checkpoint part; delete {folder} to resume from an earlier one")
     return state
+
+
+def weights_epoch(folder: Path) -> int:
+    """The epoch whose weights a complete checkpoint holds. Its marker holds the position to
+    continue from: at a batch boundary of 0, the epoch before it is the one these weights end."""
+    marker = json.loads((Path(folder) / MARKER).read_text())
+    return marker["epoch"] - 1 if marker["batch"] == 0 else marker["epoch"]
+
+
+def load_model(folder: Path, member: int, arch: str, meta: dict, device, *, blurpool: bool = False,
+               whose: str = "the config", fix: str):
+    """Member ``member``'s network from checkpoint ``folder``, on ``device``, in eval mode
+    (``cohort eval`` and a student's teachers). A part that holds another architecture than
+    ``arch`` is a RunDirError naming both and ``fix``."""
+    from cohort.models import build_model
+
+    state = load_part(folder, member, device)
+    if state.get("arch") != arch:
+        raise RunDirError(f"{folder}/member-{member}.pt holds a {state.get('arch')}, but {whose} says {arch}; {fix}")
+    model = build_model(arch, meta["num_classes"], meta["mean"], meta["std"], blurpool=blurpool).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval()

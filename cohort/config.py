@@ -225,13 +225,11 @@ class MDCAConfig(TermConfig):
 
 
 @dataclass
-class CSKDConfig(TermConfig):
-    """Class-wise self-knowledge distillation (Yun et al., CVPR 2020); its weight is λ_cls
-    (1 on CIFAR-100, 3 on CUB). Each step then reads ``data.batch_size`` anchors and as many
-    same-class partners."""
+class KDTermConfig(TermConfig):
+    """A knowledge-distillation term: T²·KL between tempered softmaxes of a target and the member."""
 
     temperature: float = 4.0
-    NEEDS: ClassVar[tuple[str, ...]] = ("partners",)
+    """T (4 in CS-KD's and in Nam et al.'s official code; the latter's README commands pass 1)."""
 
     def validate(self, where: str) -> None:
         super().validate(where)
@@ -240,19 +238,21 @@ class CSKDConfig(TermConfig):
 
 
 @dataclass
-class DistillConfig(TermConfig):
+class CSKDConfig(KDTermConfig):
+    """Class-wise self-knowledge distillation (Yun et al., CVPR 2020); its weight is λ_cls
+    (1 on CIFAR-100, 3 on CUB). Each step then reads ``data.batch_size`` anchors and as many
+    same-class partners."""
+
+    NEEDS: ClassVar[tuple[str, ...]] = ("partners",)
+
+
+@dataclass
+class DistillConfig(KDTermConfig):
     """Knowledge distillation from a trained cohort (``teacher:``; Hinton et al. 2015, with the
     input perturbations of Nam et al., NeurIPS 2021): T²·KL(p_teacher^T(x′) ‖ p_student^T(x′)),
     batch mean. Its weight is the paper's α (0.9, with ``loss.ce.weight`` 1 − α = 0.1)."""
 
-    temperature: float = 4.0
-    """T (the official code's default; its README's commands use 1)."""
     NEEDS: ClassVar[tuple[str, ...]] = ("teachers",)
-
-    def validate(self, where: str) -> None:
-        super().validate(where)
-        if not self.temperature > 0:
-            raise ConfigError(f"{where}.temperature must be > 0, got {self.temperature}")
 
 
 MIMICRY_TARGETS = ("pairwise", "peer_mean", "ensemble_mean", "ensemble_min_logit")

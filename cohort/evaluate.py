@@ -20,7 +20,6 @@ from cohort.batch import evaluation_logits, model_input
 from cohort.data.datasets import check_data
 from cohort.data.loader import MemberLoader
 from cohort.metrics import evaluate_cohort
-from cohort.models import build_model
 from cohort.run_dir import RunDir, RunDirError
 
 
@@ -58,15 +57,9 @@ def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str |
     config = run.load_config()
     folder = checkpoint_folder(run, which)
     meta = check_data(config.data.root)  # a truncated .beton is reported, not crashed on
-    models = []
-    for m, member in enumerate(config.members):
-        state = checkpoint.load_part(folder, m, torch.device("cpu"))
-        if state.get("arch") != member.arch:
-            raise RunDirError(f"{folder}/member-{m}.pt holds a {state.get('arch')}, but the config says {member.arch}; "
-                              f"pick another checkpoint with --checkpoint")
-        model = build_model(member.arch, meta["num_classes"], meta["mean"], meta["std"], blurpool=member.blurpool)
-        model.load_state_dict(state["model"])
-        models.append(model.eval())
+    models = [checkpoint.load_model(folder, m, member.arch, meta, torch.device("cpu"), blurpool=member.blurpool,
+                                    fix="pick another checkpoint with --checkpoint")
+              for m, member in enumerate(config.members)]
     root = Path(config.data.root)
     betons = {"val": root / "val.beton", split: Path(data) if data else root / f"{split}.beton"}
     for path in betons.values():
@@ -78,10 +71,7 @@ def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str |
                                              config.train.flip_tta, config.data.resolution)
     results = evaluate_cohort(logits, labels)
     out = run.path / "eval" / folder.name
-    marker = json.loads((folder / checkpoint.MARKER).read_text())
-    # A checkpoint holds the position to continue from: at a batch boundary of 0, the
-    # epoch before it is the one whose weights these are.
-    epoch = marker["epoch"] - 1 if marker["batch"] == 0 else marker["epoch"]
+    epoch = checkpoint.weights_epoch(folder)
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.jsonl", "w") as f:
         for name, table in results.items():

@@ -128,11 +128,6 @@ def cross_validated_nll(logits: np.ndarray, labels: np.ndarray, folds: int = 2, 
     return float(np.mean(scores))
 
 
-def subsets(k: int, size: int) -> list[tuple[int, ...]]:
-    """The member subsets of one size whose ensembles the sub-ensemble metrics average."""
-    return _subsets(k, size)
-
-
 def at_bound(temperature: float) -> bool:
     """Whether a fitted temperature lies at (within ``AT_BOUND_TOLERANCE`` in log T of) a search bound."""
     return any(abs(math.log(temperature) - math.log(bound)) < AT_BOUND_TOLERANCE for bound in TEMPERATURE_BOUNDS)
@@ -158,12 +153,13 @@ def diversity(member_logits: np.ndarray) -> dict[str, float]:
     return {"disagreement": float(disagreement), "pairwise_kl": float(kl)}
 
 
-def _subsets(k: int, size: int) -> list[tuple[int, ...]]:
-    subsets = list(itertools.combinations(range(k), size))
-    if len(subsets) > MAX_SUBSETS:
-        chosen = np.random.default_rng(size).choice(len(subsets), MAX_SUBSETS, replace=False)
-        subsets = [subsets[i] for i in sorted(chosen)]
-    return subsets
+def subsets(k: int, size: int) -> list[tuple[int, ...]]:
+    """The member subsets of one size whose ensembles the sub-ensemble metrics average."""
+    every = list(itertools.combinations(range(k), size))
+    if len(every) > MAX_SUBSETS:
+        chosen = np.random.default_rng(size).choice(len(every), MAX_SUBSETS, replace=False)
+        every = [every[i] for i in sorted(chosen)]
+    return every
 
 
 def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -180,7 +176,7 @@ def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
     temperatures = {m: fit_temperature(logits[fit_split][m], labels[fit_split]) for m in range(k)}
     temperatures["ensemble"] = fit_temperature(ensemble_logits(logits[fit_split]), labels[fit_split])
     subset_temperatures = {subset: fit_temperature(ensemble_logits(logits[fit_split][list(subset)]), labels[fit_split])
-                           for size in range(1, k + 1) for subset in _subsets(k, size)}
+                           for size in range(1, k + 1) for subset in subsets(k, size)}
     results = {}
     for split, split_logits in logits.items():
         y = labels[split]
@@ -191,7 +187,7 @@ def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
         table["ensemble"].update(diversity(split_logits))
         table["ensemble"]["subensembles"] = [
             {"size": size, **{key: float(np.mean([_scored(ensemble_logits(split_logits[list(s)]), y,
-                                                          subset_temperatures[s])[key] for s in _subsets(k, size)]))
+                                                          subset_temperatures[s])[key] for s in subsets(k, size)]))
                               for key in (*METRICS, *(f"c_{m}" for m in METRICS))}}
             for size in range(1, k + 1)
         ]

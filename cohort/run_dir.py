@@ -23,6 +23,13 @@ from cohort.config import (MOVED_KEYS, RUN_NEUTRAL_KEYS, CohortConfig, config_to
                            moved_key, same_run_config)
 
 
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON atomically (a temporary file, then a rename): a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
 class RunDirError(RuntimeError):
     """The run directory cannot hold this run; the message names the fix."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cohort.config import parse_select_by
 from cohort.metric_names import LOWER_IS_BETTER
+from cohort.run_dir import write_json
 
 
 class Selection:
@@ -37,9 +38,7 @@ class Selection:
         if self.best is not None and sign * value >= sign * self.best:
             return False
         self.best = value
-        tmp = self.file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"select_by": self.select_by, "epoch": epoch, "value": value}))
-        tmp.replace(self.file)
+        write_json(self.file, {"select_by": self.select_by, "epoch": epoch, "value": value})
         return True
 
     def restore(self, resumed_epoch: int) -> None:

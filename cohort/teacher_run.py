@@ -89,9 +89,8 @@ def check_teacher(config: CohortConfig, meta: dict) -> TeacherPlan | None:
         raise ConfigError(f"members: {config.num_members} students but teacher.run_dir {run.path} holds {teachers} "
                           f"teachers, and with teacher.mapping one_to_one student m learns from teacher m; use at most "
                           f"{teachers} members, or teacher.mapping=mean")
-    marker = json.loads((folder / checkpoint.MARKER).read_text())
-    epoch = marker["epoch"] - 1 if marker["batch"] == 0 else marker["epoch"]
-    return TeacherPlan(run.path, folder, tuple(m.arch for m in teacher_config.members), mapping, epoch,
+    return TeacherPlan(run.path, folder, tuple(m.arch for m in teacher_config.members), mapping,
+                       checkpoint.weights_epoch(folder),
                        tuple(m.blurpool for m in teacher_config.members))
 
 

@@ -37,8 +37,6 @@ from torch import nn
 
 from cohort import checkpoint
 from cohort.config import CohortConfig
-from cohort.models import build_model
-from cohort.run_dir import RunDirError
 from cohort.teacher_run import TeacherPlan
 
 DRAW_STREAM = 0x0D5
@@ -90,6 +88,13 @@ def ods_perturbation(x: torch.Tensor, direction: torch.Tensor, step_size: float,
     return (x + step.to(x.dtype)).clamp_(0.0, 1.0)
 
 
+def trace_fields(drawn: dict) -> dict:
+    """What ``Teachers.perturb`` drew, as trace numbers: tensors by their float64 sum (a digest
+    that equal draws on two ranks share), the teacher index as it is. Summing copies from the
+    device, so the trainer calls this only when it writes a trace."""
+    return {key: float(value.double().sum()) if isinstance(value, torch.Tensor) else value for key, value in drawn.items()}
+
+
 class Teachers:
     """The teachers one student rank holds, frozen, and what it computes with them."""
 
@@ -107,22 +112,17 @@ class Teachers:
         self.nets = {j: self.load(j, meta, device) for j in held}
 
     def load(self, j: int, meta: dict, device: torch.device) -> nn.Module:
-        state = checkpoint.load_part(self.plan.folder, j, device)
-        if state.get("arch") != self.plan.archs[j]:
-            raise RunDirError(f"{self.plan.folder}/member-{j}.pt holds a {state.get('arch')}, but the teachers' config "
-                              f"says {self.plan.archs[j]}; set teacher.checkpoint to another checkpoint")
-        blurpool = bool(self.plan.blurpool and self.plan.blurpool[j])
-        net = build_model(self.plan.archs[j], meta["num_classes"], meta["mean"], meta["std"], blurpool=blurpool).to(device)
-        net.load_state_dict(state["model"])
+        net = checkpoint.load_model(self.plan.folder, j, self.plan.archs[j], meta, device,
+                                    blurpool=bool(self.plan.blurpool and self.plan.blurpool[j]),
+                                    whose="the teachers' config", fix="set teacher.checkpoint to another checkpoint")
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        net.eval().requires_grad_(False)
-        return net
+        return net.requires_grad_(False)
 
     def perturb(self, x: torch.Tensor, step: int, replica: int) -> tuple[torch.Tensor | None, dict]:
         """x′ for the clean model input ``x`` at ``step`` (None for ``none``: x′ = x), and what
-        was drawn, for the trace: ``x_prime`` (the sum of x′), and for ODS ``teacher`` (j) and
-        ``w`` (the sum of w)."""
+        was drawn: ``x_prime``, and for ODS ``teacher`` (j) and ``w`` (``trace_fields`` turns
+        them into numbers for the trace, only when there is one)."""
         if self.perturbation == "none":
             return None, {}
         generator = step_generator(self.seed, step, replica, x.device)
@@ -135,8 +135,8 @@ class Teachers:
             direction, y = ods_direction(self.nets[j], x, w, self.temperature, self.autocast)
             confidence = y.max(dim=1).values if self.perturbation == "confods" else None
             x_prime = ods_perturbation(x, direction, self.step_size, confidence)
-            drawn = {"teacher": j, "w": float(w.double().sum())}
-        return x_prime, {"x_prime": float(x_prime.double().sum()), **drawn}
+            drawn = {"teacher": j, "w": w}
+        return x_prime, {"x_prime": x_prime, **drawn}
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:

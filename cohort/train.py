@@ -39,10 +39,10 @@ from cohort.metrics import evaluate_cohort
 from cohort.models import build_model
 from cohort.objective import LossInputs, build_objective
 from cohort.optim import build_optimizer, lr_factor, parameter_groups, set_lr
-from cohort.run_dir import RunDir, RunDirError
+from cohort.run_dir import RunDir, RunDirError, write_json
 from cohort.selection import Selection
 from cohort.teacher_run import TeacherPlan, check_teacher_record, teacher_predictions
-from cohort.teachers import Teachers
+from cohort.teachers import Teachers, trace_fields
 
 EPOCH_STATS = ("images_per_s", "seconds", "lr", "data_seconds", "exchange_seconds", "skipped_steps")
 """Per-epoch training figures logged with each member's metrics, beside the means of its
@@ -417,7 +417,8 @@ class Trainer:
         its other terms and again, in train mode and with gradient, on x′ for distillation."""
         if self.teachers is None:
             return None, None
-        x_prime, self.drawn = self.teachers.perturb(clean, self.step, self.mesh.replica)
+        x_prime, drawn = self.teachers.perturb(clean, self.step, self.mesh.replica)
+        self.drawn = trace_fields(drawn) if self.trace_file else {}
         if x_prime is None:
             return None, self.teachers.logits(clean)
         with self.autocast:
@@ -576,13 +577,6 @@ def write_scalars(writer, rows: list[dict], training_keys: list[str], names: lis
                 if key in row:
                     writer.add_scalar(f"train/{key}/{who}", row[key], row["epoch"])
     writer.flush()
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as JSON atomically (a temporary file, then a rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
 
 
 def parameter_digest(net: torch.nn.Module) -> str:

@@ -254,12 +254,11 @@ def write_imagefolder(out: Path, train_dir: Path, test_dir: Path, max_resolution
     ``proportion``: JPEG with probability ``compress_probability``, as ffcv-imagenet writes
     ImageNet), ``jpeg_quality``. Says how big the files will be before it writes them."""
     from torch.utils.data import Subset
-    from torchvision.datasets import ImageFolder
 
     for d in (train_dir, test_dir):
         if not d.is_dir():
             raise DataError(f"{d} is not a directory of class folders")
-    train, test = (image_folder(ImageFolder, d) for d in (train_dir, test_dir))
+    train, test = image_folder(train_dir), image_folder(test_dir)
     if train.classes != test.classes:
         only_train, only_test = sorted(set(train.classes) - set(test.classes)), sorted(set(test.classes) - set(train.classes))
         raise DataError(f"{train_dir} and {test_dir} have different class folders (only in {train_dir.name}: "
@@ -296,10 +295,12 @@ def human_bytes(count: float) -> str:
     return f"{count:.3g} TiB"
 
 
-def image_folder(image_folder_class, root: Path):
+def image_folder(root: Path):
     """torchvision's ImageFolder of ``root``; no class folder or no image is a one-line error."""
+    from torchvision.datasets import ImageFolder
+
     try:
-        return image_folder_class(str(root))
+        return ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as error:  # torchvision: no class folders / no valid files
         raise DataError(f"{root} holds no images in class folders ({str(error).splitlines()[0][:80]}); "
                         f"pass a folder of <class>/<image> files") from None
