@@ -1,10 +1,9 @@
 """The CUDA path, run end to end on one GPU: NCCL, FFCV's ToDevice, bf16, channels_last.
 
-    .venv/bin/python bench/cuda_path.py [--arch resnet18] [--epochs 6] [key=value ...]
+    .venv/bin/python bench/cuda_path.py [--arch resnet18] [--epochs 6] [--packed 2 4] [key=value ...]
 
 For a machine with one GPU (CI has none; run it when one is lent). Each variant is a real
-`cohort train` of a one-member cohort on the digits data (K = R = 1: one NCCL rank; a
-one-GPU machine cannot hold two NCCL ranks until members_per_gpu exists). It prints:
+`cohort train` of a one-member cohort on the digits data (K = R = 1: one NCCL rank). It prints:
 
 - images/s of the member (median over epochs after the first, which JIT-compiles FFCV's
   pipeline) for fp32, bf16, and bf16 + channels_last, side by side, and each one's test
@@ -12,7 +11,10 @@ one-GPU machine cannot hold two NCCL ranks until members_per_gpu exists). It pri
 - whether two runs of the same config end with bit-identical test logits (cuDNN picks
   non-deterministic kernels unless told otherwise, so this may print False);
 - whether a run resumed from a mid-run checkpoint ends with the same test logits as the
-  uninterrupted run.
+  uninterrupted run;
+- with ``--packed 2 4``: K = 2 and K = 4 DML cohorts packed on the one GPU
+  (``train.members_per_gpu: auto``, exchange over gloo), images/s per member against K = 1
+  (bf16 + channels_last for all three).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--packed", type=int, nargs="*", default=[], help="cohort sizes K to pack on the one GPU")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = parser.parse_args()
     common = [f"members=[{{name: m, arch: {args.arch}, policy: crop}}]", "loss.mimicry.weight=0",
@@ -79,6 +82,14 @@ def main() -> int:
         train(Path(tmp) / "again", common, *fast)
         same = np.array_equal(test_logits(Path(tmp) / "bf16+channels_last"), test_logits(Path(tmp) / "again"))
         print(f"  two runs of bf16+channels_last end with bit-identical test logits: {same}")
+
+        alone = results["bf16+channels_last"]["images_per_s"]
+        for k in args.packed:
+            members = ", ".join(f"{{name: m{i}, arch: {args.arch}, policy: crop}}" for i in range(k))
+            train(Path(tmp) / f"packed{k}", common, *fast, f"members=[{members}]", "loss.mimicry.weight=1")
+            packed = summary(Path(tmp) / f"packed{k}")["images_per_s"]
+            print(f"  K = {k} DML members packed on the GPU: {packed:8.0f} img/s per member "
+                  f"({packed / alone:.2f}× K = 1; {k * packed / alone:.2f}× its images/s in all)")
 
         whole, resumed = Path(tmp) / "whole", Path(tmp) / "resumed"
         train(whole, common, *fast, *steps)

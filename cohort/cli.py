@@ -9,6 +9,7 @@ from pathlib import Path
 from cohort.config import ConfigError, load_config
 from cohort.data.datasets import DataError, check_data, ensure_data
 from cohort.data.labelled import check_labelled
+from cohort.placement import PlacementError, place
 from cohort.run_dir import RunDir, RunDirError
 from cohort.teacher_run import check_teacher
 
@@ -33,8 +34,6 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
     from cohort.launch.torchrun import launch_local
 
     config = load_config(args.config, args.overrides)
@@ -44,10 +43,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_labelled(config)
     check_teacher(config, meta)
     RunDir(config.run_dir).check(config)
-    if config.train.device == "cuda" and torch.cuda.device_count() < config.world_size:
-        raise ConfigError(f"the cohort needs K×R = {config.world_size} GPUs but {torch.cuda.device_count()} are visible; "
-                          f"use a cluster launcher or train.device=cpu")
-    return launch_local(args.config, args.overrides, config.world_size, max_restarts=args.max_restarts)
+    check_local_gpus(config, config.replicas)
+    return launch_local([args.config, *args.overrides], config.world_size, max_restarts=args.max_restarts)
+
+
+def check_local_gpus(config, replicas: int) -> None:
+    """Whether this machine's GPUs can hold the cohort's K × ``replicas`` ranks (on CUDA)."""
+    import torch
+
+    if config.train.device == "cuda" or (config.train.device == "auto" and torch.cuda.is_available()):
+        try:  # every rank runs on this node
+            place(config.train.members_per_gpu, config.num_members, replicas, config.num_members * replicas,
+                  torch.cuda.device_count())
+        except PlacementError as error:
+            raise ConfigError(f"{error}, or a cluster launcher") from None
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -68,10 +77,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cohort.evaluate import run_eval
+    from cohort.evaluate import checkpoint_folder, eval_betons, run_eval
 
-    run_eval(args.run_dir, args.checkpoint, args.split, args.data)
-    return 0
+    if not args.distributed:
+        run_eval(args.run_dir, args.checkpoint, args.split, args.data)
+        return 0
+    from cohort.launch.torchrun import launch_local
+
+    run = RunDir(args.run_dir)
+    config = run.load_config()
+    replicas = args.replicas or config.replicas
+    if replicas < 1:
+        raise ConfigError(f"--replicas must be at least 1, not {replicas}")
+    # Checked before any process starts, as for training.
+    checkpoint_folder(run, args.checkpoint)
+    check_data(config.data.root)
+    eval_betons(config, args.split, args.data)
+    check_local_gpus(config, replicas)
+    options = ["--checkpoint", args.checkpoint, "--split", args.split, "--replicas", str(replicas),
+               *(["--data", args.data] if args.data else [])]
+    return launch_local([args.run_dir, *options], config.num_members * replicas, module="cohort.evaluate")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -143,11 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("run_dir")
     status.set_defaults(run=cmd_status)
 
-    evaluate = sub.add_parser("eval", help="evaluate a trained cohort's checkpoint (one process)")
+    evaluate = sub.add_parser("eval", help="evaluate a trained cohort's checkpoint (one process, or K×R with --distributed)")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--checkpoint", default="best", help="best (train.select_by's choice), last, or a folder")
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
     evaluate.add_argument("--data", help="another .beton to evaluate on (from a `cohort data` folder)")
+    evaluate.add_argument("--distributed", action="store_true",
+                          help="one process per member replica, as in training (members too large for one device)")
+    evaluate.add_argument("--replicas", type=int,
+                          help="--distributed: replicas per member, each predicting a shard (default: the run's R)")
     evaluate.set_defaults(run=cmd_eval)
 
     report = sub.add_parser("report", help="markdown table and figures comparing finished runs")

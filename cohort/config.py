@@ -388,11 +388,19 @@ class TrainConfig:
     """bf16 autocast (CUDA only)."""
     channels_last: bool = False
     """channels_last memory format (CUDA only)."""
+    members_per_gpu: int | str = "auto"
+    """Member ranks sharing one GPU (CUDA only; ``cohort/placement.py``): a divisor n of K,
+    or ``auto``: one rank per GPU when the node has enough GPUs, else the smallest n that
+    fits (a one-GPU machine holds the whole cohort). With n > 1 the logit exchange travels
+    over gloo through host memory and a member's DDP all-reduce over NCCL."""
     flip_tta: bool = False
     """Evaluate on each image and its left-right mirror, averaging the logits (ffcv-imagenet's
     ``lr_tta``, which sums them: the same top-1; the mean keeps NLL and ECE on one scale)."""
     threads_per_rank: int = 0
     """torch CPU threads per rank; 0: the machine's cores divided among local ranks."""
+    pin_cores: bool = False
+    """Pin each local rank, and the loader threads it starts, to its own share of the cores
+    (Linux ``sched_setaffinity``), so that ranks in lockstep do not take each other's cores."""
     dist_timeout_s: float = 300.0
     """Collectives that wait longer than this fail instead of hanging."""
     trace: bool = False
@@ -518,6 +526,11 @@ class CohortConfig:
             except ValueError as error:
                 raise ConfigError(str(error)) from None
         _choose("train.device", self.train.device, ("cpu", "cuda", "auto"))
+        packing = self.train.members_per_gpu
+        if packing != "auto" and (not isinstance(packing, int) or isinstance(packing, bool) or packing < 1
+                                  or self.num_members % packing):
+            raise ConfigError(f"train.members_per_gpu must be auto or a divisor of the K={self.num_members} members "
+                              f"(a GPU holds the same replica of n members), got {packing!r}")
         names = set()
         for i, member in enumerate(self.members):
             if not member.name:

@@ -23,9 +23,12 @@ class NonFiniteError(RuntimeError):
 class LogitExchange:
     """All-gathers detached ``[B, C]`` logits (and sample indices) over the member group."""
 
-    def __init__(self, group: dist.ProcessGroup | None, member: int, num_members: int, stop_on_nonfinite: bool = True):
+    def __init__(self, group: dist.ProcessGroup | None, member: int, num_members: int, stop_on_nonfinite: bool = True,
+                 transport: torch.device | None = None):
+        """``transport``: the device the group's backend reads (the host for gloo); None: the logits' own."""
         self.group, self.member, self.num_members = group, member, num_members
         self.stop_on_nonfinite = stop_on_nonfinite
+        self.transport = transport
 
     def gather(self, logits: torch.Tensor, indices: torch.Tensor, step: int) -> torch.Tensor:
         """All members' logits ``[K, B, C]`` (detached); checks the sample indices and (unless
@@ -37,9 +40,11 @@ class LogitExchange:
         if self.num_members == 1:
             gathered = message.unsqueeze(0)
         else:
+            # Members sharing a GPU exchange over gloo: through host memory, and back.
+            message = message.to(self.transport or message.device)
             parts = [torch.empty_like(message) for _ in range(self.num_members)]
             dist.all_gather(parts, message.contiguous(), group=self.group)
-            gathered = torch.stack(parts)
+            gathered = torch.stack(parts).to(logits.device)
         all_logits, all_indices = gathered[..., :-1], gathered[..., -1].contiguous().view(torch.int32)
         finite = torch.isfinite(all_logits).flatten(1).all(dim=1)
         if self.stop_on_nonfinite and not bool(finite.all()):

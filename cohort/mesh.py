@@ -2,8 +2,9 @@
 
     world = K members × R replicas,   rank = member · R + replica   (member-major)
 
-``mesh["replica"]`` is a member's data-parallel group (DDP); ``mesh["member"]`` is the
-exchange group of the K ranks holding replica r of every member.
+``replica_group`` is a member's data-parallel group (DDP); ``member_group`` is the
+exchange group of the K ranks holding replica r of every member. Their backends follow the
+placement of ranks on GPUs (``cohort/placement.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+
+from cohort.placement import Placement, PlacementError, place
 
 
 class LaunchError(RuntimeError):
@@ -66,18 +68,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def pick_device(requested: str, launch: Launch) -> torch.device:
-    """This rank's device: ``cuda:LOCAL_RANK`` (one rank per GPU) or the CPU."""
+def pick_device(requested: str, launch: Launch, members_per_gpu: int | str = 1, members: int = 1,
+                replicas: int = 1) -> tuple[torch.device, Placement]:
+    """This rank's device and the node's placement: ``cuda:<its GPU>`` (one rank per GPU, or
+    ``members_per_gpu`` members sharing one; ``cohort/placement.py``) or the CPU."""
     use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
     if not use_cuda:
-        return torch.device("cpu")
-    available = torch.cuda.device_count()
-    if available < launch.local_world_size:
-        raise LaunchError(
-            f"{launch.local_world_size} ranks on this node need one GPU each but {available} are visible; "
-            f"use fewer members/replicas per node, or train.device=cpu"
-        )
-    return torch.device("cuda", launch.local_rank)
+        return torch.device("cpu"), Placement(1, replicas)
+    try:
+        placement = place(members_per_gpu, members, replicas, launch.local_world_size, torch.cuda.device_count())
+    except PlacementError as error:
+        raise LaunchError(str(error)) from None
+    return torch.device("cuda", placement.gpu(launch.local_rank)), placement
 
 
 def rendezvous_store(launch: Launch, timeout_s: float) -> dist.Store:
@@ -96,9 +98,11 @@ def rendezvous_store(launch: Launch, timeout_s: float) -> dist.Store:
 
 
 class CohortMesh:
-    """The process group and the named (member, replica) device mesh of this rank."""
+    """The process group of this rank and its two subgroups: its member's replicas and the
+    members' replica-r ranks."""
 
-    def __init__(self, members: int, replicas: int, launch: Launch, device: torch.device, timeout_s: float):
+    def __init__(self, members: int, replicas: int, launch: Launch, device: torch.device, timeout_s: float,
+                 placement: Placement | None = None):
         if launch.world_size != members * replicas:
             raise LaunchError(
                 f"{launch.world_size} processes were started but the config needs K×R = {members}×{replicas} = "
@@ -108,18 +112,28 @@ class CohortMesh:
         self.rank, self.world_size = launch.rank, launch.world_size
         self.members, self.replicas = members, replicas
         self.member, self.replica = divmod(launch.rank, replicas)
+        placement = placement or Placement(1, replicas)
+        backends = placement.backends(device.type)
+        # Where each group's tensors must be: gloo groups of CUDA ranks go through host memory.
+        self.world_device, self.member_device = (device if backends[g] == "nccl" else torch.device("cpu")
+                                                 for g in ("world", "member"))
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.store = rendezvous_store(launch, timeout_s)
+        timeout = timedelta(seconds=timeout_s)
         if not dist.is_initialized():
             # device_id binds NCCL to this rank's GPU up front (without it, NCCL guesses the GPU from
             # the global rank and warns at the first barrier).
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", store=self.store,
-                                    rank=launch.rank, world_size=launch.world_size, timeout=timedelta(seconds=timeout_s),
-                                    device_id=device if device.type == "cuda" else None)
-        self.mesh: DeviceMesh = init_device_mesh(device.type, (members, replicas), mesh_dim_names=("member", "replica"))
-        self.member_group = self.mesh.get_group("member")
-        self.replica_group = self.mesh.get_group("replica")
+            dist.init_process_group(backend=backends["world"], store=self.store, rank=launch.rank,
+                                    world_size=launch.world_size, timeout=timeout,
+                                    device_id=device if backends["world"] == "nccl" else None)
+        # Every rank creates every group, in the same order (torch.distributed's rule).
+        self.replica_group, _ = dist.new_subgroups_by_enumeration(
+            [[m * replicas + r for r in range(replicas)] for m in range(members)], timeout=timeout,
+            backend=backends["replica"])
+        self.member_group, _ = dist.new_subgroups_by_enumeration(
+            [[m * replicas + r for m in range(members)] for r in range(replicas)], timeout=timeout,
+            backend=backends["member"])
 
     @property
     def is_main(self) -> bool:

@@ -89,8 +89,8 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
             run_dir = Path(out) / config.name / f"seed{seed}"
             if not finished(run_dir, config):
                 print(f"study: training {config.name} with seed {seed} in {run_dir}", flush=True)
-                code = launch_local(path, [*overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto",
-                                           "train.progress=false"], config.world_size)
+                code = launch_local([path, *overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto",
+                                     "train.progress=false"], config.world_size)
                 if code != 0:
                     raise RunDirError(f"{config.name} with seed {seed} failed (exit {code}; its error is above); "
                                       f"fix it and rerun the study: finished runs are kept")

@@ -30,15 +30,17 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from cohort import checkpoint
-from cohort.batch import IGNORE_LABEL, Batch, evaluation_logits, model_input
+from cohort.batch import IGNORE_LABEL, Batch, model_input
 from cohort.config import CohortConfig
 from cohort.data.loader import MemberLoader
+from cohort.evaluate import cohort_logits
 from cohort.exchange import LogitExchange, NonFiniteError
 from cohort.mesh import CohortMesh
 from cohort.metrics import evaluate_cohort
 from cohort.models import build_model
 from cohort.objective import LossInputs, build_objective
 from cohort.optim import build_optimizer, lr_factor, parameter_groups, set_lr
+from cohort.placement import rank_cores
 from cohort.run_dir import RunDir, RunDirError, write_json
 from cohort.selection import Selection
 from cohort.teacher_run import TeacherPlan, check_teacher_record, teacher_predictions
@@ -82,8 +84,12 @@ def member_init_seed(seed: int, member: int) -> int:
     return int(np.random.SeedSequence([seed, member, 0x1A17]).generate_state(1)[0])
 
 
-def configure_threads(config: CohortConfig, local_world_size: int) -> None:
-    """torch's intra-op threads for this rank: explicit, or the cores shared among local ranks."""
+def configure_threads(config: CohortConfig, local_world_size: int, local_rank: int = 0) -> None:
+    """torch's intra-op threads for this rank: explicit, or the cores shared among local ranks;
+    with ``train.pin_cores``, the rank (and the loader threads it starts later) keeps to its
+    own share of the cores."""
+    if config.train.pin_cores:
+        os.sched_setaffinity(0, rank_cores(sorted(os.sched_getaffinity(0)), local_world_size, local_rank))
     threads = config.train.threads_per_rank or max(1, (os.cpu_count() or 1) // local_world_size)
     torch.set_num_threads(threads)
 
@@ -137,7 +143,8 @@ class Trainer:
         self.skip_nonfinite = config.train.on_nonfinite == "skip_step"
         self.objective = build_objective(config, self.member)
         # Every member joins the all-gather when any member's objective reads its peers.
-        self.exchange = (LogitExchange(mesh.member_group, self.member, mesh.members, not self.skip_nonfinite)
+        self.exchange = (LogitExchange(mesh.member_group, self.member, mesh.members, not self.skip_nonfinite,
+                                       transport=mesh.member_device)
                          if config.exchanges_logits else None)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if config.train.bf16 and self.device.type == "cuda" else nullcontext())
@@ -359,7 +366,7 @@ class Trainer:
 
     def max_over_ranks(self, value: int) -> int:
         """The largest of every rank's ``value`` (a collective: every rank must call it)."""
-        reduced = torch.tensor([float(value)], device=self.device)
+        reduced = torch.tensor([float(value)], device=self.mesh.world_device)
         dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
         return int(reduced.item())
 
@@ -455,28 +462,11 @@ class Trainer:
 
     # --- evaluation -----------------------------------------------------------------------
 
-    @torch.no_grad()
     def predict(self, loader: MemberLoader) -> tuple[np.ndarray, np.ndarray]:
         """The cohort's logits ``[K, N, C]`` on a split, in file order, and the labels ``[N]``."""
         self.sync_buffers()
         self.net.eval()
-        logits, labels = [], []
-        for batch in loader.epoch(0):
-            with self.autocast:
-                logits.append(evaluation_logits(self.net, model_input(batch.images, self.channels_last),
-                                                self.config.train.flip_tta))
-            labels.append(batch.labels.clone())
-        local = torch.cat(logits)
-        local_labels = torch.cat(labels)
-        if self.config.replicas > 1:
-            local = _all_gather(local, self.mesh.replica_group, self.config.replicas)
-            local_labels = _all_gather(local_labels, self.mesh.replica_group, self.config.replicas)
-            member_logits = torch.from_numpy(loader.unshard(local.cpu().numpy()))
-            all_labels = loader.unshard(local_labels.cpu().numpy())
-        else:
-            member_logits, all_labels = local.cpu()[: loader.num_samples], local_labels.cpu().numpy()[: loader.num_samples]
-        cohort_logits = _all_gather(member_logits.to(self.device), self.mesh.member_group, self.mesh.members)
-        return cohort_logits.cpu().numpy(), all_labels
+        return cohort_logits(self.net, loader, self.mesh, self.config.train.flip_tta, self.autocast, self.channels_last)
 
     def member_stats(self, stats: dict[str, float]) -> list[dict[str, float]]:
         """Every member's epoch figures (its terms' means and ``EPOCH_STATS``), averaged over
@@ -586,12 +576,6 @@ def parameter_digest(net: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _all_gather(tensor: torch.Tensor, group, size: int) -> torch.Tensor:
-    parts = [torch.empty_like(tensor) for _ in range(size)]
-    dist.all_gather(parts, tensor.contiguous(), group=group)
-    return torch.stack(parts)
 
 
 def print_summary(results: dict[str, dict], run_dir: Path, names: list[str]) -> None:

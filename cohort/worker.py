@@ -59,9 +59,10 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
         meta = check_data(config.data.root, config.data.batch_size, config.replicas)
         labelled = check_labelled(config)
         teachers = check_teacher(config, meta)
-        configure_threads(config, launch.local_world_size)
-        mesh = CohortMesh(config.num_members, config.replicas, launch, pick_device(config.train.device, launch),
-                          config.train.dist_timeout_s)
+        configure_threads(config, launch.local_world_size, launch.local_rank)
+        device, placement = pick_device(config.train.device, launch, config.train.members_per_gpu,
+                                        config.num_members, config.replicas)
+        mesh = CohortMesh(config.num_members, config.replicas, launch, device, config.train.dist_timeout_s, placement)
         try:
             trainer = Trainer(config, mesh, meta, labelled, teachers)
             trainer.fit()

@@ -1,6 +1,7 @@
 """Start a cohort's K×R processes on this machine through torchrun's own API.
 
-Equivalent to ``torchrun --standalone --nproc-per-node K*R -m cohort.train CONFIG ...``:
+Equivalent to ``torchrun --standalone --nproc-per-node K*R -m cohort.train CONFIG ...`` (or
+``-m cohort.evaluate RUN_DIR ...``):
 torchrun picks a free rendezvous port, watches the workers and, when one fails, stops
 the others, so an error on any rank ends the whole cohort instead of hanging it.
 """
@@ -15,8 +16,9 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import get_args_parser, run
 
 
-def launch_local(config_path: str, overrides: list[str], nproc: int, max_restarts: int = 0) -> int:
-    """Run ``cohort.train`` in ``nproc`` local processes; returns their exit code."""
+def launch_local(arguments: list[str], nproc: int, max_restarts: int = 0, module: str = "cohort.train") -> int:
+    """Run ``python -m MODULE ARGUMENTS`` in ``nproc`` local processes (``cohort.train``:
+    CONFIG [key=value ...]; ``cohort.evaluate``: RUN_DIR [options]); returns their exit code."""
     # torchrun warns about OMP_NUM_THREADS when it is unset; cohort.train sets torch's
     # thread count itself (train.threads_per_rank), so say so and silence the warning.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -24,7 +26,7 @@ def launch_local(config_path: str, overrides: list[str], nproc: int, max_restart
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     args = get_args_parser().parse_args([
         "--standalone", "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts),
-        "--monitor-interval", "0.5", "--module", "cohort.train", config_path, *overrides,
+        "--monitor-interval", "0.5", "--module", module, *arguments,
     ])
     try:
         run(args)

@@ -270,6 +270,13 @@ CASES = {
                                   "must be in [0.0, 2.0], got 3"),
     "negative_diversity_weight": Case(lambda b: b.train("loss.diversity.weight=-0.5"), "loss.diversity: weight",
                                       "must be >= 0, got weight -0.5"),
+    "members_per_gpu_not_dividing_k": Case(lambda b: b.train("train.members_per_gpu=3"),
+                                           "train.members_per_gpu must be auto or a divisor of the K=2 members",
+                                           "got 3"),
+    "more_ranks_than_gpus_times_members_per_gpu": Case(
+        lambda b: b.train("train.device=cuda", "train.members_per_gpu=1"),
+        "2 ranks on this node with train.members_per_gpu=1 need 2 GPUs but 0 are visible",
+        "raise train.members_per_gpu (a divisor of K=2), use members_per_gpu=auto, or train.device=cpu"),
     "bad_resume_value": Case(lambda b: b.train("resume=maybe"), "resume 'maybe'", "choose one of: never, auto"),
     "run_dir_under_a_file": Case(file_on_the_run_dir_path, "{tmp}/notes.txt is a file", "choose another run_dir="),
     "run_dir_is_another_folder": Case(run_dir_is_another_folder, "{run} exists and is not a cohort run directory",

@@ -49,6 +49,23 @@ def test_eval_reproduces_the_selected_epochs_test_metrics(dml_pair):
     np.testing.assert_allclose(saved["logits"], np.load(run / "predictions" / "best" / "test.npz")["logits"], atol=1e-5)
 
 
+def test_eval_on_the_k_by_r_layout_gives_training_s_predictions(dml_pair, tmp_path):
+    """K = 2 members × 2 replicas, four real processes: each loads its member's part and
+    predicts its shard; the gathered logits are training's own for that checkpoint."""
+    _, run, _ = dml_pair
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("eval"))
+    result = run_cli("eval", str(copy), "--checkpoint", "best", "--distributed", "--replicas", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ensemble" in result.stdout and result.stdout.count("wrote ") == 1  # rank 0 alone writes
+    for split in ("val", "test"):
+        saved, trained = (np.load(folder / f"{split}.npz") for folder in
+                          (copy / "eval" / "best" / "predictions", run / "predictions" / "best"))
+        assert saved["logits"].shape == trained["logits"].shape
+        np.testing.assert_array_equal(saved["labels"], trained["labels"])
+        np.testing.assert_allclose(saved["logits"], trained["logits"], atol=1e-5)
+
+
 def test_report_writes_markdown_and_readable_figures(dml_pair, tmp_path):
     _, run, _ = dml_pair
     copy = tmp_path / "copy"
