@@ -1,6 +1,6 @@
 """The CUDA path, run end to end on one GPU: NCCL, FFCV's ToDevice, bf16, channels_last.
 
-    .venv/bin/python bench/cuda_path.py [--arch resnet18] [--epochs 6] [--packed 2 4] [key=value ...]
+    .venv/bin/python bench/cuda_path.py [--arch resnet18] [--epochs 6] [key=value ...] [--packed 2 4]
 
 For a machine with one GPU (CI has none; run it when one is lent). Each variant is a real
 `cohort train` of a one-member cohort on the digits data (K = R = 1: one NCCL rank). It prints:
