@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cohort.config import (MOVED_KEYS, RUN_NEUTRAL_KEYS, CohortConfig, config_to_dict, dump_config, load_config,
-                           moved_key, same_run_config)
+from cohort.config import (MOVED_KEYS, RUN_NEUTRAL_KEYS, CohortConfig, ConfigError, config_to_dict, dump_config,
+                           load_config, moved_key, same_run_config)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -88,6 +88,10 @@ class RunDir:
             existing = yaml.safe_load(self.config_file.read_text())
             if (error := self.format_error(existing)) is not None:
                 raise error
+            try:  # read back through today's config: keys added since then take their defaults
+                existing = config_to_dict(load_config(self.config_file))
+            except ConfigError:
+                pass  # compared as written: the first difference names the key
             if not same_run_config(existing, config_to_dict(config)):
                 raise RunDirError(
                     f"{self.path} holds a run of a different config ({_first_difference(existing, config_to_dict(config))}); "

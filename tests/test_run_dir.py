@@ -39,3 +39,16 @@ def test_a_finished_runs_config_is_read_as_the_typed_tree(tmp_path):
     RunDir(run).create(config)
     again = RunDir(run).load_config()
     assert again == config and again.independent
+
+
+def test_a_run_written_before_a_key_existed_resumes_with_that_key_at_its_default(tmp_path):
+    run = tmp_path / "run"
+    config = load_config(REPO / "configs" / "demo.yaml", [f"run_dir={run}"])
+    RunDir(run).create(config)
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    del written["train"]["members_per_gpu"], written["train"]["pin_cores"]  # as an earlier cohort wrote it
+    (run / "config.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
+    RunDir(run).check(load_config(REPO / "configs" / "demo.yaml", [f"run_dir={run}", "resume=auto"]))
+    with pytest.raises(RunDirError, match=r"different config \(train\.pin_cores: False there, True here\)"):
+        RunDir(run).check(load_config(REPO / "configs" / "demo.yaml", [f"run_dir={run}", "resume=auto",
+                                                                         "train.pin_cores=true"]))
