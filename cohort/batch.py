@@ -10,6 +10,7 @@ some methods read (CS-KD's same-class partners).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,15 @@ class Batch:
     """int64 ``[N]``: each row's sample index in the ``.beton`` file."""
     anchors: int
     """Rows ``[:anchors]`` are the batch proper; the rest are partners."""
+
+
+def device_formats(bf16: bool, channels_last: bool, device: torch.device) -> tuple[AbstractContextManager, bool]:
+    """(bf16 autocast or a null context, whether channels_last is on) for models on ``device``:
+    ``train.bf16`` and ``train.channels_last`` apply on CUDA only. Training (and its teachers)
+    and ``cohort eval --distributed`` both take them from here."""
+    on_cuda = device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and on_cuda else nullcontext()
+    return autocast, channels_last and on_cuda
 
 
 def model_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:

@@ -51,7 +51,9 @@ def check_local_gpus(config, replicas: int) -> None:
     """Whether this machine's GPUs can hold the cohort's K × ``replicas`` ranks (on CUDA)."""
     import torch
 
-    if config.train.device == "cuda" or (config.train.device == "auto" and torch.cuda.is_available()):
+    from cohort.mesh import uses_cuda
+
+    if uses_cuda(config.train.device):
         try:  # every rank runs on this node
             place(config.train.members_per_gpu, config.num_members, replicas, config.num_members * replicas,
                   torch.cuda.device_count())

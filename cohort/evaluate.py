@@ -26,10 +26,10 @@ import torch.distributed as dist
 import yaml
 
 from cohort import checkpoint
-from cohort.batch import evaluation_logits, model_input
+from cohort.batch import device_formats, evaluation_logits, model_input
 from cohort.data.datasets import DataError, check_data
 from cohort.data.loader import MemberLoader
-from cohort.mesh import CohortMesh, LaunchError, detect_launch, pick_device
+from cohort.mesh import CohortMesh, LaunchError, configure_threads, detect_launch, pick_device
 from cohort.metrics import evaluate_cohort
 from cohort.run_dir import RunDir, RunDirError
 
@@ -147,8 +147,6 @@ def all_gather(tensor: torch.Tensor, group, size: int) -> torch.Tensor:
 
 def run_eval_rank(run_dir: str, which: str, split: str, data: str | None, replicas: int | None, launch) -> None:
     """This rank's part of a distributed evaluation; rank 0 writes the results."""
-    from cohort.train import configure_threads  # cohort.train imports this module
-
     run = RunDir(run_dir)
     config = run.load_config()
     replicas = replicas or config.replicas
@@ -163,11 +161,9 @@ def run_eval_rank(run_dir: str, which: str, split: str, data: str | None, replic
         member = config.members[mesh.member]
         net = checkpoint.load_model(folder, mesh.member, member.arch, meta, device, blurpool=member.blurpool,
                                     fix="pick another checkpoint with --checkpoint")
-        channels_last = config.train.channels_last and device.type == "cuda"
+        autocast, channels_last = device_formats(config.train.bf16, config.train.channels_last, device)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.train.bf16 and device.type == "cuda"
-                    else nullcontext())
         logits, labels = {}, {}
         for name, path in betons.items():
             loader = MemberLoader(path.parent, path.stem, member=mesh.member, replica=mesh.replica, replicas=replicas,

@@ -1,4 +1,4 @@
-"""Who am I in the cohort: launcher detection, the process group and the (member, replica) mesh.
+"""Who am I in the cohort: launcher detection, this rank's device, threads and cores, the process group and the (member, replica) mesh.
 
     world = K members × R replicas,   rank = member · R + replica   (member-major)
 
@@ -18,7 +18,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from cohort.placement import Placement, PlacementError, place
+from cohort.config import CohortConfig
+from cohort.placement import Placement, PlacementError, place, rank_cores
 
 
 class LaunchError(RuntimeError):
@@ -68,12 +69,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def configure_threads(config: CohortConfig, local_world_size: int, local_rank: int = 0) -> None:
+    """torch's intra-op threads for this rank: explicit, or the cores shared among local ranks;
+    with ``train.pin_cores``, the rank (and the loader threads it starts later) keeps to its
+    own share of the cores."""
+    if config.train.pin_cores:
+        os.sched_setaffinity(0, rank_cores(sorted(os.sched_getaffinity(0)), local_world_size, local_rank))
+    threads = config.train.threads_per_rank or max(1, (os.cpu_count() or 1) // local_world_size)
+    torch.set_num_threads(threads)
+
+
+def uses_cuda(requested: str) -> bool:
+    """Whether ``train.device`` = ``requested`` puts the ranks on GPUs."""
+    return requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
+
+
 def pick_device(requested: str, launch: Launch, members_per_gpu: int | str = 1, members: int = 1,
                 replicas: int = 1) -> tuple[torch.device, Placement]:
     """This rank's device and the node's placement: ``cuda:<its GPU>`` (one rank per GPU, or
     ``members_per_gpu`` members sharing one; ``cohort/placement.py``) or the CPU."""
-    use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
-    if not use_cuda:
+    if not uses_cuda(requested):
         return torch.device("cpu"), Placement(1, replicas)
     try:
         placement = place(members_per_gpu, members, replicas, launch.local_world_size, torch.cuda.device_count())

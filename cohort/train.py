@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from cohort import checkpoint
-from cohort.batch import IGNORE_LABEL, Batch, model_input
+from cohort.batch import IGNORE_LABEL, Batch, device_formats, model_input
 from cohort.config import CohortConfig
 from cohort.data.loader import MemberLoader
 from cohort.evaluate import cohort_logits
@@ -40,7 +38,6 @@ from cohort.metrics import evaluate_cohort
 from cohort.models import build_model
 from cohort.objective import LossInputs, build_objective
 from cohort.optim import build_optimizer, lr_factor, parameter_groups, set_lr
-from cohort.placement import rank_cores
 from cohort.run_dir import RunDir, RunDirError, write_json
 from cohort.selection import Selection
 from cohort.teacher_run import TeacherPlan, check_teacher_record, teacher_predictions
@@ -84,16 +81,6 @@ def member_init_seed(seed: int, member: int) -> int:
     return int(np.random.SeedSequence([seed, member, 0x1A17]).generate_state(1)[0])
 
 
-def configure_threads(config: CohortConfig, local_world_size: int, local_rank: int = 0) -> None:
-    """torch's intra-op threads for this rank: explicit, or the cores shared among local ranks;
-    with ``train.pin_cores``, the rank (and the loader threads it starts later) keeps to its
-    own share of the cores."""
-    if config.train.pin_cores:
-        os.sched_setaffinity(0, rank_cores(sorted(os.sched_getaffinity(0)), local_world_size, local_rank))
-    threads = config.train.threads_per_rank or max(1, (os.cpu_count() or 1) // local_world_size)
-    torch.set_num_threads(threads)
-
-
 class Trainer:
     """Everything one rank holds: its member's model, optimiser, loaders and exchange."""
 
@@ -113,7 +100,7 @@ class Trainer:
         torch.manual_seed(member_init_seed(config.seed, self.member))
         self.net = build_model(self.member_config.arch, self.num_classes, self.meta["mean"], self.meta["std"],
                                blurpool=self.member_config.blurpool).to(self.device)
-        self.channels_last = config.train.channels_last and self.device.type == "cuda"
+        self.autocast, self.channels_last = device_formats(config.train.bf16, config.train.channels_last, self.device)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.model = self.net
@@ -146,8 +133,6 @@ class Trainer:
         self.exchange = (LogitExchange(mesh.member_group, self.member, mesh.members, not self.skip_nonfinite,
                                        transport=mesh.member_device)
                          if config.exchanges_logits else None)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if config.train.bf16 and self.device.type == "cuda" else nullcontext())
         self.teacher_plan = teacher_plan
         self.teachers = (Teachers(config, teacher_plan, self.member, meta, self.device, self.autocast, self.channels_last)
                          if teacher_plan is not None else None)

@@ -20,10 +20,10 @@ from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.data.datasets import DataError, check_data
 from cohort.data.labelled import check_labelled
 from cohort.exchange import DesyncError, NonFiniteError
-from cohort.mesh import CohortMesh, Launch, LaunchError, detect_launch, pick_device
+from cohort.mesh import CohortMesh, Launch, LaunchError, configure_threads, detect_launch, pick_device
 from cohort.run_dir import RunDirError
 from cohort.teacher_run import check_teacher
-from cohort.train import STOP_SIGNALS, Stopped, Trainer, TrainingError, configure_threads
+from cohort.train import STOP_SIGNALS, Stopped, Trainer, TrainingError
 
 # Errors every rank meets identically are printed once (by rank 0); an error of one rank
 # (its own loss went non-finite) by that rank. An error says which it is by ``shared``.

@@ -61,7 +61,7 @@ def test_pinned_ranks_take_disjoint_shares_of_the_cores():
 
 def test_a_pinned_rank_keeps_to_its_share_of_the_cores():
     """train.pin_cores through configure_threads, in a child process (it changes the process's affinity)."""
-    code = ("import os; from cohort.config import CohortConfig; from cohort.train import configure_threads; "
+    code = ("import os; from cohort.config import CohortConfig; from cohort.mesh import configure_threads; "
             "c = CohortConfig(); c.train.pin_cores = True; before = sorted(os.sched_getaffinity(0)); "
             "configure_threads(c, 2, 1); print(before, sorted(os.sched_getaffinity(0)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

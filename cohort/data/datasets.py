@@ -276,14 +276,13 @@ def write_imagefolder(out: Path, train_dir: Path, test_dir: Path, max_resolution
         "std": list(IMAGENET_STD),
         "decoder": "center_crop",
     }
-    field = {"write_mode": write_mode, "jpeg_quality": jpeg_quality, "compress_probability": compress_probability}
-    estimate = sum(estimated_bytes(dataset, max_resolution, **field) for dataset in splits.values())
+    options = {"jpeg_quality": jpeg_quality, "compress_probability": compress_probability}  # FFCV's RGBImageField's
+    estimate = sum(estimated_bytes(dataset, max_resolution, write_mode, **options) for dataset in splits.values())
     print(f"cohort data: writing {sum(len(d) for d in splits.values())} images into {out}, about "
           f"{human_bytes(estimate)} (estimated from a sample; {write_mode}, longest side {max_resolution}, "
           f"JPEG quality {jpeg_quality})", flush=True)
     return _write_splits(out, splits, meta, write_mode=write_mode, max_resolution=max_resolution,
-                         num_workers=num_workers, field_options={"jpeg_quality": jpeg_quality,
-                                                                 "compress_probability": compress_probability})
+                         num_workers=num_workers, field_options=options)
 
 
 def human_bytes(count: float) -> str:
