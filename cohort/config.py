@@ -18,12 +18,13 @@ from typing import Any, ClassVar
 
 import yaml
 
+from cohort.errors import CohortError
 from cohort.data.policies import ALL_POLICIES, CROP_FREE_POLICIES, STRENGTH_RANGE, auto_policies
 from cohort.metric_names import SELECTABLE
 from cohort.model_names import ARCHITECTURE_NAMES, is_known_architecture
 
 
-class ConfigError(ValueError):
+class ConfigError(CohortError, ValueError):
     """A configuration problem; its message is one line naming the key and the fix."""
 
 

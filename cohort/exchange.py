@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from cohort.errors import CohortError
 
 
-class DesyncError(RuntimeError):
+
+class DesyncError(CohortError, RuntimeError):
     """Members disagree on the batch (different labels at the same step)."""
 
 
-class NonFiniteError(RuntimeError):
-    """A member produced non-finite logits or loss."""
+class NonFiniteError(CohortError, RuntimeError):
+    """A member produced non-finite logits or loss (its own rank's, unless the exchange found it)."""
+
+    shared = False
 
 
 class LogitExchange:
@@ -49,9 +53,9 @@ class LogitExchange:
         finite = torch.isfinite(all_logits).flatten(1).all(dim=1)
         if self.stop_on_nonfinite and not bool(finite.all()):
             bad = int((~finite).nonzero()[0])
-            error = NonFiniteError(f"member {bad} produced non-finite logits at step {step}; lower the learning rate or check the data")
-            error.shared = True  # every rank of the exchange sees it: rank 0 alone reports it
-            raise error
+            # Every rank of the exchange sees it: rank 0 alone reports it.
+            raise NonFiniteError(f"member {bad} produced non-finite logits at step {step}; lower the learning rate "
+                                 f"or check the data", shared=True)
         mismatch = (all_indices != all_indices[0]).any(dim=1)
         if bool(mismatch.any()):
             bad = int(mismatch.nonzero()[0])

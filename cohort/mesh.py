@@ -18,11 +18,12 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from cohort.errors import CohortError
 from cohort.config import CohortConfig
 from cohort.placement import Placement, PlacementError, place, rank_cores
 
 
-class LaunchError(RuntimeError):
+class LaunchError(CohortError, RuntimeError):
     """The processes started do not fit the config (count, GPUs)."""
 
 

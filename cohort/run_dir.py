@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from cohort.errors import CohortError
 from cohort.config import (MOVED_KEYS, RUN_NEUTRAL_KEYS, CohortConfig, ConfigError, config_to_dict, dump_config,
                            load_config, moved_key, same_run_config)
 
@@ -30,7 +31,7 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-class RunDirError(RuntimeError):
+class RunDirError(CohortError, RuntimeError):
     """The run directory cannot hold this run; the message names the fix."""
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from cohort.errors import CohortError
 from cohort import checkpoint
 from cohort.batch import IGNORE_LABEL, Batch, device_formats, model_input
 from cohort.config import CohortConfig
@@ -53,8 +54,10 @@ CHECKPOINT_FORMAT = 2
 """Version of a checkpoint part's contents (2: epoch sums by term name)."""
 
 
-class TrainingError(RuntimeError):
-    """A problem found while training (bad labels, a lost peer); the message names the fix."""
+class TrainingError(CohortError, RuntimeError):
+    """A problem one rank found while training (a label outside the classes); the message names the fix."""
+
+    shared = False
 
 
 class Stopped(Exception):

@@ -16,19 +16,13 @@ from dataclasses import dataclass
 
 import torch.distributed as dist
 
-from cohort.config import CohortConfig, ConfigError, load_config
-from cohort.data.datasets import DataError, check_data
+from cohort.config import CohortConfig, load_config
+from cohort.data.datasets import check_data
 from cohort.data.labelled import check_labelled
-from cohort.exchange import DesyncError, NonFiniteError
-from cohort.mesh import CohortMesh, Launch, LaunchError, configure_threads, detect_launch, pick_device
-from cohort.run_dir import RunDirError
+from cohort.errors import CohortError
+from cohort.mesh import CohortMesh, Launch, configure_threads, detect_launch, pick_device
 from cohort.teacher_run import check_teacher
-from cohort.train import STOP_SIGNALS, Stopped, Trainer, TrainingError
-
-# Errors every rank meets identically are printed once (by rank 0); an error of one rank
-# (its own loss went non-finite) by that rank. An error says which it is by ``shared``.
-SHARED_ERRORS = (ConfigError, DataError, LaunchError, RunDirError, DesyncError)
-RANK_ERRORS = (TrainingError, NonFiniteError)
+from cohort.train import STOP_SIGNALS, Stopped, Trainer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,8 +67,10 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
             # finished SLURM job into FAILED (a --signal that lands just after the last step).
             for signum in STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
-    except SHARED_ERRORS + RANK_ERRORS as error:
-        if launch.rank == 0 or not getattr(error, "shared", isinstance(error, SHARED_ERRORS)):
+    except CohortError as error:
+        # An error every rank meets alike is printed once (by rank 0); an error of one rank
+        # (its own loss went non-finite) by that rank (``cohort.errors``).
+        if launch.rank == 0 or not error.shared:
             print(f"cohort: error: {error}", file=sys.stderr, flush=True)
         else:
             # torchrun stops every worker once one exits; a silent rank that exited first

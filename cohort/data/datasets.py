@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from cohort.errors import CohortError
+
 
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 20180612  # fixed: the same data folder on every machine
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class DataError(ValueError):
+class DataError(CohortError, ValueError):
     """A data problem; its message names the file and the command that fixes it."""
 
 
