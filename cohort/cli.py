@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 from cohort.config import ConfigError, load_config
-from cohort.data.datasets import DataError, check_data, ensure_data
-from cohort.data.labelled import check_labelled
+from cohort.data.datasets import DataError
 from cohort.placement import PlacementError, place
-from cohort.run_dir import RunDir, RunDirError
-from cohort.teacher_run import check_teacher
+from cohort.preflight import plan_eval, plan_run
+from cohort.run_dir import RunDirError
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -37,12 +36,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cohort.launch.torchrun import launch_local
 
     config = load_config(args.config, args.overrides)
-    ensure_data(config.data.root, config.data.dataset)
     # Checked here, before any process starts: in the workers each rank would report it.
-    meta = check_data(config.data.root, config.data.batch_size, config.replicas)
-    check_labelled(config)
-    check_teacher(config, meta)
-    RunDir(config.run_dir).check(config)
+    plan_run(config, write_data=True)
     check_local_gpus(config, config.replicas)
     return launch_local([args.config, *args.overrides], config.world_size, max_restarts=args.max_restarts)
 
@@ -79,26 +74,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cohort.evaluate import checkpoint_folder, eval_betons, run_eval
+    from cohort.evaluate import run_eval
 
     if not args.distributed:
         run_eval(args.run_dir, args.checkpoint, args.split, args.data)
         return 0
     from cohort.launch.torchrun import launch_local
 
-    run = RunDir(args.run_dir)
-    config = run.load_config()
-    replicas = args.replicas or config.replicas
-    if replicas < 1:
-        raise ConfigError(f"--replicas must be at least 1, not {replicas}")
     # Checked before any process starts, as for training.
-    checkpoint_folder(run, args.checkpoint)
-    check_data(config.data.root)
-    eval_betons(config, args.split, args.data)
-    check_local_gpus(config, replicas)
-    options = ["--checkpoint", args.checkpoint, "--split", args.split, "--replicas", str(replicas),
+    plan = plan_eval(args.run_dir, args.checkpoint, args.split, args.data, args.replicas)
+    if plan.replicas < 1:
+        raise ConfigError(f"--replicas must be at least 1, not {plan.replicas}")
+    check_local_gpus(plan.config, plan.replicas)
+    options = ["--checkpoint", args.checkpoint, "--split", args.split, "--replicas", str(plan.replicas),
                *(["--data", args.data] if args.data else [])]
-    return launch_local([args.run_dir, *options], config.num_members * replicas, module="cohort.evaluate")
+    return launch_local([args.run_dir, *options], plan.config.num_members * plan.replicas,
+                        module="cohort.eval_worker")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -113,6 +113,16 @@ def rendezvous_store(launch: Launch, timeout_s: float) -> dist.Store:
     return dist.PrefixStore(f"cohort/attempt-{attempt}", store)
 
 
+def join_cohort(config: CohortConfig, launch: Launch, replicas: int | None = None) -> CohortMesh:
+    """This rank's threads, device and mesh: how a training or evaluation rank joins the cohort
+    (``replicas``: per member, default the config's)."""
+    replicas = replicas or config.replicas
+    configure_threads(config, launch.local_world_size, launch.local_rank)
+    device, placement = pick_device(config.train.device, launch, config.train.members_per_gpu, config.num_members,
+                                    replicas)
+    return CohortMesh(config.num_members, replicas, launch, device, config.train.dist_timeout_s, placement)
+
+
 class CohortMesh:
     """The process group of this rank and its two subgroups: its member's replicas and the
     members' replica-r ranks."""
@@ -158,6 +168,22 @@ class CohortMesh:
 
     def barrier(self) -> None:
         dist.barrier()
+
+    def max_over_ranks(self, value: int) -> int:
+        """The largest of every rank's ``value`` (a collective: every rank must call it)."""
+        reduced = torch.tensor([float(value)], device=self.world_device)
+        dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+        return int(reduced.item())
+
+    def any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank (a collective)."""
+        return self.max_over_ranks(int(flag)) > 0
+
+    def main_says(self, flag: bool) -> bool:
+        """Rank 0's ``flag``, on every rank (a collective)."""
+        message = [flag]
+        dist.broadcast_object_list(message, src=0)
+        return message[0]
 
     def close(self) -> None:
         if dist.is_initialized():

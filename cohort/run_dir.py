@@ -81,9 +81,11 @@ class RunDir:
             raise error
         return load_config(self.config_file)
 
-    def check(self, config: CohortConfig) -> None:
-        """Raise unless this run may start (or continue, with resume=auto) here. Writes nothing."""
-        if self.config_file.is_file():
+    def check(self, config: CohortConfig) -> bool:
+        """Raise unless this run may start (or continue, with resume=auto) here; True when the
+        folder already holds this run (it continues), False when the run is new. Writes nothing."""
+        continues = self.config_file.is_file()
+        if continues:
             if config.resume == "never":
                 raise RunDirError(f"{self.path} already holds a run; pass resume=auto to continue it, or run_dir=<a new folder>")
             existing = yaml.safe_load(self.config_file.read_text())
@@ -107,6 +109,7 @@ class RunDir:
             raise RunDirError(f"cannot create {self.path}: {parent} is a file, not a folder; choose another run_dir=")
         if not os.access(parent, os.W_OK):
             raise RunDirError(f"cannot write into {parent}; choose a writable run_dir=")
+        return continues
 
     def create(self, config: CohortConfig) -> None:
         for folder in (self.path, self.predictions, self.checkpoints):

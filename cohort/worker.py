@@ -2,14 +2,13 @@
 way it can end into an exit code and at most one line on stderr.
 
 ``python -m cohort.train`` (under torchrun or srun) and ``cohort submit``'s SLURM tasks
-enter here. The trainer itself (``cohort.train``) knows nothing of exit codes, of which
+enter here. The trainer itself (``cohort.trainer``) knows nothing of exit codes, of which
 rank prints an error, or of how a lost peer is diagnosed.
 """
 
 from __future__ import annotations
 
 import datetime
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -17,20 +16,24 @@ from dataclasses import dataclass
 import torch.distributed as dist
 
 from cohort.config import CohortConfig, load_config
-from cohort.data.datasets import check_data
-from cohort.data.labelled import check_labelled
 from cohort.errors import CohortError
-from cohort.mesh import CohortMesh, Launch, configure_threads, detect_launch, pick_device
-from cohort.teacher_run import check_teacher
-from cohort.train import STOP_SIGNALS, Stopped, Trainer
+from cohort.mesh import Launch, detect_launch, join_cohort
+from cohort.preflight import plan_run
+from cohort.stopping import Stopped, ignore_stop_signals
+from cohort.trainer import Trainer
+
+USAGE = """Train a cohort: one member per rank (R replica ranks with DDP), learning from each other
+through a logit exchange.
+
+    torchrun --nproc-per-node K*R -m cohort.train CONFIG [key=value ...]
+    cohort train CONFIG [key=value ...]       # the same; starts the K*R processes for you
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cohort import train
-
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(train.__doc__)
+        print(USAGE)
         return 0 if argv else 2
     return run_worker(argv, detect_launch()).exit_code
 
@@ -50,23 +53,14 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
     try:
         config = load_config(argv[0], argv[1:])
         # Before the process group: an error every rank meets alike is printed once, by rank 0.
-        meta = check_data(config.data.root, config.data.batch_size, config.replicas)
-        labelled = check_labelled(config)
-        teachers = check_teacher(config, meta)
-        configure_threads(config, launch.local_world_size, launch.local_rank)
-        device, placement = pick_device(config.train.device, launch, config.train.members_per_gpu,
-                                        config.num_members, config.replicas)
-        mesh = CohortMesh(config.num_members, config.replicas, launch, device, config.train.dist_timeout_s, placement)
+        plan = plan_run(config)
+        mesh = join_cohort(config, launch)
         try:
-            trainer = Trainer(config, mesh, meta, labelled, teachers)
+            trainer = Trainer(plan, mesh)
             trainer.fit()
         finally:
             mesh.close()
-            # Training is over (finished, or saved and stopped): a stop signal now has nothing
-            # to save, and Python's default action would kill the exiting process, turning a
-            # finished SLURM job into FAILED (a --signal that lands just after the last step).
-            for signum in STOP_SIGNALS:
-                signal.signal(signum, signal.SIG_IGN)
+            ignore_stop_signals()
     except CohortError as error:
         # An error every rank meets alike is printed once (by rank 0); an error of one rank
         # (its own loss went non-finite) by that rank (``cohort.errors``).

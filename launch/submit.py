@@ -31,10 +31,9 @@ from pathlib import Path
 import submitit
 
 from cohort.config import CohortConfig, ConfigError, load_config
-from cohort.data.datasets import check_data, ensure_data
-from cohort.data.labelled import check_labelled
-from cohort.teacher_run import check_teacher
+from cohort.preflight import plan_run
 from cohort.run_dir import RunDir
+
 
 class SubmitError(ConfigError):
     """The job asked for cannot run this config (size, partition, cluster); the message names
@@ -172,12 +171,8 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
         runs.append((run_overrides, load_config(config_path, run_overrides)))
     check_world_size(base, resources)
     check_partition(resources)
-    ensure_data(base.data.root, base.data.dataset)
-    meta = check_data(base.data.root, base.data.batch_size, base.replicas)
     for _, config in runs:
-        check_labelled(config)
-        check_teacher(config, meta)
-        RunDir(config.run_dir).check(config)
+        plan_run(config, write_data=True)
 
     # Nothing was written or queued before this point. The run directories exist before the
     # job can start (a worker refuses a folder that holds only submitit's files).

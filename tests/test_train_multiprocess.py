@@ -18,7 +18,7 @@ from cohort.config import load_config
 from cohort.data.loader import MemberLoader
 from cohort.models import build_model
 from cohort.optim import build_optimizer, lr_factor, set_lr
-from cohort.train import member_init_seed
+from cohort.trainer import member_init_seed
 from tests.conftest import run_cli, run_torchrun, tiny_config
 
 pytestmark = pytest.mark.multiprocess
@@ -249,7 +249,7 @@ def test_students_distil_frozen_teachers_with_one_draw_per_step_and_resume_exact
     from cohort.checkpoint import best_dir, load_part
     from cohort.report import Run, summary_table
     from cohort.teachers import chosen_teacher
-    from cohort.train import parameter_digest
+    from cohort.trace import parameter_digest
 
     _, teacher_run, _ = dml_pair
     config = tiny_config(tmp_path, digits_root, members=2, views="shared",

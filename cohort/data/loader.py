@@ -15,7 +15,7 @@ from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
 from cohort.batch import IGNORE_LABEL, Batch
-from cohort.config import ResolutionConfig
+from cohort.config import CohortConfig, ResolutionConfig
 from cohort.data.augment import AugmentationClock, build_policy
 from cohort.data.datasets import read_meta
 from cohort.data.decoders import SeededRandomResizedCrop
@@ -103,6 +103,31 @@ class MemberLoader:
             hidden = torch.ones(self.num_samples, dtype=torch.bool)
             hidden[torch.from_numpy(np.asarray(labelled, dtype=np.int64))] = False
             self.hidden = hidden.to(device)
+
+    @classmethod
+    def for_training(cls, config: CohortConfig, member: int, replica: int, device: torch.device,
+                     labelled: np.ndarray | None = None) -> MemberLoader:
+        """Member ``member``'s replica ``replica`` on the training split, as the config says: its
+        policy and strength, its view stream, the labelled set (``labelled``), CS-KD's partners,
+        ImageNet's crops and resolutions, the page-local order."""
+        data, own = config.data, config.members[member]
+        return cls(data.root, "train", member=member, replica=replica, replicas=config.replicas, seed=config.seed,
+                   policy=own.policy, strength=own.strength, batch_size=data.batch_size, train=True,
+                   num_workers=data.num_workers, device=device, os_cache=data.os_cache,
+                   view_stream=config.view_stream(member), labelled=labelled,
+                   labelled_only=not config.trains_on_unlabelled, partners=config.pairs_partners,
+                   random_resized_crop=data.random_resized_crop, resolution=data.resolution,
+                   page_window=data.page_window if data.order == "page_local" else 0)
+
+    @classmethod
+    def for_evaluation(cls, config: CohortConfig, beton: Path, member: int, replica: int, replicas: int,
+                       device: torch.device) -> MemberLoader:
+        """Replica ``replica`` of ``replicas`` reading ``beton`` in file order, unaugmented, for
+        member ``member`` (training's evaluation, ``cohort eval``)."""
+        data = config.data
+        return cls(beton.parent, beton.stem, member=member, replica=replica, replicas=replicas, seed=config.seed,
+                   policy="none", batch_size=data.eval_batch_size, train=False, num_workers=data.num_workers,
+                   device=device, os_cache=data.os_cache, resolution=data.resolution)
 
     def __len__(self) -> int:
         """Batches per epoch."""

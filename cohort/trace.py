@@ -1,0 +1,46 @@
+"""``train.trace``: every step's losses and batch digests, one JSON line a step, per rank
+(``RUN_DIR/trace/member{m}-replica{r}.jsonl``); the tests compare them across ranks, layouts
+and resumes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from cohort.batch import Batch
+from cohort.run_dir import RunDir
+
+
+def parameter_digest(net: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer: equal digests mean bit-identical models."""
+    digest = hashlib.sha256()
+    for name, tensor in net.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class StepTrace:
+    """This rank's trace file, appended to when the run resumes."""
+
+    def __init__(self, run: RunDir, member: int, replica: int, resumed: bool):
+        run.trace.mkdir(exist_ok=True)
+        # Line-buffered: a trace is read while the run goes on (the fault-tolerance tests do).
+        self.file = open(run.trace / f"member{member}-replica{replica}.jsonl", "a" if resumed else "w", buffering=1)
+
+    def step(self, step: int, epoch: int, batch: Batch, drawn: dict, terms: dict[str, torch.Tensor] | None) -> None:
+        """One step: its batch (labels, indices), what its inputs drew, its terms (or ``skipped``)."""
+        self.file.write(json.dumps({"step": step, "epoch": epoch, "labels": batch.labels.tolist(),
+                                    "indices": batch.indices.tolist(), **drawn,
+                                    **{k: float(v) for k, v in (terms or {"skipped": 1}).items()}}) + "\n")
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def finish(self, net: torch.nn.Module, teachers: dict[int, torch.nn.Module]) -> None:
+        """The last line: digests of the member's and its teachers' final parameters."""
+        self.file.write(json.dumps({"final": True, "param_digest": parameter_digest(net),
+                                    "teacher_digests": {j: parameter_digest(t) for j, t in teachers.items()}}) + "\n")
+        self.file.close()
