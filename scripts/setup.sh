@@ -42,6 +42,10 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing cohort and its dependencies into .venv (first time: torch is ~3 GB)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  # launch/ is installed as cohort.launch (pyproject.toml), so setuptools installs the editable
+  # package through an import hook and prints an "Editable installation" notice that folders
+  # named like the package may take precedence; here they are the package itself. Only that
+  # notice is filtered (by the start of its message), in the build backend pip starts.
+  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi
