@@ -3,7 +3,7 @@ KDCL's ensemble targets) and DPLO diversity against detached peers; focal loss a
 the calibration baselines; CS-KD's class-wise distillation from same-class partners;
 distillation from a trained cohort's teachers.
 
-Notation (design.md §3): p^T = softmax(z / T), K members; member i's own logits carry
+Notation: p^T = softmax(z / T), K members; member i's own logits carry
 gradients, its peers' logits arrive detached from the exchange.
 """
 
@@ -133,7 +133,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def diversity_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, labels: torch.Tensor, *, kind: str,
                    margin: float = 0.0, temperature: float = 1.0) -> torch.Tensor:
-    """DPLO, the diversity-preserving term of Diff-DML. Our formulation (design.md §3): the
+    """DPLO, the diversity-preserving term of Diff-DML. Our formulation (docs/methods.md, Diff-DML): the
     paper (CVPR 2025) publishes no code, so these are this project's definitions.
 
     ``margin``:    T² · 1/(K−1) Σ_j relu(m − KL(p_j^T ‖ p_i^T)), penalising only the peers

@@ -1,7 +1,7 @@
 """Every evaluation number of a cohort, computed in one place from its logits.
 
-Per member and for the ensemble (the mean of member *probabilities*, design.md §4):
-accuracy, NLL, Brier (summed over classes), ECE (15 equal-width bins (lo, hi], as the
+Per member and for the ensemble (the mean of member *probabilities*; docs/usage.md,
+"Evaluating and comparing"): accuracy, NLL, Brier (summed over classes), ECE (15 equal-width bins (lo, hi], as the
 seeds' code: see ``equal_width_bins``), class-wise ECE, adaptive ECE (15 equal-mass bins);
 the same after temperature scaling fitted on the validation split (``c_`` prefix); cohort
 diversity (argmax disagreement, pairwise KL); and sub-ensembles of every size 1..K for the

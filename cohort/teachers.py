@@ -20,7 +20,7 @@ Where the cohort layout differs from the official code (one process holding ever
 - **Placement**: every student rank holds the teachers it may need (teacher m, and for ODS
   or the mean every teacher) and computes x′ itself, so no x′ crosses the network. With
   one clean view per step (``views: shared``, which the config requires for ODS) every rank
-  computes the same x′. README "Where the teachers live" gives the measured costs.
+  computes the same x′. docs/methods.md "Where the teachers live" gives the measured costs.
 - Teachers run in eval mode with ``requires_grad`` off: ODS differentiates with respect to
   x only, and their BatchNorm statistics never move.
 """

@@ -1,7 +1,7 @@
 """Start a cohort's K×R processes on this machine through torchrun's own API.
 
 Equivalent to ``torchrun --standalone --nproc-per-node K*R -m cohort.train CONFIG ...`` (or
-``-m cohort.evaluate RUN_DIR ...``):
+``-m cohort.eval_worker RUN_DIR ...``):
 torchrun picks a free rendezvous port, watches the workers and, when one fails, stops
 the others, so an error on any rank ends the whole cohort instead of hanging it.
 """
@@ -18,7 +18,7 @@ from torch.distributed.run import get_args_parser, run
 
 def launch_local(arguments: list[str], nproc: int, max_restarts: int = 0, module: str = "cohort.train") -> int:
     """Run ``python -m MODULE ARGUMENTS`` in ``nproc`` local processes (``cohort.train``:
-    CONFIG [key=value ...]; ``cohort.evaluate``: RUN_DIR [options]); returns their exit code."""
+    CONFIG [key=value ...]; ``cohort.eval_worker``: RUN_DIR [options]); returns their exit code."""
     # torchrun warns about OMP_NUM_THREADS when it is unset; cohort.train sets torch's
     # thread count itself (train.threads_per_rank), so say so and silence the warning.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
