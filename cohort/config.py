@@ -530,9 +530,8 @@ class CohortConfig:
             except ValueError as error:
                 raise ConfigError(str(error)) from None
         _choose("train.device", self.train.device, ("cpu", "cuda", "auto"))
-        packing = self.train.members_per_gpu
-        if packing != "auto" and (not isinstance(packing, int) or isinstance(packing, bool) or packing < 1
-                                  or self.num_members % packing):
+        packing = self.train.members_per_gpu  # an int or a string: building the tree checked its type
+        if packing != "auto" and (isinstance(packing, str) or packing < 1 or self.num_members % packing):
             raise ConfigError(f"train.members_per_gpu must be auto or a divisor of the K={self.num_members} members "
                               f"(a GPU holds the same replica of n members), got {packing!r}")
         names = set()

@@ -7,8 +7,9 @@ The generic engine under ``cohort.config`` (which holds the schema); it imports 
   digit parts index lists (``members.1.arch=resnet56``), the value parsed as YAML;
 * ``build`` constructs a dataclass from the raw tree, each field coerced to its type hint:
   dataclasses, ``list[X]``, ``dict[K, V]`` (a mapping; its entries are not checked), ``bool``,
-  ``int``, ``float`` (an int, or a string such as ``5e-4``, is converted) and ``str``; other
-  hints (``Any``, unions) take any value;
+  ``int``, ``float`` (an int, or a string such as ``5e-4``, is converted), ``str``, ``None`` and
+  unions of these (``int | str``: the first member that accepts the value wins); other hints
+  (``Any``) take any value;
 * ``config_to_dict`` and ``dump_config`` write a built tree back out.
 
 An unknown key or a value of the wrong type is an error whose one-line message names the key
@@ -112,7 +113,15 @@ def _coerce(hint: Any, value: Any, key: str, error: type[TreeError]) -> Any:
             raise error(f"{key} must be a mapping, got {value!r}")
         return dict(value)
     if origin in (typing.Union, types.UnionType):
-        return value
+        options = typing.get_args(hint)
+        for option in options:
+            try:
+                return _coerce(option, value, key, error)
+            except error:
+                pass  # the next member may accept it
+        raise error(f"{key} must be {' or '.join(map(_describe, options))}, got {value!r}")
+    if hint is types.NoneType and value is not None:
+        raise error(f"{key} must be null, got {value!r}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):
@@ -128,6 +137,13 @@ def _coerce(hint: Any, value: Any, key: str, error: type[TreeError]) -> Any:
     if hint is str and not isinstance(value, str):
         raise error(f"{key} must be a string, got {value!r}")
     return value
+
+
+def _describe(hint: Any) -> str:
+    """A union member as an error message names it: ``int``, ``null``, ``list[int]``."""
+    if hint is types.NoneType:
+        return "null"
+    return hint.__name__ if isinstance(hint, type) else str(hint)
 
 
 def config_to_dict(config: Any) -> dict:

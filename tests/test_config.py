@@ -208,3 +208,18 @@ def test_views_choose_whose_augmentation_draws_each_member_uses(tmp_path):
     assert streams == {"auto": [0, 0, 2, 3], "shared": [0, 0, 0, 0], "own": [0, 1, 2, 3]}
     with pytest.raises(ConfigError, match=r"views 'mine' is not valid; choose one of: auto, shared, own"):
         load_config(write(tmp_path, "views: mine\n"))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("3", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members \(a GPU holds the same replica of n "
+          r"members\), got 3$"),
+    ("many", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members .*, got 'many'$"),
+    ("0", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members .*, got 0$"),
+    ("2.0", r"^train\.members_per_gpu must be int or str, got 2\.0$"),
+    ("true", r"^train\.members_per_gpu must be int or str, got True$"),
+])
+def test_members_per_gpu_is_an_int_or_auto(tmp_path, value, message):
+    path = write(tmp_path, "members: [{}, {}]\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, [f"train.members_per_gpu={value}"])
+    assert load_config(path, ["train.members_per_gpu=2"]).train.members_per_gpu == 2

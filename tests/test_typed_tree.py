@@ -138,3 +138,31 @@ def test_the_engine_imports_nothing_from_the_project():
     imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
     imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     assert imported and not [name for name in imported if name.split(".")[0] == "cohort"]
+
+
+@dataclass
+class Unions:
+    count: int | str = "auto"
+    scale: float | None = None
+    sizes: list[int] | str = "all"
+    leaf: Leaf | None = None
+
+
+def test_a_union_takes_the_first_member_that_accepts_the_value():
+    tree = build(Unions, {"count": 3, "scale": 2, "sizes": [1, 2], "leaf": {"size": 4}})
+    assert tree == Unions(3, 2.0, [1, 2], Leaf(size=4)) and isinstance(tree.scale, float)
+    tree = build(Unions, {"count": "many", "scale": None, "sizes": "none", "leaf": None})
+    assert tree == Unions("many", None, "none")
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"count": 2.0}, r"^count must be int or str, got 2\.0$"),
+    ({"count": True}, r"^count must be int or str, got True$"),
+    ({"count": None}, r"^count must be int or str, got None$"),
+    ({"scale": "fast"}, r"^scale must be float or null, got 'fast'$"),
+    ({"sizes": [1, "x"]}, r"^sizes must be list\[int\] or str, got \[1, 'x'\]$"),
+    ({"leaf": 3}, r"^leaf must be Leaf or null, got 3$"),
+])
+def test_a_value_that_no_union_member_accepts_names_the_key_and_the_allowed_types(raw, message):
+    with pytest.raises(TreeError, match=message):
+        build(Unions, raw)
