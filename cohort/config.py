@@ -514,8 +514,24 @@ class CohortConfig:
         merged = {**dataclasses.asdict(self.optim), **self.members[index].optim}
         return build(OptimConfig, merged, f"members.{index}.optim", ConfigError)
 
+    def resolve(self) -> None:
+        """Fill in what the config derives: each unnamed member's name ``m{index}`` and, with
+        ``policies: auto``, every member's policy. Checks nothing: a cohort that ``auto_policies``
+        cannot serve keeps its members' own policies, and ``validate`` reports it in its turn."""
+        for i, member in enumerate(self.members):
+            if not member.name:
+                member.name = f"m{i}"
+        if self.policies == "auto":
+            try:
+                policies = auto_policies(self.num_members)
+            except ValueError:
+                return
+            for member, policy in zip(self.members, policies):
+                member.policy = policy
+
     def validate(self) -> None:
-        """Check everything that can be checked without touching data or processes."""
+        """Check everything that can be checked without touching data or processes, in a tree
+        that ``resolve`` has filled in; changes nothing."""
         if not self.members:
             raise ConfigError("members is empty: a cohort needs at least one member")
         if self.replicas < 1:
@@ -525,8 +541,7 @@ class CohortConfig:
         _choose("views", self.views, ("auto", "shared", "own"))
         if self.policies == "auto":
             try:
-                for member, policy in zip(self.members, auto_policies(len(self.members))):
-                    member.policy = policy
+                auto_policies(self.num_members)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
         _choose("train.device", self.train.device, ("cpu", "cuda", "auto"))
@@ -536,8 +551,6 @@ class CohortConfig:
                               f"(a GPU holds the same replica of n members), got {packing!r}")
         names = set()
         for i, member in enumerate(self.members):
-            if not member.name:
-                member.name = f"m{i}"
             if member.name in names:
                 raise ConfigError(f"members.{i}.name {member.name!r} is used twice; give each member its own name")
             names.add(member.name)
@@ -653,7 +666,8 @@ def _choose(key: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> CohortConfig:
-    """Read a YAML config, apply ``key=value`` overrides, build and validate the tree."""
+    """Read a YAML config, apply ``key=value`` overrides, build the tree, fill in what it derives
+    (``CohortConfig.resolve``) and validate it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pick one from configs/")
@@ -662,6 +676,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> CohortConfig:
         apply_override(raw, override)
     refuse_moved_keys(raw)
     config = build(CohortConfig, raw, "", ConfigError)
+    config.resolve()
     config.validate()
     return config
 
