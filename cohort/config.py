@@ -318,7 +318,8 @@ class LossConfig:
     """The objective of every member: a weighted sum of named terms (``cohort.objective``).
 
     Each field is one term, named by the field; ``members.<i>.loss`` overrides weights
-    per member. Override a setting by name: ``loss.mimicry.weight=0``.
+    per member. Override a setting by name: ``loss.mimicry.weight=0``. Each term's class in
+    ``cohort.objective`` is registered with the field's name and type, checked there at import.
     """
 
     ce: CrossEntropyConfig = field(default_factory=CrossEntropyConfig)
