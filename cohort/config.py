@@ -308,7 +308,8 @@ class DiversityConfig(TermConfig):
     def validate(self, where: str) -> None:
         _choose(f"{where}.kind", self.kind, ("none", "margin", "nontarget"))
         if self.weight < 0 or self.margin < 0:
-            raise ConfigError(f"{where}: weight and margin must be >= 0, got weight {self.weight}, margin {self.margin}")
+            raise ConfigError(f"{where}: weight and margin must be >= 0, got weight {self.weight}, "
+                              f"margin {self.margin}")
         if self.kind != "none" and self.weight == 0:
             raise ConfigError(f"{where}.kind is {self.kind} but {where}.weight is 0; set a weight, or kind: none")
 
@@ -557,7 +558,8 @@ class CohortConfig:
             names.add(member.name)
             if not is_known_architecture(member.arch):
                 raise ConfigError(
-                    f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURE_NAMES)}, or tv.<torchvision model>"
+                    f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURE_NAMES)}, "
+                    f"or tv.<torchvision model>"
                 )
             _choose(f"members.{i}.policy", member.policy, ALL_POLICIES)
             if self.data.random_resized_crop and member.policy not in CROP_FREE_POLICIES:
@@ -596,7 +598,8 @@ class CohortConfig:
         if d.page_window < 1:
             raise ConfigError(f"data.page_window must be >= 1, got {d.page_window}")
         if d.order == "page_local" and self.pairs_partners:
-            raise ConfigError("data.order page_local cannot lay out CS-KD's partners (loss.cskd); use data.order=shuffle")
+            raise ConfigError("data.order page_local cannot lay out CS-KD's partners (loss.cskd); "
+                              "use data.order=shuffle")
         if not 0 < d.labelled_fraction <= 1:
             raise ConfigError(f"data.labelled_fraction must be in (0, 1], got {d.labelled_fraction}")
         if d.labelled_indices and d.labelled_fraction < 1:
@@ -613,7 +616,8 @@ class CohortConfig:
                               f"own train-mode forward, whose BatchNorm needs B >= 2; set data.batch_size >= 2 "
                               f"(each step then reads batch_size anchors and batch_size partners)")
         if t.epochs < 1 or t.eval_every < 1 or t.checkpoint_every < 0 or t.max_steps_per_epoch < 0:
-            raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, max_steps_per_epoch >= 0")
+            raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, "
+                              "max_steps_per_epoch >= 0")
         _choose("train.on_nonfinite", t.on_nonfinite, ("stop", "skip_step"))
         if t.checkpoint_every_steps < 0 or t.keep_last < 0:
             raise ConfigError("train: need checkpoint_every_steps >= 0 and keep_last >= 0")
@@ -682,7 +686,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> CohortConfig:
     return config
 
 
-MOVED_KEYS = {"mimicry": "loss.mimicry", "diversity": "loss.diversity", "train.label_smoothing": "loss.ce.label_smoothing"}
+MOVED_KEYS = {"mimicry": "loss.mimicry", "diversity": "loss.diversity",
+              "train.label_smoothing": "loss.ce.label_smoothing"}
 """Keys of config format 1 (before the objective's terms were grouped under ``loss:``)."""
 
 
