@@ -4,28 +4,31 @@ A run is described by one ``CohortConfig``: loaded from a YAML file in ``configs
 changed by ``key=value`` overrides with dotted paths (``optim.lr=0.05``,
 ``members.1.arch=resnet56``), validated before any process starts, and dumped to
 ``RUN_DIR/config.yaml``. Unknown keys and wrong types are errors that name the key.
+
+This module is the schema (the dataclasses and their checks); reading, overriding, building
+and dumping are the generic engine's, ``cohort.typed_tree``, its errors raised as ``ConfigError``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
-from cohort.errors import CohortError
+from cohort import typed_tree
 from cohort.data.policies import ALL_POLICIES, CROP_FREE_POLICIES, STRENGTH_RANGE, auto_policies
+from cohort.errors import CohortError
 from cohort.metric_names import SELECTABLE
 from cohort.model_names import ARCHITECTURE_NAMES, is_known_architecture
+# config_to_dict and dump_config are the engine's, imported from here by cohort.run_dir.
+from cohort.typed_tree import TreeError, build, config_to_dict, dump_config, read_yaml
 
 
-class ConfigError(CohortError, ValueError):
-    """A configuration problem; its message is one line naming the key and the fix."""
+class ConfigError(CohortError, TreeError):
+    """A configuration problem; its message is one line naming the key and the fix (a ValueError,
+    as every ``TreeError``)."""
 
 
 @dataclass
@@ -305,7 +308,8 @@ class DiversityConfig(TermConfig):
     def validate(self, where: str) -> None:
         _choose(f"{where}.kind", self.kind, ("none", "margin", "nontarget"))
         if self.weight < 0 or self.margin < 0:
-            raise ConfigError(f"{where}: weight and margin must be >= 0, got weight {self.weight}, margin {self.margin}")
+            raise ConfigError(f"{where}: weight and margin must be >= 0, got weight {self.weight}, "
+                              f"margin {self.margin}")
         if self.kind != "none" and self.weight == 0:
             raise ConfigError(f"{where}.kind is {self.kind} but {where}.weight is 0; set a weight, or kind: none")
 
@@ -315,7 +319,8 @@ class LossConfig:
     """The objective of every member: a weighted sum of named terms (``cohort.objective``).
 
     Each field is one term, named by the field; ``members.<i>.loss`` overrides weights
-    per member. Override a setting by name: ``loss.mimicry.weight=0``.
+    per member. Override a setting by name: ``loss.mimicry.weight=0``. Each term's class in
+    ``cohort.objective`` is registered with the field's name and type, checked there at import.
     """
 
     ce: CrossEntropyConfig = field(default_factory=CrossEntropyConfig)
@@ -509,10 +514,26 @@ class CohortConfig:
     def member_optim(self, index: int) -> OptimConfig:
         """The cohort's optimiser settings with member ``index``'s overrides applied."""
         merged = {**dataclasses.asdict(self.optim), **self.members[index].optim}
-        return _build(OptimConfig, merged, f"members.{index}.optim")
+        return build(OptimConfig, merged, f"members.{index}.optim", ConfigError)
+
+    def resolve(self) -> None:
+        """Fill in what the config derives: each unnamed member's name ``m{index}`` and, with
+        ``policies: auto``, every member's policy. Checks nothing: a cohort that ``auto_policies``
+        cannot serve keeps its members' own policies, and ``validate`` reports it in its turn."""
+        for i, member in enumerate(self.members):
+            if not member.name:
+                member.name = f"m{i}"
+        if self.policies == "auto":
+            try:
+                policies = auto_policies(self.num_members)
+            except ValueError:
+                return
+            for member, policy in zip(self.members, policies):
+                member.policy = policy
 
     def validate(self) -> None:
-        """Check everything that can be checked without touching data or processes."""
+        """Check everything that can be checked without touching data or processes, in a tree
+        that ``resolve`` has filled in; changes nothing."""
         if not self.members:
             raise ConfigError("members is empty: a cohort needs at least one member")
         if self.replicas < 1:
@@ -522,26 +543,23 @@ class CohortConfig:
         _choose("views", self.views, ("auto", "shared", "own"))
         if self.policies == "auto":
             try:
-                for member, policy in zip(self.members, auto_policies(len(self.members))):
-                    member.policy = policy
+                auto_policies(self.num_members)
             except ValueError as error:
                 raise ConfigError(str(error)) from None
         _choose("train.device", self.train.device, ("cpu", "cuda", "auto"))
-        packing = self.train.members_per_gpu
-        if packing != "auto" and (not isinstance(packing, int) or isinstance(packing, bool) or packing < 1
-                                  or self.num_members % packing):
+        packing = self.train.members_per_gpu  # an int or a string: building the tree checked its type
+        if packing != "auto" and (isinstance(packing, str) or packing < 1 or self.num_members % packing):
             raise ConfigError(f"train.members_per_gpu must be auto or a divisor of the K={self.num_members} members "
                               f"(a GPU holds the same replica of n members), got {packing!r}")
         names = set()
         for i, member in enumerate(self.members):
-            if not member.name:
-                member.name = f"m{i}"
             if member.name in names:
                 raise ConfigError(f"members.{i}.name {member.name!r} is used twice; give each member its own name")
             names.add(member.name)
             if not is_known_architecture(member.arch):
                 raise ConfigError(
-                    f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURE_NAMES)}, or tv.<torchvision model>"
+                    f"members.{i}.arch {member.arch!r} is unknown; valid: {', '.join(ARCHITECTURE_NAMES)}, "
+                    f"or tv.<torchvision model>"
                 )
             _choose(f"members.{i}.policy", member.policy, ALL_POLICIES)
             if self.data.random_resized_crop and member.policy not in CROP_FREE_POLICIES:
@@ -580,7 +598,8 @@ class CohortConfig:
         if d.page_window < 1:
             raise ConfigError(f"data.page_window must be >= 1, got {d.page_window}")
         if d.order == "page_local" and self.pairs_partners:
-            raise ConfigError("data.order page_local cannot lay out CS-KD's partners (loss.cskd); use data.order=shuffle")
+            raise ConfigError("data.order page_local cannot lay out CS-KD's partners (loss.cskd); "
+                              "use data.order=shuffle")
         if not 0 < d.labelled_fraction <= 1:
             raise ConfigError(f"data.labelled_fraction must be in (0, 1], got {d.labelled_fraction}")
         if d.labelled_indices and d.labelled_fraction < 1:
@@ -597,7 +616,8 @@ class CohortConfig:
                               f"own train-mode forward, whose BatchNorm needs B >= 2; set data.batch_size >= 2 "
                               f"(each step then reads batch_size anchors and batch_size partners)")
         if t.epochs < 1 or t.eval_every < 1 or t.checkpoint_every < 0 or t.max_steps_per_epoch < 0:
-            raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, max_steps_per_epoch >= 0")
+            raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, "
+                              "max_steps_per_epoch >= 0")
         _choose("train.on_nonfinite", t.on_nonfinite, ("stop", "skip_step"))
         if t.checkpoint_every_steps < 0 or t.keep_last < 0:
             raise ConfigError("train: need checkpoint_every_steps >= 0 and keep_last >= 0")
@@ -651,27 +671,23 @@ def _choose(key: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> CohortConfig:
-    """Read a YAML config, apply ``key=value`` overrides, build and validate the tree."""
+    """Read a YAML config, apply ``key=value`` overrides, build the tree, fill in what it derives
+    (``CohortConfig.resolve``) and validate it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pick one from configs/")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}; fix the file's syntax") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a YAML mapping of config keys, not {type(raw).__name__}")
+    raw = read_yaml(path, ConfigError)
     for override in overrides:
         apply_override(raw, override)
     refuse_moved_keys(raw)
-    config = _build(CohortConfig, raw, "")
+    config = build(CohortConfig, raw, "", ConfigError)
+    config.resolve()
     config.validate()
     return config
 
 
-MOVED_KEYS = {"mimicry": "loss.mimicry", "diversity": "loss.diversity", "train.label_smoothing": "loss.ce.label_smoothing"}
+MOVED_KEYS = {"mimicry": "loss.mimicry", "diversity": "loss.diversity",
+              "train.label_smoothing": "loss.ce.label_smoothing"}
 """Keys of config format 1 (before the objective's terms were grouped under ``loss:``)."""
 
 
@@ -697,100 +713,8 @@ def refuse_moved_keys(raw: dict) -> None:
 
 
 def apply_override(raw: dict, override: str) -> None:
-    """Set ``a.b.c=value`` in the raw tree; the value is parsed as YAML (``1e-3``, ``[1, 2]``)."""
-    key, sep, text = override.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override {override!r} must look like key=value (e.g. optim.lr=0.05)")
-    try:
-        value = yaml.safe_load(text) if text else ""
-    except yaml.YAMLError:
-        value = text
-    parts = key.split(".")
-    node: Any = raw
-    for depth, part in enumerate(parts[:-1]):
-        node = _child(node, part, ".".join(parts[: depth + 1]), create=True)
-    last = parts[-1]
-    if isinstance(node, list):
-        node[_list_index(node, last, key)] = value
-    else:
-        node[last] = value
-
-
-def _child(node: Any, part: str, path: str, create: bool) -> Any:
-    if isinstance(node, list):
-        return node[_list_index(node, part, path)]
-    if not isinstance(node, dict):
-        raise ConfigError(f"override path {path!r} descends into a plain value")
-    if part not in node or node[part] is None:
-        node[part] = {}
-    return node[part]
-
-
-def _list_index(node: list, part: str, path: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"{path}: list index {part!r} is out of range (the list has {len(node)} entries)")
-    return int(part)
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    """Construct dataclass ``cls`` from a raw mapping, checking keys and types."""
-    if isinstance(raw, cls):
-        return raw
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'config'} must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown key {prefix}{unknown[0]}; valid keys{' of ' + where if where else ''}: {', '.join(sorted(fields))}"
-        )
-    values = {name: _coerce(hints[name], raw[name], f"{where}.{name}" if where else name) for name in raw}
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, key)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(item, v, f"{key}.{i}") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
-        return dict(value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):
-        # PyYAML (YAML 1.1) reads exponents without a dot, such as 5e-4, as strings.
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{key} must be float, got {value!r}") from None
-    if hint is bool and not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-    if hint in (int, float) and (isinstance(value, bool) or not isinstance(value, hint)):
-        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
-    if hint is str and not isinstance(value, str):
-        raise ConfigError(f"{key} must be a string, got {value!r}")
-    return value
-
-
-def config_to_dict(config: CohortConfig) -> dict:
-    return dataclasses.asdict(config)
-
-
-def dump_config(config: CohortConfig, path: Path) -> None:
-    """Write the resolved config as YAML (atomically: a temp file, then a rename)."""
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    tmp.replace(path)
+    """Set ``a.b.c=value`` in the raw tree (``cohort.typed_tree.apply_override``), raising ConfigError."""
+    typed_tree.apply_override(raw, override, ConfigError)
 
 
 RUN_NEUTRAL_KEYS = ("resume", "run_dir")

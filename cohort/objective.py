@@ -2,8 +2,10 @@
 
     total = Σ_name  weight(name, member, progress) · term_name(inputs)
 
-Each term is a small class in ``TERMS``, registered under the name of its config section
-(``loss.<name>``), with a docstring citing its source. A term reads what it declares in
+Each term is a small class in ``TERMS``, registered together with its config class under the
+name of its config section (``loss.<name>``), with a docstring citing its source; importing
+this module checks that the registered terms are ``LossConfig``'s fields, in order, with their
+types (``check_registry``). A term reads what it declares in
 its config's ``NEEDS`` (``peers``: the other members' detached logits; ``partners``: the
 member's own logits on CS-KD's same-class partners, without gradient; ``teachers``: frozen
 teachers' logits on a perturbed batch); the trainer
@@ -15,14 +17,17 @@ training loop does not change.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from cohort.batch import IGNORE_LABEL
-from cohort.config import CohortConfig, LossConfig, TermConfig
+from cohort.config import (CohortConfig, CrossEntropyConfig, CSKDConfig, DistillConfig, DiversityConfig, FocalConfig,
+                           LossConfig, MDCAConfig, MimicryConfig, TermConfig)
 from cohort.losses import cskd_loss, distillation_loss, diversity_loss, focal_loss, mdca_loss, mimicry_loss, sigmoid_rampup
 
 
@@ -52,6 +57,9 @@ class Term:
     """One named term. ``config`` is its own section of ``LossConfig``; ``loss`` the whole
     section, for the settings a term shares with another (DPLO reads mimicry's T)."""
 
+    config_class: ClassVar[type[TermConfig]]
+    """The class of its section of ``LossConfig`` (``register`` sets it)."""
+
     def __init__(self, config: TermConfig, loss: LossConfig):
         self.config, self.loss = config, loss
 
@@ -70,17 +78,42 @@ class Term:
 TERMS: dict[str, type[Term]] = {}
 
 
-def register(name: str) -> Callable[[type[Term]], type[Term]]:
-    """Register a term class under ``name``: the field of ``LossConfig`` that configures it."""
+def register(name: str, config_class: type[TermConfig]) -> Callable[[type[Term]], type[Term]]:
+    """Register a term class under ``name`` with ``config_class``: the field of ``LossConfig``
+    that configures it, and that field's type."""
 
     def add(cls: type[Term]) -> type[Term]:
+        cls.config_class = config_class
         TERMS[name] = cls
         return cls
 
     return add
 
 
-@register("ce")
+def check_registry(terms: dict[str, type[Term]], loss: type = LossConfig) -> None:
+    """Raise TypeError unless ``terms`` registers exactly the fields of ``loss``, in their order,
+    each with its field's type as its config class: the config's ``loss:`` section and the
+    objective then name one set of terms, and a term added to one alone fails at import."""
+    hints = typing.get_type_hints(loss)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(loss)}
+    for name, config_class in fields.items():
+        if name not in terms:
+            raise TypeError(f"{loss.__name__}.{name} ({config_class.__name__}) has no registered term; "
+                            f"register its class with @register({name!r}, {config_class.__name__})")
+        if terms[name].config_class is not config_class:
+            raise TypeError(f"term {name} ({terms[name].__name__}) is registered with "
+                            f"{terms[name].config_class.__name__}, but {loss.__name__}.{name} is "
+                            f"{config_class.__name__}")
+    extra = [name for name in terms if name not in fields]
+    if extra:
+        raise TypeError(f"term {extra[0]} ({terms[extra[0]].__name__}) is registered, but {loss.__name__} "
+                        f"has no field {extra[0]}; add one of type {terms[extra[0]].config_class.__name__}")
+    if list(terms) != list(fields):
+        raise TypeError(f"terms are registered in the order {', '.join(terms)}, but {loss.__name__}'s "
+                        f"fields are {', '.join(fields)}; register them in the fields' order")
+
+
+@register("ce", CrossEntropyConfig)
 class CrossEntropy(Term):
     """Cross-entropy with optional label smoothing, over the samples whose label is not hidden."""
 
@@ -89,7 +122,7 @@ class CrossEntropy(Term):
                                ignore_index=IGNORE_LABEL)
 
 
-@register("focal")
+@register("focal", FocalConfig)
 class Focal(Term):
     """Focal loss −(1 − p_y)^γ log p_y, batch mean over labelled samples (Lin et al. 2017; as
     the calibration baseline of Mukhoti et al. 2020 and MDCA's code ``FocalLoss``)."""
@@ -98,7 +131,7 @@ class Focal(Term):
         return focal_loss(inputs.logits, inputs.labels, self.config.gamma)
 
 
-@register("mdca")
+@register("mdca", MDCAConfig)
 class MDCA(Term):
     """MDCA (Hebbalaguppe et al., CVPR 2022; official code mdca-loss/MDCA-Calibration): the
     mean over classes of |batch-mean confidence − batch frequency|, on this rank's labelled
@@ -108,7 +141,7 @@ class MDCA(Term):
         return mdca_loss(inputs.logits, inputs.labels)
 
 
-@register("cskd")
+@register("cskd", CSKDConfig)
 class ClassWiseSelfKD(Term):
     """CS-KD (Yun et al., CVPR 2020; official code alinlab/cs-kd): T²·KL(p_partner^T ‖ p_anchor^T),
     batch mean, the partner a sample of the anchor's class seen by the same network in train
@@ -118,7 +151,7 @@ class ClassWiseSelfKD(Term):
         return cskd_loss(inputs.logits, inputs.partners, self.config.temperature)
 
 
-@register("mimicry")
+@register("mimicry", MimicryConfig)
 class Mimicry(Term):
     """DML's mimicry term (paper: Zhang et al., CVPR 2018; official code YingZhangDUT/Deep-Mutual-Learning):
     T² · D(p_peer^T ‖ p_own^T), ``pairwise`` (mean over peers; the official code sums, equal
@@ -134,7 +167,7 @@ class Mimicry(Term):
                             temperature=c.temperature, labels=inputs.labels)
 
 
-@register("diversity")
+@register("diversity", DiversityConfig)
 class Diversity(Term):
     """DPLO, Diff-DML's diversity-preserving term (Diff-DML, CVPR 2025, has no public code:
     our formulation, ``cohort.losses.diversity_loss``). It reads mimicry's temperature."""
@@ -145,7 +178,7 @@ class Diversity(Term):
                               temperature=self.loss.mimicry.temperature)
 
 
-@register("distill")
+@register("distill", DistillConfig)
 class Distillation(Term):
     """Ensemble distillation (Nam et al., NeurIPS 2021; official code cs-giung/giung2,
     ``projects/Diversity-Matters/scripts/train_student.py``): T²·KL(p_teacher^T(x′) ‖ p_student^T(x′)),
@@ -155,6 +188,9 @@ class Distillation(Term):
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
         student = inputs.perturbed if inputs.perturbed is not None else inputs.logits
         return distillation_loss(student, inputs.teachers, self.config.temperature)
+
+
+check_registry(TERMS)  # at import, not when a run first builds an objective
 
 
 class Objective:

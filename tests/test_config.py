@@ -1,7 +1,9 @@
 import pytest
 import yaml
 
-from cohort.config import ConfigError, apply_override, dump_config, load_config
+from cohort.config import CohortConfig, ConfigError, apply_override, dump_config, load_config
+from cohort.data.policies import auto_policies
+from cohort.typed_tree import build, config_to_dict
 from tests.conftest import REPO
 
 
@@ -208,3 +210,51 @@ def test_views_choose_whose_augmentation_draws_each_member_uses(tmp_path):
     assert streams == {"auto": [0, 0, 2, 3], "shared": [0, 0, 0, 0], "own": [0, 1, 2, 3]}
     with pytest.raises(ConfigError, match=r"views 'mine' is not valid; choose one of: auto, shared, own"):
         load_config(write(tmp_path, "views: mine\n"))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("3", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members \(a GPU holds the same replica of n "
+          r"members\), got 3$"),
+    ("many", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members .*, got 'many'$"),
+    ("0", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members .*, got 0$"),
+    ("2.0", r"^train\.members_per_gpu must be int or str, got 2\.0$"),
+    ("true", r"^train\.members_per_gpu must be int or str, got True$"),
+])
+def test_members_per_gpu_is_an_int_or_auto(tmp_path, value, message):
+    path = write(tmp_path, "members: [{}, {}]\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, [f"train.members_per_gpu={value}"])
+    assert load_config(path, ["train.members_per_gpu=2"]).train.members_per_gpu == 2
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_validate_changes_nothing(path):
+    config = load_config(path)
+    dumped = config_to_dict(config)
+    config.validate()
+    assert config_to_dict(config) == dumped
+
+
+def test_resolve_fills_in_names_and_auto_policies_and_validate_leaves_an_unresolved_tree_alone():
+    tree = build(CohortConfig, {"policies": "auto", "members": [{"name": "a", "policy": "crop"}, {}, {}]})
+    dumped = config_to_dict(tree)
+    with pytest.raises(ConfigError, match=r"^members\.2\.name '' is used twice"):  # the names are resolve's to fill in
+        tree.validate()
+    assert config_to_dict(tree) == dumped
+    tree.resolve()
+    assert [(m.name, m.policy) for m in tree.members] == list(zip(["a", "m1", "m2"], auto_policies(3)))
+    tree.validate()
+    resolved = config_to_dict(tree)
+    tree.resolve()
+    assert config_to_dict(tree) == resolved
+
+
+def test_a_cohort_too_large_for_auto_policies_is_reported_in_validates_turn():
+    tree = build(CohortConfig, {"policies": "auto", "replicas": 0, "members": [{}] * 11})
+    tree.resolve()
+    assert {m.policy for m in tree.members} == {"standard"}
+    with pytest.raises(ConfigError, match=r"^replicas must be >= 1, got 0$"):
+        tree.validate()
+    tree.replicas = 1
+    with pytest.raises(ConfigError, match=r"^policies: auto has 11 members but only 10 policies exist"):
+        tree.validate()

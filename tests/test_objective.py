@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from cohort.batch import IGNORE_LABEL
 from cohort.config import LossConfig, load_config
 from cohort.losses import cskd_loss, diversity_loss, focal_loss, mdca_loss, mimicry_loss, sigmoid_rampup
-from cohort.objective import TERMS, LossInputs, build_objective
+from cohort.objective import TERMS, LossInputs, build_objective, check_registry
 
 
 def config(tmp_path, text: str):
@@ -150,3 +150,29 @@ def test_a_semi_supervised_cohort_trains_on_every_sample_and_its_independent_twi
     twin = config(tmp_path, "members: [{}, {}]\ndata: {labelled_fraction: 0.1}\nloss: {mimicry: {weight: 0}}\n")
     assert dml.data.semi_supervised and dml.trains_on_unlabelled
     assert twin.data.semi_supervised and not twin.trains_on_unlabelled
+
+
+def test_each_term_is_registered_with_its_sections_config_class():
+    sections = LossConfig().terms()
+    assert {name: term.config_class for name, term in TERMS.items()} == {n: type(c) for n, c in sections.items()}
+    check_registry(TERMS)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda terms: terms.pop("mdca"),
+     r"^LossConfig\.mdca \(MDCAConfig\) has no registered term; "
+     r"register its class with @register\('mdca', MDCAConfig\)$"),
+    (lambda terms: terms.update(ce=terms["focal"]),
+     r"^term ce \(Focal\) is registered with FocalConfig, but LossConfig\.ce is CrossEntropyConfig$"),
+    (lambda terms: terms.update(extra=terms["ce"]),
+     r"^term extra \(CrossEntropy\) is registered, but LossConfig has no field extra; "
+     r"add one of type CrossEntropyConfig$"),
+    (lambda terms: terms.update({"ce": terms.pop("ce")}),
+     r"^terms are registered in the order focal, mdca, cskd, mimicry, diversity, distill, ce, but LossConfig's fields "
+     r"are ce, focal, .*, distill; register them in the fields' order$"),
+])
+def test_the_import_time_check_names_a_missing_or_mismatched_term(change, message):
+    terms = dict(TERMS)
+    change(terms)
+    with pytest.raises(TypeError, match=message):
+        check_registry(terms)
