@@ -34,8 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def train(run_dir: Path, common: list[str], *extra: str) -> None:
-    command = [sys.executable, "-m", "cohort.cli", "train", str(REPO / "configs" / "digits_pair.yaml"),
-               *common, f"run_dir={run_dir}", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "cohort.cli",
+        "train",
+        str(REPO / "configs" / "digits_pair.yaml"),
+        *common,
+        f"run_dir={run_dir}",
+        *extra,
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
@@ -45,8 +53,11 @@ def summary(run_dir: Path) -> dict:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in rows if r["split"] == "val" and r["member"] != "ensemble" and r["epoch"] >= 1]
     test = [r for r in rows if r["split"] == "test" and r["member"] != "ensemble"][-1]
-    return {"images_per_s": statistics.median(r["images_per_s"] for r in val),
-            "test_acc": test["acc"], "test_nll": test["nll"]}
+    return {
+        "images_per_s": statistics.median(r["images_per_s"] for r in val),
+        "test_acc": test["acc"],
+        "test_nll": test["nll"],
+    }
 
 
 def test_logits(run_dir: Path) -> np.ndarray:
@@ -61,11 +72,19 @@ def main() -> int:
     parser.add_argument("--packed", type=int, nargs="*", default=[], help="cohort sizes K to pack on the one GPU")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = parser.parse_args()
-    common = [f"members=[{{name: m, arch: {args.arch}, policy: crop}}]", "loss.mimicry.weight=0",
-              f"train.epochs={args.epochs}", "train.device=cuda", "train.progress=false", *args.overrides]
-    variants = {"fp32": ["train.bf16=false", "train.channels_last=false"],
-                "bf16": ["train.bf16=true", "train.channels_last=false"],
-                "bf16+channels_last": ["train.bf16=true", "train.channels_last=true"]}
+    common = [
+        f"members=[{{name: m, arch: {args.arch}, policy: crop}}]",
+        "loss.mimicry.weight=0",
+        f"train.epochs={args.epochs}",
+        "train.device=cuda",
+        "train.progress=false",
+        *args.overrides,
+    ]
+    variants = {
+        "fp32": ["train.bf16=false", "train.channels_last=false"],
+        "bf16": ["train.bf16=true", "train.channels_last=false"],
+        "bf16+channels_last": ["train.bf16=true", "train.channels_last=true"],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         results = {}
         for name, flags in variants.items():
@@ -74,8 +93,10 @@ def main() -> int:
         base = results["fp32"]["images_per_s"]
         print(f"{args.arch} on digits, batch size from configs/digits_pair.yaml, {args.epochs} epochs")
         for name, r in results.items():
-            print(f"  {name:20s} {r['images_per_s']:8.0f} img/s ({r['images_per_s'] / base:.2f}× fp32)"
-                  f"  test acc {r['test_acc']:.4f}  nll {r['test_nll']:.4f}")
+            print(
+                f"  {name:20s} {r['images_per_s']:8.0f} img/s ({r['images_per_s'] / base:.2f}× fp32)"
+                f"  test acc {r['test_acc']:.4f}  nll {r['test_nll']:.4f}"
+            )
 
         fast = variants["bf16+channels_last"]
         steps = ["train.checkpoint_every_steps=10", "train.keep_last=0"]
@@ -88,8 +109,10 @@ def main() -> int:
             members = ", ".join(f"{{name: m{i}, arch: {args.arch}, policy: crop}}" for i in range(k))
             train(Path(tmp) / f"packed{k}", common, *fast, f"members=[{members}]", "loss.mimicry.weight=1")
             packed = summary(Path(tmp) / f"packed{k}")["images_per_s"]
-            print(f"  K = {k} DML members packed on the GPU: {packed:8.0f} img/s per member "
-                  f"({packed / alone:.2f}× K = 1; {k * packed / alone:.2f}× its images/s in all)")
+            print(
+                f"  K = {k} DML members packed on the GPU: {packed:8.0f} img/s per member "
+                f"({packed / alone:.2f}× K = 1; {k * packed / alone:.2f}× its images/s in all)"
+            )
 
         whole, resumed = Path(tmp) / "whole", Path(tmp) / "resumed"
         train(whole, common, *fast, *steps)

@@ -50,23 +50,38 @@ def main() -> int:
         for round_ in range(args.rounds):
             for index, (name, extra) in enumerate(variants.items()):
                 run_dir = Path(tmp) / f"{index}-{round_}"
-                command = [sys.executable, "-m", "cohort.cli", "train", args.config, *common, *extra, f"run_dir={run_dir}"]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "cohort.cli",
+                    "train",
+                    args.config,
+                    *common,
+                    *extra,
+                    f"run_dir={run_dir}",
+                ]
                 subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
                 results[name] += epoch_rows(run_dir)
     speed = {name: statistics.median(r["images_per_s"] for r in rows) for name, rows in results.items()}
-    print(f"images/s per member (median over {len(results['dml'])} member-epochs each): "
-          + ", ".join(f"{name} {value:.0f}" for name, value in speed.items()))
+    print(
+        f"images/s per member (median over {len(results['dml'])} member-epochs each): "
+        + ", ".join(f"{name} {value:.0f}" for name, value in speed.items())
+    )
     for suffix in ("", " pinned"):
         if f"dml{suffix}" not in speed:
             continue
         dml, independent = speed[f"dml{suffix}"], speed[f"independent{suffix}"]
         in_exchange = statistics.median(r["exchange_seconds"] / r["seconds"] for r in results[f"dml{suffix}"])
-        print(f"DML / independent throughput ratio{suffix}: {dml / independent:.3f} "
-              f"(exchange cost {100 * (1 - dml / independent):+.1f} %; target <= 5 %); epoch time in the all-gather, "
-              f"waiting for the slower peer included: {100 * in_exchange:.1f} %")
+        print(
+            f"DML / independent throughput ratio{suffix}: {dml / independent:.3f} "
+            f"(exchange cost {100 * (1 - dml / independent):+.1f} %; target <= 5 %); epoch time in the all-gather, "
+            f"waiting for the slower peer included: {100 * in_exchange:.1f} %"
+        )
     if args.pin:
-        print(f"pinned / unpinned: DML {speed['dml pinned'] / speed['dml']:.3f}, "
-              f"independent {speed['independent pinned'] / speed['independent']:.3f}")
+        print(
+            f"pinned / unpinned: DML {speed['dml pinned'] / speed['dml']:.3f}, "
+            f"independent {speed['independent pinned'] / speed['independent']:.3f}"
+        )
     return 0
 
 

@@ -44,10 +44,22 @@ def write_synthetic(root: Path, images: int, side: int) -> int:
     pixels = rng.integers(0, 256, (images, side, side, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, images)
     small = ArrayDataset(pixels[:64], labels[:64])
-    meta = {"dataset": "synthetic", "num_classes": 10, "classes": [str(i) for i in range(10)], "image_size": side,
-            "mean": [0.5] * 3, "std": [0.25] * 3, "decoder": "simple"}
-    _write_splits(root, {"train": ArrayDataset(pixels, labels), "val": small, "test": small}, meta, write_mode="raw",
-                  max_resolution=None)
+    meta = {
+        "dataset": "synthetic",
+        "num_classes": 10,
+        "classes": [str(i) for i in range(10)],
+        "image_size": side,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "decoder": "simple",
+    }
+    _write_splits(
+        root,
+        {"train": ArrayDataset(pixels, labels), "val": small, "test": small},
+        meta,
+        write_mode="raw",
+        max_resolution=None,
+    )
     return (root / "train.beton").stat().st_size
 
 
@@ -64,8 +76,10 @@ def memory_cgroup(mib: int) -> Path:
         group.mkdir()
         (group / limit_file).write_text(str(mib * 2**20))
     except OSError as error:
-        raise SystemExit(f"page_order: cannot create a memory cgroup at {group} ({error}); run as root on Linux, "
-                         f"or leave out --memory-mib") from None
+        raise SystemExit(
+            f"page_order: cannot create a memory cgroup at {group} ({error}); run as root on Linux, "
+            f"or leave out --memory-mib"
+        ) from None
     return group
 
 
@@ -91,9 +105,21 @@ def time_variant(args: argparse.Namespace) -> None:
     if args.cgroup:
         (Path(args.cgroup) / "cgroup.procs").write_text(str(os.getpid()))
     root = Path(args.root)
-    loader = MemberLoader(root, "train", member=0, replica=0, replicas=1, seed=0, policy="none",
-                          batch_size=args.batch, num_workers=args.workers, device=torch.device("cpu"), train=True,
-                          os_cache=args.os_cache == "on", page_window=args.window if args.order == "page_local" else 0)
+    loader = MemberLoader(
+        root,
+        "train",
+        member=0,
+        replica=0,
+        replicas=1,
+        seed=0,
+        policy="none",
+        batch_size=args.batch,
+        num_workers=args.workers,
+        device=torch.device("cpu"),
+        train=True,
+        os_cache=args.os_cache == "on",
+        page_window=args.window if args.order == "page_local" else 0,
+    )
     rates = []
     for epoch in range(args.epochs + 1):
         if args.cgroup:
@@ -137,8 +163,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.root:
         return time_variant(args)
-    common = ["--epochs", str(args.epochs), "--batch", str(args.batch), "--window", str(args.window),
-              "--workers", str(args.workers)]
+    common = [
+        "--epochs",
+        str(args.epochs),
+        "--batch",
+        str(args.batch),
+        "--window",
+        str(args.window),
+        "--workers",
+        str(args.workers),
+    ]
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:  # TMPDIR must be on a disk, not a tmpfs, for --memory-mib
         root = Path(tmp)
@@ -148,15 +182,32 @@ def main() -> None:
             for order in ("shuffle", "page_local"):
                 for cache in ("off", "on"):
                     results[order, cache] = run_variant(
-                        [sys.executable, __file__, *common, "--root", str(root), "--order", order, "--os-cache", cache,
-                         *(["--cgroup", str(group)] if group else [])], args.variant_timeout_s)
+                        [
+                            sys.executable,
+                            __file__,
+                            *common,
+                            "--root",
+                            str(root),
+                            "--order",
+                            order,
+                            "--os-cache",
+                            cache,
+                            *(["--cgroup", str(group)] if group else []),
+                        ],
+                        args.variant_timeout_s,
+                    )
         finally:
             if group is not None:
                 group.rmdir()
-    where = (f"each process in a {args.memory_mib} MiB memory cgroup, file dropped from the page cache before each "
-             f"epoch" if args.memory_mib else "file in the page cache")
-    print(f"{args.images} raw {args.side}² images ({size / 2**20:.0f} MiB, 8 MiB pages), batch {args.batch}, "
-          f"{args.workers} workers, window {args.window} pages, {where}; median images/s of {args.epochs} epochs:")
+    where = (
+        f"each process in a {args.memory_mib} MiB memory cgroup, file dropped from the page cache before each epoch"
+        if args.memory_mib
+        else "file in the page cache"
+    )
+    print(
+        f"{args.images} raw {args.side}² images ({size / 2**20:.0f} MiB, 8 MiB pages), batch {args.batch}, "
+        f"{args.workers} workers, window {args.window} pages, {where}; median images/s of {args.epochs} epochs:"
+    )
     print("| order | os_cache off | os_cache on |")
     print("|---|---|---|")
 

@@ -93,24 +93,30 @@ def main() -> None:
         target_seconds = timed(lambda: teacher(x), args.repeats, sync)
 
     queue = mp.get_context("spawn").SimpleQueue()
-    mp.spawn(broadcast_worker, args=(args.teachers, free_port(), tuple(x.shape), args.repeats, args.device, queue),
-             nprocs=args.teachers, join=True)
+    mp.spawn(
+        broadcast_worker,
+        args=(args.teachers, free_port(), tuple(x.shape), args.repeats, args.device, queue),
+        nprocs=args.teachers,
+        join=True,
+    )
     broadcast_seconds = queue.get()
 
     x_bytes = x.numel() * x.element_size()
     local = ods_seconds + target_seconds
     beside = ods_seconds + broadcast_seconds + target_seconds
     mib = 2.0**20
-    print(f"{args.teachers} × {args.arch} teachers ({args.classes} classes), batch {args.batch} at {args.resolution} px "
-          f"per rank, {args.device} ({torch.get_num_threads()} threads), median of {args.repeats}")
+    print(
+        f"{args.teachers} × {args.arch} teachers ({args.classes} classes), batch {args.batch} at {args.resolution} px "
+        f"per rank, {args.device} ({torch.get_num_threads()} threads), median of {args.repeats}"
+    )
     print(f"  one teacher's weights and buffers  {teacher_bytes / mib:9.1f} MiB")
     print(f"  x′ per step                        {x_bytes / mib:9.1f} MiB")
     print(f"  ODS step (forward + input grad)    {ods_seconds * 1e3:9.1f} ms")
     print(f"  target forward (teacher m on x′)   {target_seconds * 1e3:9.1f} ms")
     print(f"  broadcast of x′ to {args.teachers} ranks         {broadcast_seconds * 1e3:9.1f} ms")
     print()
-    print(f"| layout | teacher memory per rank | teacher time per step |")
-    print(f"|---|---|---|")
+    print("| layout | teacher memory per rank | teacher time per step |")
+    print("|---|---|---|")
     print(f"| every rank holds every teacher | {args.teachers * teacher_bytes / mib:.1f} MiB | {local * 1e3:.1f} ms |")
     print(f"| teacher m beside student m | {teacher_bytes / mib:.1f} MiB | {beside * 1e3:.1f} ms |")
     print(f"\nbeside/every: time {beside / local:.3f}×, memory {1 / args.teachers:.3f}×")

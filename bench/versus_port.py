@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -41,8 +40,19 @@ def train_images(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The training split as uint8 NCHW and labels, decoded once by an un-augmented loader."""
     from cohort.data.loader import MemberLoader
 
-    loader = MemberLoader(root, "train", member=0, replica=0, replicas=1, seed=0, policy="none", batch_size=1,
-                          num_workers=1, device=torch.device("cpu"), train=False)
+    loader = MemberLoader(
+        root,
+        "train",
+        member=0,
+        replica=0,
+        replicas=1,
+        seed=0,
+        policy="none",
+        batch_size=1,
+        num_workers=1,
+        device=torch.device("cpu"),
+        train=False,
+    )
     images, labels = [], []
     for batch in loader.epoch(0):
         images.append(batch.images.clone())
@@ -70,10 +80,11 @@ def port_epoch(loader, nets, optimizers) -> tuple[int, float]:
     for images, labels in loader:
         x = images.float().div_(255.0)
         logits = [net(x) for net in nets]
-        for i, (net, optimizer) in enumerate(zip(nets, optimizers)):
+        for i, optimizer in enumerate(optimizers):
             peer = logits[1 - i].detach()
-            loss = F.cross_entropy(logits[i], labels) + F.kl_div(F.log_softmax(logits[i], 1), F.softmax(peer, 1),
-                                                                 reduction="batchmean")
+            loss = F.cross_entropy(logits[i], labels) + F.kl_div(
+                F.log_softmax(logits[i], 1), F.softmax(peer, 1), reduction="batchmean"
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
         for optimizer in optimizers:
@@ -92,8 +103,14 @@ def run_port(root: Path, epochs: int, workers: int) -> list[float]:
     torch.set_num_threads(os.cpu_count() or 1)
     images, labels = train_images(root)
     meta = read_meta(root)
-    loader = torch.utils.data.DataLoader(Digits(images, labels), batch_size=64, shuffle=True, drop_last=True,
-                                         num_workers=workers, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        Digits(images, labels),
+        batch_size=64,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     torch.manual_seed(0)
     nets = [build_model("small_cnn", meta["num_classes"], meta["mean"], meta["std"]) for _ in range(2)]
     config = OptimConfig(name="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -109,9 +126,20 @@ def run_port(root: Path, epochs: int, workers: int) -> list[float]:
 def run_cohort(root: Path, epochs: int, workers: int, tmp: Path, name: str) -> list[float]:
     """Images/s per member of a K = 2 cohort (its metrics' images_per_s), per epoch after the first."""
     run_dir = tmp / name
-    command = [sys.executable, "-m", "cohort.cli", "train", str(REPO / "configs" / "demo.yaml"), MEMBERS,
-               f"data.root={root}", f"data.num_workers={workers}", f"train.epochs={epochs}", "train.progress=false",
-               "train.device=cpu", f"run_dir={run_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "cohort.cli",
+        "train",
+        str(REPO / "configs" / "demo.yaml"),
+        MEMBERS,
+        f"data.root={root}",
+        f"data.num_workers={workers}",
+        f"train.epochs={epochs}",
+        "train.progress=false",
+        "train.device=cpu",
+        f"run_dir={run_dir}",
+    ]
     subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [r["images_per_s"] for r in rows if r["split"] == "val" and r["member"] != "ensemble" and r["epoch"] >= 1]
@@ -123,13 +151,31 @@ def data_rates(root: Path, workers: int, epochs: int = 4) -> tuple[float, float]
 
     torch.set_num_threads(1)
     images, labels = train_images(root)
-    port = torch.utils.data.DataLoader(Digits(images, labels), batch_size=64, shuffle=True, drop_last=True,
-                                       num_workers=workers, persistent_workers=workers > 0)
-    ffcv = MemberLoader(root, "train", member=0, replica=0, replicas=1, seed=0, policy="crop", batch_size=64,
-                        num_workers=workers, device=torch.device("cpu"), train=True)
+    port = torch.utils.data.DataLoader(
+        Digits(images, labels),
+        batch_size=64,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    ffcv = MemberLoader(
+        root,
+        "train",
+        member=0,
+        replica=0,
+        replicas=1,
+        seed=0,
+        policy="crop",
+        batch_size=64,
+        num_workers=workers,
+        device=torch.device("cpu"),
+        train=True,
+    )
     rates = {"port": [], "ffcv": []}
     for epoch in range(epochs):
-        for name, batches in (("port", lambda: iter(port)), ("ffcv", lambda: (b.images for b in ffcv.epoch(epoch)))):
+        # Each lambda is called at once, inside this epoch's loop.
+        for name, batches in (("port", lambda: iter(port)), ("ffcv", lambda: (b.images for b in ffcv.epoch(epoch)))):  # noqa: B023
             start, seen = time.perf_counter(), 0
             for batch in batches():
                 seen += len(batch[0]) if name == "port" else len(batch)
@@ -156,12 +202,18 @@ def main() -> int:
             cohort += run_cohort(root, args.epochs, args.workers, Path(tmp), f"cohort-{round_}")
     loader_port, loader_ffcv = data_rates(root, args.workers)
     p, c = statistics.median(port), statistics.median(cohort)
-    print(f"{os.cpu_count()} cores, K = 2 small CNNs on digits, batch 64, {args.workers} loader worker(s), "
-          f"{args.rounds} alternating rounds of {args.epochs} epochs (epoch 1 left out)")
-    print(f"end to end, images/s per member: single-process port {p:.0f} (range {min(port):.0f}–{max(port):.0f}), "
-          f"cohort {c:.0f} (range {min(cohort):.0f}–{max(cohort):.0f}); cohort / port {c / p:.2f}×")
-    print(f"data only (decode + pad-4 crop), images/s: DataLoader {loader_port:.0f}, FFCV member loader "
-          f"{loader_ffcv:.0f}; FFCV / DataLoader {loader_ffcv / loader_port:.2f}×")
+    print(
+        f"{os.cpu_count()} cores, K = 2 small CNNs on digits, batch 64, {args.workers} loader worker(s), "
+        f"{args.rounds} alternating rounds of {args.epochs} epochs (epoch 1 left out)"
+    )
+    print(
+        f"end to end, images/s per member: single-process port {p:.0f} (range {min(port):.0f}–{max(port):.0f}), "
+        f"cohort {c:.0f} (range {min(cohort):.0f}–{max(cohort):.0f}); cohort / port {c / p:.2f}×"
+    )
+    print(
+        f"data only (decode + pad-4 crop), images/s: DataLoader {loader_port:.0f}, FFCV member loader "
+        f"{loader_ffcv:.0f}; FFCV / DataLoader {loader_ffcv / loader_port:.2f}×"
+    )
     return 0
 
 

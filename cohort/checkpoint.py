@@ -4,7 +4,7 @@
     RUN_DIR/checkpoints/step-NNNNNNNNN/COMPLETE.json   written by rank 0 after every part exists
 
 A folder is named by the optimiser steps taken; its marker holds the position to continue
-from (epoch, batch within it). 
+from (epoch, batch within it).
 Parts are keyed by member id, not rank: a restarted job may number its ranks differently.
 Each part is written to a temporary name and renamed, so a crash never leaves a torn file;
 a folder without its marker is ignored by ``latest_complete``.
@@ -88,12 +88,15 @@ def load_part(folder: Path, member: int, device) -> dict:
 
     path = folder / f"member-{member}.pt"
     if not path.is_file():
-        raise RunDirError(f"{path} is missing from a checkpoint marked complete; delete {folder} to resume from an earlier one")
+        raise RunDirError(
+            f"{path} is missing from a checkpoint marked complete; delete {folder} to resume from an earlier one"
+        )
     try:
         state = torch.load(path, map_location=device, weights_only=False)
     except Exception as error:  # torch/pickle raise many kinds for a damaged file; name the file instead
-        raise RunDirError(f"{path} cannot be read ({type(error).__name__}); "
-                          f"delete {folder} to resume from an earlier one") from None
+        raise RunDirError(
+            f"{path} cannot be read ({type(error).__name__}); delete {folder} to resume from an earlier one"
+        ) from None
     if not isinstance(state, dict):
         raise RunDirError(f"{path} is not a cohort checkpoint part; delete {folder} to resume from an earlier one")
     return state
@@ -106,8 +109,17 @@ def weights_epoch(folder: Path) -> int:
     return marker["epoch"] - 1 if marker["batch"] == 0 else marker["epoch"]
 
 
-def load_model(folder: Path, member: int, arch: str, meta: dict, device, *, blurpool: bool = False,
-               whose: str = "the config", fix: str):
+def load_model(
+    folder: Path,
+    member: int,
+    arch: str,
+    meta: dict,
+    device,
+    *,
+    blurpool: bool = False,
+    whose: str = "the config",
+    fix: str,
+):
     """Member ``member``'s network from checkpoint ``folder``, on ``device``, in eval mode
     (``cohort eval`` and a student's teachers). A part that holds another architecture than
     ``arch`` is a RunDirError naming both and ``fix``."""

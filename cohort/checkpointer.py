@@ -38,8 +38,15 @@ class Position:
 class Checkpointer:
     """This rank's member (its network, optimiser and RNG states) in the run's checkpoints."""
 
-    def __init__(self, run: RunDir, mesh: CohortMesh, arch: str, net: torch.nn.Module,
-                 optimizer: torch.optim.Optimizer, keep_last: int):
+    def __init__(
+        self,
+        run: RunDir,
+        mesh: CohortMesh,
+        arch: str,
+        net: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        keep_last: int,
+    ):
         self.run, self.mesh, self.arch = run, mesh, arch
         self.net, self.optimizer, self.keep_last = net, optimizer, keep_last
         self.member, self.device = mesh.member, mesh.device
@@ -55,13 +62,17 @@ class Checkpointer:
             state = checkpoint.load_part(folder, self.member, self.device)
             part = folder / f"member-{self.member}.pt"
             if state.get("format") != CHECKPOINT_FORMAT:
-                problem = (f"{part} is a checkpoint of format {state.get('format', 1)}, written by an earlier cohort; "
-                           f"this version reads format {CHECKPOINT_FORMAT}: finish that run with the version that "
-                           f"started it, or choose another run_dir=")
+                problem = (
+                    f"{part} is a checkpoint of format {state.get('format', 1)}, written by an earlier cohort; "
+                    f"this version reads format {CHECKPOINT_FORMAT}: finish that run with the version that "
+                    f"started it, or choose another run_dir="
+                )
             elif state.get("arch") != self.arch:
-                problem = (f"{part} holds a {state.get('arch')}, but member {self.member} "
-                           f"is a {self.arch}; delete {folder} to resume from an earlier checkpoint, "
-                           f"or choose another run_dir=")
+                problem = (
+                    f"{part} holds a {state.get('arch')}, but member {self.member} "
+                    f"is a {self.arch}; delete {folder} to resume from an earlier checkpoint, "
+                    f"or choose another run_dir="
+                )
         except RunDirError as error:
             problem = str(error)
         # Each rank reads only its own member's part. Agree before anything changes, so that
@@ -103,19 +114,31 @@ class Checkpointer:
             checkpoint.save_part(folder, self.member, self.state_dict(position))
         self.mesh.barrier()
         if self.mesh.is_main:
-            checkpoint.mark_complete(folder, self.mesh.members,
-                                     {"epoch": position.epoch, "batch": position.batch, "step": position.step})
+            checkpoint.mark_complete(
+                folder, self.mesh.members, {"epoch": position.epoch, "batch": position.batch, "step": position.step}
+            )
 
     def state_dict(self, position: Position) -> dict:
         """All this member needs to continue exactly from ``position``: weights, optimiser, RNG
         states and the epoch's running sums. The LR schedule, the data order and the
         augmentations are pure functions of the position: no state of their own."""
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
-        return {"format": CHECKPOINT_FORMAT, "arch": self.arch, "member": self.member,
-                "position": (position.epoch, position.batch), "step": position.step,
-                "epoch_sums": position.epoch_sums, "model": self.net.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "rng": rng}
+        rng = {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "arch": self.arch,
+            "member": self.member,
+            "position": (position.epoch, position.batch),
+            "step": position.step,
+            "epoch_sums": position.epoch_sums,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+        }
 
     def load_state_dict(self, state: dict) -> Position:
         self.net.load_state_dict(state["model"])

@@ -20,14 +20,25 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.dataset == "digits":
         meta = datasets.write_digits(out, size=args.size)
     elif args.dataset in ("cifar10", "cifar100"):
-        meta = datasets.write_cifar(out, 10 if args.dataset == "cifar10" else 100, Path(args.source or out / "download"),
-                                    download=not args.no_download)
+        meta = datasets.write_cifar(
+            out,
+            10 if args.dataset == "cifar10" else 100,
+            Path(args.source or out / "download"),
+            download=not args.no_download,
+        )
     else:
         if not (args.train_dir and args.test_dir):
             raise DataError("imagefolder needs --train-dir and --test-dir (e.g. ImageNet's train/ and val/)")
-        meta = datasets.write_imagefolder(out, Path(args.train_dir), Path(args.test_dir), args.max_resolution,
-                                          num_workers=args.workers, write_mode=args.write_mode,
-                                          jpeg_quality=args.jpeg_quality, compress_probability=args.compress_probability)
+        meta = datasets.write_imagefolder(
+            out,
+            Path(args.train_dir),
+            Path(args.test_dir),
+            args.max_resolution,
+            num_workers=args.workers,
+            write_mode=args.write_mode,
+            jpeg_quality=args.jpeg_quality,
+            compress_probability=args.compress_probability,
+        )
     print(f"wrote {out}: {meta['sizes']} samples, {meta['num_classes']} classes")
     return 0
 
@@ -50,8 +61,13 @@ def check_local_gpus(config, replicas: int) -> None:
 
     if uses_cuda(config.train.device):
         try:  # every rank runs on this node
-            place(config.train.members_per_gpu, config.num_members, replicas, config.num_members * replicas,
-                  torch.cuda.device_count())
+            place(
+                config.train.members_per_gpu,
+                config.num_members,
+                replicas,
+                config.num_members * replicas,
+                torch.cuda.device_count(),
+            )
         except PlacementError as error:
             raise ConfigError(f"{error}, or a cluster launcher") from None
 
@@ -62,7 +78,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except ImportError as error:
         if error.name != "submitit":
             raise
-        raise ConfigError("submitit is not installed; pip install submitit (bash scripts/setup.sh installs it)") from None
+        raise ConfigError(
+            "submitit is not installed; pip install submitit (bash scripts/setup.sh installs it)"
+        ) from None
     return main_submit(args)
 
 
@@ -86,10 +104,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if plan.replicas < 1:
         raise ConfigError(f"--replicas must be at least 1, not {plan.replicas}")
     check_local_gpus(plan.config, plan.replicas)
-    options = ["--checkpoint", args.checkpoint, "--split", args.split, "--replicas", str(plan.replicas),
-               *(["--data", args.data] if args.data else [])]
-    return launch_local([args.run_dir, *options], plan.config.num_members * plan.replicas,
-                        module="cohort.eval_worker")
+    options = [
+        "--checkpoint",
+        args.checkpoint,
+        "--split",
+        args.split,
+        "--replicas",
+        str(plan.replicas),
+        *(["--data", args.data] if args.data else []),
+    ]
+    return launch_local([args.run_dir, *options], plan.config.num_members * plan.replicas, module="cohort.eval_worker")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -127,49 +151,79 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--test-dir", help="imagefolder: test images (ImageNet's val), one folder per class")
     data.add_argument("--max-resolution", type=int, default=256, help="imagefolder: longest side stored")
     data.add_argument("--workers", type=int, default=4, help="imagefolder: writer processes")
-    data.add_argument("--write-mode", choices=["jpg", "raw", "proportion"], default="jpg",
-                      help="imagefolder: store JPEG, raw pixels, or JPEG with --compress-probability (ffcv-imagenet)")
+    data.add_argument(
+        "--write-mode",
+        choices=["jpg", "raw", "proportion"],
+        default="jpg",
+        help="imagefolder: store JPEG, raw pixels, or JPEG with --compress-probability (ffcv-imagenet)",
+    )
     data.add_argument("--jpeg-quality", type=int, default=90, help="imagefolder: JPEG quality")
-    data.add_argument("--compress-probability", type=float, default=0.5,
-                      help="imagefolder, --write-mode proportion: the fraction of images stored as JPEG")
+    data.add_argument(
+        "--compress-probability",
+        type=float,
+        default=0.5,
+        help="imagefolder, --write-mode proportion: the fraction of images stored as JPEG",
+    )
     data.set_defaults(run=cmd_data)
 
     train = sub.add_parser("train", help="train a cohort locally (K×R processes through torchrun)")
     train.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=0.05 members.1.arch=resnet56")
-    train.add_argument("--max-restarts", type=int, default=0, help="torchrun restarts of the whole cohort after a failure")
+    train.add_argument(
+        "--max-restarts", type=int, default=0, help="torchrun restarts of the whole cohort after a failure"
+    )
     train.set_defaults(run=cmd_train)
 
     submit = sub.add_parser("submit", help="train a cohort as a SLURM job (submitit; one task per rank)")
     submit.add_argument("config", help="YAML config, e.g. configs/cifar100_dml.yaml")
     submit.add_argument("overrides", nargs="*", help="key=value overrides (resume=auto is always added)")
     submit.add_argument("--nodes", type=int, default=1)
-    submit.add_argument("--gpus-per-node", type=int, required=True,
-                        help="GPUs (one task each) per node; with --cpu, CPU tasks per node. nodes × this = K×R")
+    submit.add_argument(
+        "--gpus-per-node",
+        type=int,
+        required=True,
+        help="GPUs (one task each) per node; with --cpu, CPU tasks per node. nodes × this = K×R",
+    )
     submit.add_argument("--partition", required=True)
     submit.add_argument("--time", type=int, required=True, help="time limit of each job, minutes")
     submit.add_argument("--cpus-per-task", type=int, help="CPU cores per task (loader threads and torch)")
     submit.add_argument("--seeds", type=int, nargs="+", help="a job array: one cohort per seed, in RUN_DIR/seed<N>")
     submit.add_argument("--cpu", action="store_true", help="CPU tasks and gloo (CPU clusters, tests)")
-    submit.add_argument("--signal-delay-s", type=int, default=120,
-                        help="seconds before the time limit at which the ranks are told to save and requeue")
-    submit.add_argument("--max-timeouts", type=int, default=10,
-                        help="requeues after hitting the time limit before the job gives up (preemptions do not count)")
+    submit.add_argument(
+        "--signal-delay-s",
+        type=int,
+        default=120,
+        help="seconds before the time limit at which the ranks are told to save and requeue",
+    )
+    submit.add_argument(
+        "--max-timeouts",
+        type=int,
+        default=10,
+        help="requeues after hitting the time limit before the job gives up (preemptions do not count)",
+    )
     submit.set_defaults(run=cmd_submit)
 
     status = sub.add_parser("status", help="where a run stands: its job, last epoch, last metrics")
     status.add_argument("run_dir")
     status.set_defaults(run=cmd_status)
 
-    evaluate = sub.add_parser("eval", help="evaluate a trained cohort's checkpoint (one process, or K×R with --distributed)")
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a trained cohort's checkpoint (one process, or K×R with --distributed)"
+    )
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--checkpoint", default="best", help="best (train.select_by's choice), last, or a folder")
     evaluate.add_argument("--split", default="test", choices=["test", "val"])
     evaluate.add_argument("--data", help="another .beton to evaluate on (from a `cohort data` folder)")
-    evaluate.add_argument("--distributed", action="store_true",
-                          help="one process per member replica, as in training (members too large for one device)")
-    evaluate.add_argument("--replicas", type=int,
-                          help="--distributed: replicas per member, each predicting a shard (default: the run's R)")
+    evaluate.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one process per member replica, as in training (members too large for one device)",
+    )
+    evaluate.add_argument(
+        "--replicas",
+        type=int,
+        help="--distributed: replicas per member, each predicting a shard (default: the run's R)",
+    )
     evaluate.set_defaults(run=cmd_eval)
 
     report = sub.add_parser("report", help="markdown table and figures comparing finished runs")
@@ -177,10 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(run=cmd_report)
 
     dee = sub.add_parser("dee", help="deep-ensemble equivalent of runs against an independent reference run")
-    dee.add_argument("--reference", required=True, help="run directory of an independent cohort (loss.mimicry.weight: 0)")
-    dee.add_argument("--temperature", choices=["val", "test-cv"], default="val",
-                     help="calibrated NLL with the temperature fitted on val (default), or by 2-fold cross-validation "
-                          "on test repeated 5 times (the official DEE protocol, Ashukha et al. 2020)")
+    dee.add_argument(
+        "--reference", required=True, help="run directory of an independent cohort (loss.mimicry.weight: 0)"
+    )
+    dee.add_argument(
+        "--temperature",
+        choices=["val", "test-cv"],
+        default="val",
+        help="calibrated NLL with the temperature fitted on val (default), or by 2-fold cross-validation "
+        "on test repeated 5 times (the official DEE protocol, Ashukha et al. 2020)",
+    )
     dee.add_argument("run_dirs", nargs="+")
     dee.set_defaults(run=cmd_dee)
 

@@ -22,8 +22,9 @@ from cohort.data.policies import ALL_POLICIES, CROP_FREE_POLICIES, STRENGTH_RANG
 from cohort.errors import CohortError
 from cohort.metric_names import SELECTABLE
 from cohort.model_names import ARCHITECTURE_NAMES, is_known_architecture
+
 # config_to_dict and dump_config are the engine's, imported from here by cohort.run_dir.
-from cohort.typed_tree import TreeError, build, config_to_dict, dump_config, read_yaml
+from cohort.typed_tree import TreeError, build, read_yaml
 
 
 class ConfigError(CohortError, TreeError):
@@ -71,8 +72,10 @@ class ScheduleConfig:
     def validate(self) -> None:
         _choose("schedule.name", self.name, ("step", "cosine", "constant", "cyclic"))
         if self.name == "cyclic" and (self.peak_epoch <= 0 or self.warmup_epochs > 0):
-            raise ConfigError(f"schedule cyclic climbs to its peak itself: need peak_epoch > 0 and warmup_epochs 0, "
-                              f"got peak_epoch {self.peak_epoch}, warmup_epochs {self.warmup_epochs}")
+            raise ConfigError(
+                f"schedule cyclic climbs to its peak itself: need peak_epoch > 0 and warmup_epochs 0, "
+                f"got peak_epoch {self.peak_epoch}, warmup_epochs {self.warmup_epochs}"
+            )
         if self.warmup_epochs < 0 or not self.gamma > 0:
             raise ConfigError("schedule: need warmup_epochs >= 0 and gamma > 0")
         if sorted(self.milestones) != list(self.milestones):
@@ -121,8 +124,10 @@ class ResolutionConfig:
         if min(r.min_res, r.max_res, r.start_ramp, r.end_ramp, r.eval_res) < 0 or r.start_ramp > r.end_ramp:
             raise ConfigError(f"data.resolution: need sizes >= 0 and start_ramp <= end_ramp, got {r}")
         if (r.min_res == 0) != (r.max_res == 0) or r.min_res > r.max_res:
-            raise ConfigError(f"data.resolution: set both min_res <= max_res (or neither), got min_res {r.min_res}, "
-                              f"max_res {r.max_res}")
+            raise ConfigError(
+                f"data.resolution: set both min_res <= max_res (or neither), got min_res {r.min_res}, "
+                f"max_res {r.max_res}"
+            )
 
     def at(self, epoch: int, image_size: int) -> int:
         """The training resolution at ``epoch`` for a data folder of ``image_size``."""
@@ -308,8 +313,9 @@ class DiversityConfig(TermConfig):
     def validate(self, where: str) -> None:
         _choose(f"{where}.kind", self.kind, ("none", "margin", "nontarget"))
         if self.weight < 0 or self.margin < 0:
-            raise ConfigError(f"{where}: weight and margin must be >= 0, got weight {self.weight}, "
-                              f"margin {self.margin}")
+            raise ConfigError(
+                f"{where}: weight and margin must be >= 0, got weight {self.weight}, margin {self.margin}"
+            )
         if self.kind != "none" and self.weight == 0:
             raise ConfigError(f"{where}.kind is {self.kind} but {where}.weight is 0; set a weight, or kind: none")
 
@@ -458,8 +464,11 @@ class CohortConfig:
 
     def enabled_terms(self, member: int) -> dict[str, float]:
         """The terms of member ``member``'s objective and their weights, in summation order."""
-        return {name: self.term_weight(member, name) for name, term in self.loss.terms().items()
-                if term.enabled(self.term_weight(member, name))}
+        return {
+            name: self.term_weight(member, name)
+            for name, term in self.loss.terms().items()
+            if term.enabled(self.term_weight(member, name))
+        }
 
     def needs(self, member: int) -> set[str]:
         """What member ``member``'s objective reads besides its own logits (``TermConfig.NEEDS``)."""
@@ -549,8 +558,10 @@ class CohortConfig:
         _choose("train.device", self.train.device, ("cpu", "cuda", "auto"))
         packing = self.train.members_per_gpu  # an int or a string: building the tree checked its type
         if packing != "auto" and (isinstance(packing, str) or packing < 1 or self.num_members % packing):
-            raise ConfigError(f"train.members_per_gpu must be auto or a divisor of the K={self.num_members} members "
-                              f"(a GPU holds the same replica of n members), got {packing!r}")
+            raise ConfigError(
+                f"train.members_per_gpu must be auto or a divisor of the K={self.num_members} members "
+                f"(a GPU holds the same replica of n members), got {packing!r}"
+            )
         names = set()
         for i, member in enumerate(self.members):
             if member.name in names:
@@ -563,11 +574,14 @@ class CohortConfig:
                 )
             _choose(f"members.{i}.policy", member.policy, ALL_POLICIES)
             if self.data.random_resized_crop and member.policy not in CROP_FREE_POLICIES:
-                raise ConfigError(f"members.{i}.policy {member.policy} crops again after data.random_resized_crop; "
-                                  f"use {' or '.join(CROP_FREE_POLICIES)} (ImageNet's recipe: flip)")
+                raise ConfigError(
+                    f"members.{i}.policy {member.policy} crops again after data.random_resized_crop; "
+                    f"use {' or '.join(CROP_FREE_POLICIES)} (ImageNet's recipe: flip)"
+                )
             if not STRENGTH_RANGE[0] <= member.strength <= STRENGTH_RANGE[1]:
-                raise ConfigError(f"members.{i}.strength must be in [{STRENGTH_RANGE[0]}, {STRENGTH_RANGE[1]}], "
-                                  f"got {member.strength}")
+                raise ConfigError(
+                    f"members.{i}.strength must be in [{STRENGTH_RANGE[0]}, {STRENGTH_RANGE[1]}], got {member.strength}"
+                )
             self.member_optim(i).validate(f"members.{i}.optim")
         self.optim.validate("optim")
         self.schedule.validate()
@@ -576,19 +590,24 @@ class CohortConfig:
         for i, member in enumerate(self.members):
             for name, weight in member.loss.items():
                 if name not in self.loss.terms():
-                    raise ConfigError(f"members.{i}.loss.{name} is not a term of the objective; "
-                                      f"valid: {', '.join(self.loss.terms())}")
+                    raise ConfigError(
+                        f"members.{i}.loss.{name} is not a term of the objective; valid: {', '.join(self.loss.terms())}"
+                    )
                 if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
                     raise ConfigError(f"members.{i}.loss.{name} must be a weight >= 0, got {weight!r}")
         for m in range(self.num_members):
             terms = self.enabled_terms(m)
-            if self.loss.diversity.kind == "margin" and "diversity" in terms and \
-                    terms["diversity"] <= terms.get("mimicry", 0.0):
+            if (
+                self.loss.diversity.kind == "margin"
+                and "diversity" in terms
+                and terms["diversity"] <= terms.get("mimicry", 0.0)
+            ):
                 beta, lam = terms["diversity"], terms["mimicry"]
                 raise ConfigError(
                     f"member {m}: loss.diversity.weight β={beta:g} must exceed loss.mimicry.weight λ={lam:g} with "
                     f"kind margin: inside the margin the two add to (λ − β)·T²·KL, so β <= λ never pushes members "
-                    f"apart; e.g. loss.diversity.weight={2 * lam:g}")
+                    f"apart; e.g. loss.diversity.weight={2 * lam:g}"
+                )
             if not terms:
                 raise ConfigError(f"member {m}'s objective has no term with weight > 0; set one, e.g. loss.ce.weight=1")
         self.validate_teacher()
@@ -598,26 +617,36 @@ class CohortConfig:
         if d.page_window < 1:
             raise ConfigError(f"data.page_window must be >= 1, got {d.page_window}")
         if d.order == "page_local" and self.pairs_partners:
-            raise ConfigError("data.order page_local cannot lay out CS-KD's partners (loss.cskd); "
-                              "use data.order=shuffle")
+            raise ConfigError(
+                "data.order page_local cannot lay out CS-KD's partners (loss.cskd); use data.order=shuffle"
+            )
         if not 0 < d.labelled_fraction <= 1:
             raise ConfigError(f"data.labelled_fraction must be in (0, 1], got {d.labelled_fraction}")
         if d.labelled_indices and d.labelled_fraction < 1:
-            raise ConfigError("data.labelled_indices and data.labelled_fraction both choose the labelled samples; "
-                              "set one of them (labelled_fraction=1 with a file)")
+            raise ConfigError(
+                "data.labelled_indices and data.labelled_fraction both choose the labelled samples; "
+                "set one of them (labelled_fraction=1 with a file)"
+            )
         if d.semi_supervised and self.pairs_partners:
-            raise ConfigError("loss.cskd draws each anchor's partner from its class, which an unlabelled anchor "
-                              "does not reveal; train CS-KD with every label (data.labelled_fraction=1)")
+            raise ConfigError(
+                "loss.cskd draws each anchor's partner from its class, which an unlabelled anchor "
+                "does not reveal; train CS-KD with every label (data.labelled_fraction=1)"
+            )
         if d.semi_supervised and self.exchanges_logits and self.loss.mimicry.target == "ensemble_min_logit":
-            raise ConfigError("loss.mimicry.target ensemble_min_logit reads every sample's label; with hidden "
-                              "labels use ensemble_mean (or data.labelled_fraction=1)")
+            raise ConfigError(
+                "loss.mimicry.target ensemble_min_logit reads every sample's label; with hidden "
+                "labels use ensemble_mean (or data.labelled_fraction=1)"
+            )
         if self.pairs_partners and d.batch_size < 2:
-            raise ConfigError(f"data.batch_size {d.batch_size} is too small for loss.cskd: the B partners run their "
-                              f"own train-mode forward, whose BatchNorm needs B >= 2; set data.batch_size >= 2 "
-                              f"(each step then reads batch_size anchors and batch_size partners)")
+            raise ConfigError(
+                f"data.batch_size {d.batch_size} is too small for loss.cskd: the B partners run their "
+                f"own train-mode forward, whose BatchNorm needs B >= 2; set data.batch_size >= 2 "
+                f"(each step then reads batch_size anchors and batch_size partners)"
+            )
         if t.epochs < 1 or t.eval_every < 1 or t.checkpoint_every < 0 or t.max_steps_per_epoch < 0:
-            raise ConfigError("train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, "
-                              "max_steps_per_epoch >= 0")
+            raise ConfigError(
+                "train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, max_steps_per_epoch >= 0"
+            )
         _choose("train.on_nonfinite", t.on_nonfinite, ("stop", "skip_step"))
         if t.checkpoint_every_steps < 0 or t.keep_last < 0:
             raise ConfigError("train: need checkpoint_every_steps >= 0 and keep_last >= 0")
@@ -639,14 +668,17 @@ class CohortConfig:
         if self.distils and not teacher.enabled:
             raise ConfigError("loss.distill needs teachers: set teacher.run_dir=<a finished cohort run directory>")
         if teacher.enabled and not self.distils:
-            raise ConfigError(f"teacher.run_dir is set ({teacher.run_dir}) but no member distils it; set "
-                              f"loss.distill.weight=0.9 loss.ce.weight=0.1 (the paper's α), or remove teacher.run_dir")
+            raise ConfigError(
+                f"teacher.run_dir is set ({teacher.run_dir}) but no member distils it; set "
+                f"loss.distill.weight=0.9 loss.ce.weight=0.1 (the paper's α), or remove teacher.run_dir"
+            )
         streams = {self.view_stream(m) for m in range(self.num_members)}
         if teacher.perturbation in ("ods", "confods") and len(streams) > 1:
             raise ConfigError(
                 f"teacher.perturbation {teacher.perturbation} perturbs one clean view along one teacher's gradient and "
                 f"gives that x′ to every student, but views: {self.views} gives the members different views; "
-                f"set views=shared")
+                f"set views=shared"
+            )
 
 
 def parse_select_by(select_by: str) -> tuple[str, str] | None:
@@ -657,8 +689,10 @@ def parse_select_by(select_by: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != "val" or parts[1] not in ("ensemble", "members") or parts[2] not in SELECTABLE:
         if select_by.startswith("test"):
             raise ConfigError(f"train.select_by {select_by!r} selects on test; select on val (e.g. val_ensemble_nll)")
-        raise ConfigError(f"train.select_by {select_by!r} is not valid; use last or val_<ensemble|members>_<metric>, "
-                          f"metric one of: {', '.join(SELECTABLE)}")
+        raise ConfigError(
+            f"train.select_by {select_by!r} is not valid; use last or val_<ensemble|members>_<metric>, "
+            f"metric one of: {', '.join(SELECTABLE)}"
+        )
     return parts[1], parts[2]
 
 
@@ -686,8 +720,11 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> CohortConfig:
     return config
 
 
-MOVED_KEYS = {"mimicry": "loss.mimicry", "diversity": "loss.diversity",
-              "train.label_smoothing": "loss.ce.label_smoothing"}
+MOVED_KEYS = {
+    "mimicry": "loss.mimicry",
+    "diversity": "loss.diversity",
+    "train.label_smoothing": "loss.ce.label_smoothing",
+}
 """Keys of config format 1 (before the objective's terms were grouped under ``loss:``)."""
 
 
@@ -708,8 +745,10 @@ def refuse_moved_keys(raw: dict) -> None:
     if old is not None:
         new = MOVED_KEYS[old]
         example = (f"{new}.weight", f"{old}.weight") if "." not in old else (new, old)
-        raise ConfigError(f"{old} is now {new} (config format 2 groups the objective's terms under loss:); "
-                          f"write {example[0]}=... instead of {example[1]}=...")
+        raise ConfigError(
+            f"{old} is now {new} (config format 2 groups the objective's terms under loss:); "
+            f"write {example[0]}=... instead of {example[1]}=..."
+        )
 
 
 def apply_override(raw: dict, override: str) -> None:

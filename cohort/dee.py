@@ -25,13 +25,17 @@ TEMPERATURES = ("val", "test-cv")
 def reference_curve(run: Run, temperature: str = "val") -> tuple[np.ndarray, np.ndarray]:
     """(sizes, calibrated NLL) of the independent reference run's sub-ensembles on test."""
     if not run.independent:
-        raise RunDirError(f"{run.path / 'config.yaml'} trains with mimicry or diversity; the DEE reference must be an "
-                          f"independent run (loss.mimicry.weight: 0, loss.diversity.weight: 0)")
+        raise RunDirError(
+            f"{run.path / 'config.yaml'} trains with mimicry or diversity; the DEE reference must be an "
+            f"independent run (loss.mimicry.weight: 0, loss.diversity.weight: 0)"
+        )
     if temperature == "test-cv":
         logits, labels = run.predictions("test")
         k = len(logits)
-        curve = [np.mean([cross_validated_nll(ensemble_logits(logits[list(s)]), labels) for s in subsets(k, size)])
-                 for size in range(1, k + 1)]
+        curve = [
+            np.mean([cross_validated_nll(ensemble_logits(logits[list(s)]), labels) for s in subsets(k, size)])
+            for size in range(1, k + 1)
+        ]
         return np.arange(1, k + 1, dtype=float), np.array(curve)
     sizes = run.at()["ensemble"]["subensembles"]
     return np.array([s["size"] for s in sizes], dtype=float), np.array([s["c_nll"] for s in sizes])
@@ -57,7 +61,9 @@ def deep_ensemble_equivalent(value: float, sizes: np.ndarray, curve: np.ndarray)
     if value >= monotone[0]:
         return float(sizes[0]), f"off the curve: no better than one independent member ({monotone[0]:.4f})"
     if value < monotone[-1]:
-        return float(sizes[-1]), f"off the curve: better than all {int(sizes[-1])} independent members ({monotone[-1]:.4f})"
+        return float(
+            sizes[-1]
+        ), f"off the curve: better than all {int(sizes[-1])} independent members ({monotone[-1]:.4f})"
     for i in range(1, len(sizes)):
         if value >= monotone[i]:
             lo, hi = monotone[i - 1], monotone[i]
@@ -71,15 +77,25 @@ def run_dee(reference: str, runs: list[str], temperature: str = "val") -> list[d
         raise ValueError(f"unknown temperature protocol {temperature!r}; valid: {', '.join(TEMPERATURES)}")
     sizes, curve = reference_curve(Run.load(reference), temperature)
     how = "fitted on val" if temperature == "val" else "cross-validated on test, 2 folds × 5 repeats"
-    print(f"reference curve (calibrated test NLL by ensemble size; temperature {how}): " +
-          ", ".join(f"{int(s)}: {v:.4f}" for s, v in zip(sizes, curve)))
+    print(
+        f"reference curve (calibrated test NLL by ensemble size; temperature {how}): "
+        + ", ".join(f"{int(s)}: {v:.4f}" for s, v in zip(sizes, curve))
+    )
     results = []
     for path in runs:
         run = Run.load(path)
         for member, c_nll in calibrated_nll(run, temperature).items():
             dee, note = deep_ensemble_equivalent(c_nll, sizes, curve)
-            results.append({"run": str(run.path), "member": member, "c_nll": c_nll, "dee": dee, "note": note,
-                            "temperature": temperature})
+            results.append(
+                {
+                    "run": str(run.path),
+                    "member": member,
+                    "c_nll": c_nll,
+                    "dee": dee,
+                    "note": note,
+                    "temperature": temperature,
+                }
+            )
             label = f"member {member}" if member != "ensemble" else "ensemble"
             print(f"{run.name:<24} {label:<10} c_nll {c_nll:.4f}  DEE {dee:.2f}" + (f"  ({note})" if note else ""))
     return results

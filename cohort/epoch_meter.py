@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -22,8 +22,18 @@ class EpochMeter:
     carried in mid-epoch checkpoints so that a resumed epoch's means cover all of it; the time
     spent waiting for the loader; a tqdm bar for a person watching rank 0."""
 
-    def __init__(self, names: list[str], epoch: int, epochs: int, start_batch: int, steps_per_epoch: int,
-                 resumed: dict | None, batch_size: int, world_size: int, show_bar: bool):
+    def __init__(
+        self,
+        names: list[str],
+        epoch: int,
+        epochs: int,
+        start_batch: int,
+        steps_per_epoch: int,
+        resumed: dict | None,
+        batch_size: int,
+        world_size: int,
+        show_bar: bool,
+    ):
         self.sums = {name: 0.0 for name in (*names, "loss")}
         self.skipped = 0
         if start_batch and resumed is not None:
@@ -36,8 +46,13 @@ class EpochMeter:
         if show_bar and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                            dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{epochs}",
+                leave=False,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
         self.started = time.perf_counter()
         self.data_seconds = 0.0
 
@@ -58,8 +73,10 @@ class EpochMeter:
         self.steps += 1
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{float(terms['loss']):.3f}" if terms else "skipped",
-                                 img_s=f"{self.steps * batch.anchors * self.world_size / (time.perf_counter() - self.started):.0f}")
+            self.bar.set_postfix(
+                loss=f"{float(terms['loss']):.3f}" if terms else "skipped",
+                img_s=f"{self.steps * batch.anchors * self.world_size / (time.perf_counter() - self.started):.0f}",
+            )
 
     def state(self) -> dict:
         """What a mid-epoch checkpoint carries (``Position.epoch_sums``)."""
@@ -71,8 +88,13 @@ class EpochMeter:
             self.bar.close()
         seconds = time.perf_counter() - self.started
         stats = {name: total / max(self.steps - self.skipped, 1) for name, total in self.sums.items()}
-        stats.update(steps=self.steps, seconds=seconds,
-                     images_per_s=(self.steps - self.start_batch) * self.batch_size / max(seconds, 1e-9),
-                     lr=lr, data_seconds=self.data_seconds, exchange_seconds=exchange_seconds,
-                     skipped_steps=self.skipped)
+        stats.update(
+            steps=self.steps,
+            seconds=seconds,
+            images_per_s=(self.steps - self.start_batch) * self.batch_size / max(seconds, 1e-9),
+            lr=lr,
+            data_seconds=self.data_seconds,
+            exchange_seconds=exchange_seconds,
+            skipped_steps=self.skipped,
+        )
         return stats

@@ -31,15 +31,24 @@ def evaluate_rank(plan: EvalPlan, launch: Launch) -> None:
     mesh = join_cohort(config, launch, plan.replicas)
     try:
         member = config.members[mesh.member]
-        net = checkpoint.load_model(plan.folder, mesh.member, member.arch, plan.meta, mesh.device,
-                                    blurpool=member.blurpool, fix="pick another checkpoint with --checkpoint")
+        net = checkpoint.load_model(
+            plan.folder,
+            mesh.member,
+            member.arch,
+            plan.meta,
+            mesh.device,
+            blurpool=member.blurpool,
+            fix="pick another checkpoint with --checkpoint",
+        )
         autocast, channels_last = device_formats(config.train.bf16, config.train.channels_last, mesh.device)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         logits, labels = {}, {}
         for name, path in plan.betons.items():
             loader = MemberLoader.for_evaluation(config, path, mesh.member, mesh.replica, plan.replicas, mesh.device)
-            logits[name], labels[name] = cohort_logits(net, loader, mesh, config.train.flip_tta, autocast, channels_last)
+            logits[name], labels[name] = cohort_logits(
+                net, loader, mesh, config.train.flip_tta, autocast, channels_last
+            )
         if mesh.is_main:
             write_eval(plan, logits, labels)
         mesh.barrier()

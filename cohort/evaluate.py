@@ -28,9 +28,18 @@ from cohort.preflight import EvalPlan, plan_eval
 def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str | None = None):
     """Evaluate in this process, every member on the CPU; returns the folder written."""
     plan = plan_eval(run_dir, which, split, data)
-    models = [checkpoint.load_model(plan.folder, m, member.arch, plan.meta, torch.device("cpu"),
-                                    blurpool=member.blurpool, fix="pick another checkpoint with --checkpoint")
-              for m, member in enumerate(plan.config.members)]
+    models = [
+        checkpoint.load_model(
+            plan.folder,
+            m,
+            member.arch,
+            plan.meta,
+            torch.device("cpu"),
+            blurpool=member.blurpool,
+            fix="pick another checkpoint with --checkpoint",
+        )
+        for m, member in enumerate(plan.config.members)
+    ]
     logits, labels = {}, {}
     for name, path in plan.betons.items():
         logits[name], labels[name] = predict(models, path, plan.config)
@@ -48,17 +57,23 @@ def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, 
     with open(out / "metrics.jsonl", "w") as f:
         for name, table in results.items():
             for member, row in table.items():
-                f.write(json.dumps({"epoch": epoch, "split": name, "member": member, "checkpoint": str(plan.folder),
-                                    **row}) + "\n")
+                f.write(
+                    json.dumps({"epoch": epoch, "split": name, "member": member, "checkpoint": str(plan.folder), **row})
+                    + "\n"
+                )
     for name in logits:
         np.savez(out / "predictions" / f"{name}.npz", logits=logits[name].astype(np.float32), labels=labels[name])
-    (out / "source.yaml").write_text(yaml.safe_dump({"checkpoint": str(plan.folder), "split": plan.split,
-                                                      "data": str(plan.betons[plan.split])}))
+    (out / "source.yaml").write_text(
+        yaml.safe_dump({"checkpoint": str(plan.folder), "split": plan.split, "data": str(plan.betons[plan.split])})
+    )
     table = results[plan.split]
     print(f"{'':<10} {'acc':>7} {'nll':>7} {'ece':>7} {'c_nll':>7} {'c_ece':>7}")
     for member in table:
         row = table[member]
         name = plan.config.members[member].name if member != "ensemble" else "ensemble"
-        print(f"{name:<10} {row['acc']:>7.4f} {row['nll']:>7.4f} {row['ece']:>7.4f} {row['c_nll']:>7.4f} {row['c_ece']:>7.4f}")
+        print(
+            f"{name:<10} {row['acc']:>7.4f} {row['nll']:>7.4f} {row['ece']:>7.4f} "
+            f"{row['c_nll']:>7.4f} {row['c_ece']:>7.4f}"
+        )
     print(f"\nwrote {out}")
     return out

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from cohort.errors import CohortError
 
+from cohort.errors import CohortError
 
 
 class DesyncError(CohortError, RuntimeError):
@@ -27,8 +27,14 @@ class NonFiniteError(CohortError, RuntimeError):
 class LogitExchange:
     """All-gathers detached ``[B, C]`` logits (and sample indices) over the member group."""
 
-    def __init__(self, group: dist.ProcessGroup | None, member: int, num_members: int, stop_on_nonfinite: bool = True,
-                 transport: torch.device | None = None):
+    def __init__(
+        self,
+        group: dist.ProcessGroup | None,
+        member: int,
+        num_members: int,
+        stop_on_nonfinite: bool = True,
+        transport: torch.device | None = None,
+    ):
         """``transport``: the device the group's backend reads (the host for gloo); None: the logits' own."""
         self.group, self.member, self.num_members = group, member, num_members
         self.stop_on_nonfinite = stop_on_nonfinite
@@ -54,12 +60,17 @@ class LogitExchange:
         if self.stop_on_nonfinite and not bool(finite.all()):
             bad = int((~finite).nonzero()[0])
             # Every rank of the exchange sees it: rank 0 alone reports it.
-            raise NonFiniteError(f"member {bad} produced non-finite logits at step {step}; lower the learning rate "
-                                 f"or check the data", shared=True)
+            raise NonFiniteError(
+                f"member {bad} produced non-finite logits at step {step}; lower the learning rate or check the data",
+                shared=True,
+            )
         mismatch = (all_indices != all_indices[0]).any(dim=1)
         if bool(mismatch.any()):
             bad = int(mismatch.nonzero()[0])
-            raise DesyncError(f"member {bad} trained on different samples than member 0 at step {step}; the cohort's loaders are out of step")
+            raise DesyncError(
+                f"member {bad} trained on different samples than member 0 at step {step}; "
+                f"the cohort's loaders are out of step"
+            )
         return all_logits
 
     def peers(self, all_logits: torch.Tensor) -> torch.Tensor:

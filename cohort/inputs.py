@@ -79,8 +79,9 @@ class Peers(Provider):
 
     def __init__(self, plan: RunPlan, rt: MemberRuntime):
         mesh = rt.mesh
-        self.exchange = LogitExchange(mesh.member_group, mesh.member, mesh.members, rt.stop_on_nonfinite,
-                                      transport=mesh.member_device)
+        self.exchange = LogitExchange(
+            mesh.member_group, mesh.member, mesh.members, rt.stop_on_nonfinite, transport=mesh.member_device
+        )
 
     def __call__(self, view: StepView) -> dict:
         waited = time.perf_counter()
@@ -104,7 +105,7 @@ class Partners(Provider):
         if view.batch.anchors == len(view.images):
             return {"partners": None}
         with torch.no_grad(), self.autocast:
-            return {"partners": self.net(view.images[view.batch.anchors:]).float()}
+            return {"partners": self.net(view.images[view.batch.anchors :]).float()}
 
 
 class TeacherInputs(Provider):
@@ -115,8 +116,9 @@ class TeacherInputs(Provider):
     other terms and again, in train mode and with gradient, on x′ for distillation."""
 
     def __init__(self, plan: RunPlan, rt: MemberRuntime):
-        self.teachers = Teachers(plan.config, plan.teachers, rt.mesh.member, plan.meta, rt.mesh.device, rt.autocast,
-                                 rt.channels_last)
+        self.teachers = Teachers(
+            plan.config, plan.teachers, rt.mesh.member, plan.meta, rt.mesh.device, rt.autocast, rt.channels_last
+        )
         self.model, self.autocast, self.replica, self.traced = rt.model, rt.autocast, rt.mesh.replica, rt.traced
         self.last_drawn: dict = {}
 

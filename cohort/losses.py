@@ -26,8 +26,15 @@ def js_divergence(a_log_probs: torch.Tensor, b_log_probs: torch.Tensor) -> torch
     return 0.5 * kl_divergence(a_log_probs, mixture) + 0.5 * kl_divergence(b_log_probs, mixture)
 
 
-def mimicry_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, *, target: str = "pairwise",
-                 divergence: str = "kl", temperature: float = 1.0, labels: torch.Tensor | None = None) -> torch.Tensor:
+def mimicry_loss(
+    own_logits: torch.Tensor,
+    peer_logits: torch.Tensor,
+    *,
+    target: str = "pairwise",
+    divergence: str = "kl",
+    temperature: float = 1.0,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """DML's mimicry term of one member (paper, Zhang et al. 2018), scaled by T².
 
     own_logits ``[B, C]``; peer_logits ``[K−1, B, C]`` (treated as constants).
@@ -118,7 +125,9 @@ def cskd_loss(anchor_logits: torch.Tensor, partner_logits: torch.Tensor, tempera
     return temperature**2 * kl_divergence(partner, anchor).mean()
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0
+) -> torch.Tensor:
     """Knowledge distillation from an ensemble (Hinton et al. 2015), as Nam et al.'s official code
     (cs-giung/giung2 ``projects/Diversity-Matters/scripts/train_student.py``) computes it:
     T² · KL(p_teacher^T ‖ p_student^T) with ``F.kl_div(..., reduction="batchmean")``, i.e. the
@@ -131,8 +140,15 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return temperature**2 * kl_divergence(target, student).mean()
 
 
-def diversity_loss(own_logits: torch.Tensor, peer_logits: torch.Tensor, labels: torch.Tensor, *, kind: str,
-                   margin: float = 0.0, temperature: float = 1.0) -> torch.Tensor:
+def diversity_loss(
+    own_logits: torch.Tensor,
+    peer_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    kind: str,
+    margin: float = 0.0,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """DPLO, the diversity-preserving term of Diff-DML. Our formulation (docs/methods.md, Diff-DML): the
     paper (CVPR 2025) publishes no code, so these are this project's definitions.
 

@@ -1,4 +1,5 @@
-"""Who am I in the cohort: launcher detection, this rank's device, threads and cores, the process group and the (member, replica) mesh.
+"""Who am I in the cohort: launcher detection, this rank's device, threads and cores, the
+process group and the (member, replica) mesh.
 
     world = K members × R replicas,   rank = member · R + replica   (member-major)
 
@@ -18,8 +19,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from cohort.errors import CohortError
 from cohort.config import CohortConfig
+from cohort.errors import CohortError
 from cohort.placement import Placement, PlacementError, place, rank_cores
 
 
@@ -44,19 +45,33 @@ def detect_launch(env: dict[str, str] | None = None) -> Launch:
     """torchrun's environment, else SLURM's (one srun task per rank), else a single process."""
     env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:
-        return Launch("torchrun", int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
-                      int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])), env.get("MASTER_ADDR", "127.0.0.1"),
-                      int(env.get("MASTER_PORT", 29500)))
+        return Launch(
+            "torchrun",
+            int(env["RANK"]),
+            int(env["WORLD_SIZE"]),
+            int(env.get("LOCAL_RANK", 0)),
+            int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])),
+            env.get("MASTER_ADDR", "127.0.0.1"),
+            int(env.get("MASTER_PORT", 29500)),
+        )
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
-        hosts = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True,
-                               text=True, check=True).stdout.split()
-        return slurm_launch(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env["SLURM_LOCALID"]),
-                            int(env["SLURM_NTASKS"]) // len(hosts), hosts, int(env["SLURM_JOB_ID"]))
+        hosts = subprocess.run(
+            ["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]], capture_output=True, text=True, check=True
+        ).stdout.split()
+        return slurm_launch(
+            int(env["SLURM_PROCID"]),
+            int(env["SLURM_NTASKS"]),
+            int(env["SLURM_LOCALID"]),
+            int(env["SLURM_NTASKS"]) // len(hosts),
+            hosts,
+            int(env["SLURM_JOB_ID"]),
+        )
     return Launch("single", 0, 1, 0, 1, "127.0.0.1", _free_port())
 
 
-def slurm_launch(rank: int, world_size: int, local_rank: int, local_world_size: int, hosts: list[str],
-                 job_id: int) -> Launch:
+def slurm_launch(
+    rank: int, world_size: int, local_rank: int, local_world_size: int, hosts: list[str], job_id: int
+) -> Launch:
     """A rank of a SLURM job (srun or submitit): rank 0's host serves the store on a port
     derived from the job id, so every task computes the same address with no exchange,
     a requeued job (same id) finds it again, and jobs sharing a node do not collide.
@@ -85,8 +100,9 @@ def uses_cuda(requested: str) -> bool:
     return requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
 
 
-def pick_device(requested: str, launch: Launch, members_per_gpu: int | str = 1, members: int = 1,
-                replicas: int = 1) -> tuple[torch.device, Placement]:
+def pick_device(
+    requested: str, launch: Launch, members_per_gpu: int | str = 1, members: int = 1, replicas: int = 1
+) -> tuple[torch.device, Placement]:
     """This rank's device and the node's placement: ``cuda:<its GPU>`` (one rank per GPU, or
     ``members_per_gpu`` members sharing one; ``cohort/placement.py``) or the CPU."""
     if not uses_cuda(requested):
@@ -107,8 +123,13 @@ def rendezvous_store(launch: Launch, timeout_s: float) -> dist.Store:
     Elsewhere global rank 0 serves the store.
     """
     agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(launch.master_addr, launch.master_port, launch.world_size,
-                          is_master=launch.rank == 0 and not agent_serves, timeout=timedelta(seconds=timeout_s))
+    store = dist.TCPStore(
+        launch.master_addr,
+        launch.master_port,
+        launch.world_size,
+        is_master=launch.rank == 0 and not agent_serves,
+        timeout=timedelta(seconds=timeout_s),
+    )
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return dist.PrefixStore(f"cohort/attempt-{attempt}", store)
 
@@ -118,8 +139,9 @@ def join_cohort(config: CohortConfig, launch: Launch, replicas: int | None = Non
     (``replicas``: per member, default the config's)."""
     replicas = replicas or config.replicas
     configure_threads(config, launch.local_world_size, launch.local_rank)
-    device, placement = pick_device(config.train.device, launch, config.train.members_per_gpu, config.num_members,
-                                    replicas)
+    device, placement = pick_device(
+        config.train.device, launch, config.train.members_per_gpu, config.num_members, replicas
+    )
     return CohortMesh(config.num_members, replicas, launch, device, config.train.dist_timeout_s, placement)
 
 
@@ -127,12 +149,20 @@ class CohortMesh:
     """The process group of this rank and its two subgroups: its member's replicas and the
     members' replica-r ranks."""
 
-    def __init__(self, members: int, replicas: int, launch: Launch, device: torch.device, timeout_s: float,
-                 placement: Placement | None = None):
+    def __init__(
+        self,
+        members: int,
+        replicas: int,
+        launch: Launch,
+        device: torch.device,
+        timeout_s: float,
+        placement: Placement | None = None,
+    ):
         if launch.world_size != members * replicas:
             raise LaunchError(
                 f"{launch.world_size} processes were started but the config needs K×R = {members}×{replicas} = "
-                f"{members * replicas}; start {members * replicas} (e.g. torchrun --nproc-per-node {members * replicas})"
+                f"{members * replicas}; start {members * replicas} "
+                f"(e.g. torchrun --nproc-per-node {members * replicas})"
             )
         self.launch, self.device = launch, device
         self.rank, self.world_size = launch.rank, launch.world_size
@@ -141,8 +171,9 @@ class CohortMesh:
         placement = placement or Placement(1, replicas)
         backends = placement.backends(device.type)
         # Where each group's tensors must be: gloo groups of CUDA ranks go through host memory.
-        self.world_device, self.member_device = (device if backends[g] == "nccl" else torch.device("cpu")
-                                                 for g in ("world", "member"))
+        self.world_device, self.member_device = (
+            device if backends[g] == "nccl" else torch.device("cpu") for g in ("world", "member")
+        )
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.store = rendezvous_store(launch, timeout_s)
@@ -150,16 +181,25 @@ class CohortMesh:
         if not dist.is_initialized():
             # device_id binds NCCL to this rank's GPU up front (without it, NCCL guesses the GPU from
             # the global rank and warns at the first barrier).
-            dist.init_process_group(backend=backends["world"], store=self.store, rank=launch.rank,
-                                    world_size=launch.world_size, timeout=timeout,
-                                    device_id=device if backends["world"] == "nccl" else None)
+            dist.init_process_group(
+                backend=backends["world"],
+                store=self.store,
+                rank=launch.rank,
+                world_size=launch.world_size,
+                timeout=timeout,
+                device_id=device if backends["world"] == "nccl" else None,
+            )
         # Every rank creates every group, in the same order (torch.distributed's rule).
         self.replica_group, _ = dist.new_subgroups_by_enumeration(
-            [[m * replicas + r for r in range(replicas)] for m in range(members)], timeout=timeout,
-            backend=backends["replica"])
+            [[m * replicas + r for r in range(replicas)] for m in range(members)],
+            timeout=timeout,
+            backend=backends["replica"],
+        )
         self.member_group, _ = dist.new_subgroups_by_enumeration(
-            [[m * replicas + r for m in range(members)] for r in range(replicas)], timeout=timeout,
-            backend=backends["member"])
+            [[m * replicas + r for m in range(members)] for r in range(replicas)],
+            timeout=timeout,
+            backend=backends["member"],
+        )
 
     @property
     def is_main(self) -> bool:

@@ -25,7 +25,9 @@ from cohort.metric_names import LOWER_IS_BETTER, METRICS  # noqa: F401 (re-expor
 BINS = 15
 MAX_SUBSETS = 64  # per ensemble size; beyond that a fixed random sample of member subsets
 TEMPERATURE_BOUNDS = (0.01, 100.0)  # the search range of fit_temperature
-AT_BOUND_TOLERANCE = 1e-3  # in log T: far above the search's own tolerance (1e-5), so a fit stopped by a bound is caught
+AT_BOUND_TOLERANCE = (
+    1e-3  # in log T: far above the search's own tolerance (1e-5), so a fit stopped by a bound is caught
+)
 
 
 def _binned_gap(confidence: np.ndarray, hit: np.ndarray, bin_of: np.ndarray, total: int) -> float:
@@ -59,8 +61,10 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
     """Class-wise ECE (SCE): 1/C Σ_c Σ_b (n_bc/N) |freq_bc − conf_bc|, bins on every p_c."""
     num_classes = probs.shape[1]
-    total = sum(_binned_gap(probs[:, c], (labels == c).astype(np.float64), equal_width_bins(probs[:, c], bins),
-                            len(labels)) for c in range(num_classes))
+    total = sum(
+        _binned_gap(probs[:, c], (labels == c).astype(np.float64), equal_width_bins(probs[:, c], bins), len(labels))
+        for c in range(num_classes)
+    )
     return total / num_classes
 
 
@@ -104,12 +108,15 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return float(-log_softmax(logits / math.exp(log_t), axis=1)[rows, labels].mean())
 
     lowest, highest = TEMPERATURE_BOUNDS
-    result = minimize_scalar(nll, bounds=(math.log(lowest), math.log(highest)), method="bounded",
-                             options={"xatol": 1e-5})
+    result = minimize_scalar(
+        nll, bounds=(math.log(lowest), math.log(highest)), method="bounded", options={"xatol": 1e-5}
+    )
     return float(math.exp(result.x))
 
 
-def cross_validated_nll(logits: np.ndarray, labels: np.ndarray, folds: int = 2, repeats: int = 5, seed: int = 0) -> float:
+def cross_validated_nll(
+    logits: np.ndarray, labels: np.ndarray, folds: int = 2, repeats: int = 5, seed: int = 0
+) -> float:
     """NLL after temperature scaling fitted by test-time cross-validation: the official DEE
     protocol (Ashukha et al. 2020; SamsungLabs/pytorch-ensembles ``metrics.py``,
     ``metrics_kfold``): split the test set into ``folds`` random folds, fit T on the others,
@@ -148,8 +155,14 @@ def diversity(member_logits: np.ndarray) -> dict[str, float]:
     predictions = log_probs.argmax(-1)
     pairs = list(itertools.combinations(range(k), 2))
     disagreement = np.mean([(predictions[i] != predictions[j]).mean() for i, j in pairs])
-    kl = np.mean([(np.exp(log_probs[i]) * (log_probs[i] - log_probs[j])).sum(-1).mean()
-                  for i in range(k) for j in range(k) if i != j])
+    kl = np.mean(
+        [
+            (np.exp(log_probs[i]) * (log_probs[i] - log_probs[j])).sum(-1).mean()
+            for i in range(k)
+            for j in range(k)
+            if i != j
+        ]
+    )
     return {"disagreement": float(disagreement), "pairwise_kl": float(kl)}
 
 
@@ -175,8 +188,11 @@ def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
     fit_split = "val" if "val" in logits else next(iter(logits))
     temperatures = {m: fit_temperature(logits[fit_split][m], labels[fit_split]) for m in range(k)}
     temperatures["ensemble"] = fit_temperature(ensemble_logits(logits[fit_split]), labels[fit_split])
-    subset_temperatures = {subset: fit_temperature(ensemble_logits(logits[fit_split][list(subset)]), labels[fit_split])
-                           for size in range(1, k + 1) for subset in subsets(k, size)}
+    subset_temperatures = {
+        subset: fit_temperature(ensemble_logits(logits[fit_split][list(subset)]), labels[fit_split])
+        for size in range(1, k + 1)
+        for subset in subsets(k, size)
+    }
     results = {}
     for split, split_logits in logits.items():
         y = labels[split]
@@ -186,9 +202,20 @@ def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
             table[member] = _scored(z, y, temperatures[member])
         table["ensemble"].update(diversity(split_logits))
         table["ensemble"]["subensembles"] = [
-            {"size": size, **{key: float(np.mean([_scored(ensemble_logits(split_logits[list(s)]), y,
-                                                          subset_temperatures[s])[key] for s in subsets(k, size)]))
-                              for key in (*METRICS, *(f"c_{m}" for m in METRICS))}}
+            {
+                "size": size,
+                **{
+                    key: float(
+                        np.mean(
+                            [
+                                _scored(ensemble_logits(split_logits[list(s)]), y, subset_temperatures[s])[key]
+                                for s in subsets(k, size)
+                            ]
+                        )
+                    )
+                    for key in (*METRICS, *(f"c_{m}" for m in METRICS))
+                },
+            }
             for size in range(1, k + 1)
         ]
         results[split] = table
@@ -198,8 +225,11 @@ def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
 def _scored(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
     row = classification_metrics(log_softmax(logits, axis=-1), labels)
     calibrated = classification_metrics(log_softmax(logits / temperature, axis=-1), labels)
-    row.update({f"c_{key}": value for key, value in calibrated.items()}, temperature=temperature,
-               temperature_at_bound=at_bound(temperature))
+    row.update(
+        {f"c_{key}": value for key, value in calibrated.items()},
+        temperature=temperature,
+        temperature_at_bound=at_bound(temperature),
+    )
     return row
 
 

@@ -10,8 +10,18 @@ from __future__ import annotations
 import re
 
 ARCHITECTURE_NAMES: tuple[str, ...] = (
-    "small_cnn", "small_cnn16", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet34", "mobilenetv2",
-    "wrn28_2", "wrn28_10",
+    "small_cnn",
+    "small_cnn16",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "resnet18",
+    "resnet34",
+    "mobilenetv2",
+    "wrn28_2",
+    "wrn28_10",
 )
 """The named architectures, in the order error messages list them."""
 WRN_PATTERN = re.compile(r"wrn(\d+)_(\d+)$")
@@ -28,5 +38,5 @@ def is_known_architecture(arch: str) -> bool:
     if arch.startswith(TORCHVISION_PREFIX):
         import torchvision
 
-        return arch[len(TORCHVISION_PREFIX):] in torchvision.models.list_models(module=torchvision.models)
+        return arch[len(TORCHVISION_PREFIX) :] in torchvision.models.list_models(module=torchvision.models)
     return False

@@ -19,16 +19,35 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from cohort.batch import IGNORE_LABEL
-from cohort.config import (CohortConfig, CrossEntropyConfig, CSKDConfig, DistillConfig, DiversityConfig, FocalConfig,
-                           LossConfig, MDCAConfig, MimicryConfig, TermConfig)
-from cohort.losses import cskd_loss, distillation_loss, diversity_loss, focal_loss, mdca_loss, mimicry_loss, sigmoid_rampup
+from cohort.config import (
+    CohortConfig,
+    CrossEntropyConfig,
+    CSKDConfig,
+    DistillConfig,
+    DiversityConfig,
+    FocalConfig,
+    LossConfig,
+    MDCAConfig,
+    MimicryConfig,
+    TermConfig,
+)
+from cohort.losses import (
+    cskd_loss,
+    distillation_loss,
+    diversity_loss,
+    focal_loss,
+    mdca_loss,
+    mimicry_loss,
+    sigmoid_rampup,
+)
 
 
 @dataclass
@@ -98,19 +117,27 @@ def check_registry(terms: dict[str, type[Term]], loss: type = LossConfig) -> Non
     fields = {f.name: hints[f.name] for f in dataclasses.fields(loss)}
     for name, config_class in fields.items():
         if name not in terms:
-            raise TypeError(f"{loss.__name__}.{name} ({config_class.__name__}) has no registered term; "
-                            f"register its class with @register({name!r}, {config_class.__name__})")
+            raise TypeError(
+                f"{loss.__name__}.{name} ({config_class.__name__}) has no registered term; "
+                f"register its class with @register({name!r}, {config_class.__name__})"
+            )
         if terms[name].config_class is not config_class:
-            raise TypeError(f"term {name} ({terms[name].__name__}) is registered with "
-                            f"{terms[name].config_class.__name__}, but {loss.__name__}.{name} is "
-                            f"{config_class.__name__}")
+            raise TypeError(
+                f"term {name} ({terms[name].__name__}) is registered with "
+                f"{terms[name].config_class.__name__}, but {loss.__name__}.{name} is "
+                f"{config_class.__name__}"
+            )
     extra = [name for name in terms if name not in fields]
     if extra:
-        raise TypeError(f"term {extra[0]} ({terms[extra[0]].__name__}) is registered, but {loss.__name__} "
-                        f"has no field {extra[0]}; add one of type {terms[extra[0]].config_class.__name__}")
+        raise TypeError(
+            f"term {extra[0]} ({terms[extra[0]].__name__}) is registered, but {loss.__name__} "
+            f"has no field {extra[0]}; add one of type {terms[extra[0]].config_class.__name__}"
+        )
     if list(terms) != list(fields):
-        raise TypeError(f"terms are registered in the order {', '.join(terms)}, but {loss.__name__}'s "
-                        f"fields are {', '.join(fields)}; register them in the fields' order")
+        raise TypeError(
+            f"terms are registered in the order {', '.join(terms)}, but {loss.__name__}'s "
+            f"fields are {', '.join(fields)}; register them in the fields' order"
+        )
 
 
 @register("ce", CrossEntropyConfig)
@@ -118,8 +145,9 @@ class CrossEntropy(Term):
     """Cross-entropy with optional label smoothing, over the samples whose label is not hidden."""
 
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
-        return F.cross_entropy(inputs.logits, inputs.labels, label_smoothing=self.config.label_smoothing,
-                               ignore_index=IGNORE_LABEL)
+        return F.cross_entropy(
+            inputs.logits, inputs.labels, label_smoothing=self.config.label_smoothing, ignore_index=IGNORE_LABEL
+        )
 
 
 @register("focal", FocalConfig)
@@ -163,8 +191,14 @@ class Mimicry(Term):
 
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
         c = self.config
-        return mimicry_loss(inputs.logits, inputs.peers, target=c.target, divergence=c.divergence,
-                            temperature=c.temperature, labels=inputs.labels)
+        return mimicry_loss(
+            inputs.logits,
+            inputs.peers,
+            target=c.target,
+            divergence=c.divergence,
+            temperature=c.temperature,
+            labels=inputs.labels,
+        )
 
 
 @register("diversity", DiversityConfig)
@@ -174,8 +208,14 @@ class Diversity(Term):
 
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
         c = self.config
-        return diversity_loss(inputs.logits, inputs.peers, inputs.labels, kind=c.kind, margin=c.margin,
-                              temperature=self.loss.mimicry.temperature)
+        return diversity_loss(
+            inputs.logits,
+            inputs.peers,
+            inputs.labels,
+            kind=c.kind,
+            margin=c.margin,
+            temperature=self.loss.mimicry.temperature,
+        )
 
 
 @register("distill", DistillConfig)
@@ -223,5 +263,9 @@ class Objective:
 def build_objective(config: CohortConfig, member: int) -> Objective:
     """Member ``member``'s objective: the terms enabled for it (``CohortConfig.enabled_terms``)."""
     sections = config.loss.terms()
-    return Objective({name: (TERMS[name](sections[name], config.loss), weight)
-                      for name, weight in config.enabled_terms(member).items()})
+    return Objective(
+        {
+            name: (TERMS[name](sections[name], config.loss), weight)
+            for name, weight in config.enabled_terms(member).items()
+        }
+    )

@@ -7,7 +7,7 @@ optimiser before every step: nothing to save, and resuming at any step is exact.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -20,16 +20,21 @@ def parameter_groups(net: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
     weight decay when ``cfg.bn_weight_decay`` is off (ffcv-imagenet), else one group."""
     if cfg.bn_weight_decay:
         return [{"params": list(net.parameters())}]
-    norms = [p for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-             for p in m.parameters(recurse=False)]
+    norms = [
+        p
+        for m in net.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for p in m.parameters(recurse=False)
+    ]
     ids = {id(p) for p in norms}
     return [{"params": [p for p in net.parameters() if id(p) not in ids]}, {"params": norms, "weight_decay": 0.0}]
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.name!r}")

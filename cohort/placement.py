@@ -50,8 +50,9 @@ class Placement:
         return {"world": "gloo", "replica": "nccl", "member": "gloo"}
 
 
-def place(members_per_gpu: int | str, members: int, replicas: int, local_world_size: int,
-          visible_gpus: int) -> Placement:
+def place(
+    members_per_gpu: int | str, members: int, replicas: int, local_world_size: int, visible_gpus: int
+) -> Placement:
     """The placement of a node's ``local_world_size`` ranks on its ``visible_gpus`` GPUs.
 
     ``members_per_gpu``: an int n (a divisor of K, checked by the config), or ``auto``: one
@@ -63,23 +64,32 @@ def place(members_per_gpu: int | str, members: int, replicas: int, local_world_s
         for n in range(2, members + 1):
             if members % n == 0 and local_world_size % (n * replicas) == 0 and local_world_size // n <= visible_gpus:
                 return Placement(n, replicas)
-        least = min((local_world_size // n for n in range(1, members + 1)
-                     if members % n == 0 and local_world_size % (n * replicas) == 0), default=local_world_size)
+        least = min(
+            (
+                local_world_size // n
+                for n in range(1, members + 1)
+                if members % n == 0 and local_world_size % (n * replicas) == 0
+            ),
+            default=local_world_size,
+        )
         raise PlacementError(
             f"{local_world_size} ranks on this node need at least {least} GPUs (a member's {replicas} replica(s) on "
             f"distinct GPUs, up to K={members} members per GPU) but {visible_gpus} are visible; use fewer "
-            f"replicas or ranks per node, or train.device=cpu")
+            f"replicas or ranks per node, or train.device=cpu"
+        )
     n = members_per_gpu
     if n > 1 and local_world_size % (n * replicas):
         raise PlacementError(
             f"train.members_per_gpu={n} needs whole groups of {n} members × {replicas} replica(s) on each node, but "
-            f"this node has {local_world_size} ranks; start a multiple of {n * replicas} ranks per node")
+            f"this node has {local_world_size} ranks; start a multiple of {n * replicas} ranks per node"
+        )
     needed = local_world_size // n
     if visible_gpus < needed:
         raise PlacementError(
             f"{local_world_size} ranks on this node with train.members_per_gpu={n} need {needed} GPUs but "
             f"{visible_gpus} are visible; raise train.members_per_gpu (a divisor of K={members}), use "
-            f"members_per_gpu=auto, or train.device=cpu")
+            f"members_per_gpu=auto, or train.device=cpu"
+        )
     return Placement(n, replicas)
 
 
@@ -88,4 +98,4 @@ def rank_cores(cores: list[int], local_world_size: int, local_rank: int) -> list
     if len(cores) < local_world_size:
         return [cores[local_rank % len(cores)]]
     share = len(cores) // local_world_size
-    return cores[local_rank * share:(local_rank + 1) * share]
+    return cores[local_rank * share : (local_rank + 1) * share]

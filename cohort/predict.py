@@ -4,7 +4,7 @@ and ``cohort eval --distributed``)."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -30,20 +30,28 @@ def predict(models: list[torch.nn.Module], beton: Path, config: CohortConfig) ->
 
 
 @torch.no_grad()
-def cohort_logits(net: torch.nn.Module, loader: MemberLoader, mesh, flip_tta: bool, autocast=nullcontext(),
-                  channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def cohort_logits(
+    net: torch.nn.Module,
+    loader: MemberLoader,
+    mesh,
+    flip_tta: bool,
+    autocast: AbstractContextManager | None = None,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """The cohort's logits ``[K, N, C]`` on a split, in file order, and the labels ``[N]``; a
     collective. Each rank predicts its replica's shard with its member's ``net`` (in eval
     mode); the replicas' shards are gathered, then the members' logits (over the exchange
     group, on the device its backend reads)."""
     logits, labels = [], []
     for batch in loader.epoch(0):
-        with autocast:
+        with autocast or nullcontext():
             logits.append(evaluation_logits(net, model_input(batch.images, channels_last), flip_tta))
         labels.append(batch.labels.clone())
     local, local_labels = torch.cat(logits), torch.cat(labels)
     if mesh.replicas > 1:
-        member_logits = torch.from_numpy(loader.unshard(all_gather(local, mesh.replica_group, mesh.replicas).cpu().numpy()))
+        member_logits = torch.from_numpy(
+            loader.unshard(all_gather(local, mesh.replica_group, mesh.replicas).cpu().numpy())
+        )
         all_labels = loader.unshard(all_gather(local_labels, mesh.replica_group, mesh.replicas).cpu().numpy())
     else:
         member_logits, all_labels = local.cpu()[: loader.num_samples], local_labels.cpu().numpy()[: loader.num_samples]

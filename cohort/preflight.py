@@ -70,8 +70,9 @@ class EvalPlan:
     """Replicas per member of a distributed evaluation (``--replicas``; default: the run's R)."""
 
 
-def plan_eval(run_dir: str, which: str = "best", split: str = "test", data: str | None = None,
-              replicas: int | None = None) -> EvalPlan:
+def plan_eval(
+    run_dir: str, which: str = "best", split: str = "test", data: str | None = None, replicas: int | None = None
+) -> EvalPlan:
     """Check an evaluation before it starts: the run, its checkpoint, its data, the files to predict."""
     run = RunDir(run_dir)
     config = run.load_config()
@@ -85,11 +86,17 @@ def checkpoint_folder(run: RunDir, which: str) -> Path:
     if which == "last":
         folder = checkpoint.latest_complete(run.path)
         if folder is None:
-            raise RunDirError(f"{run.checkpoints} holds no complete checkpoint; train first (checkpoints need COMPLETE.json)")
+            raise RunDirError(
+                f"{run.checkpoints} holds no complete checkpoint; train first (checkpoints need COMPLETE.json)"
+            )
         return folder
     folder = checkpoint.best_dir(run.path) if which == "best" else Path(which)
     if not (folder / checkpoint.MARKER).is_file():
-        hint = "train with train.select_by=val_ensemble_nll (or similar)" if which == "best" else "pick a complete checkpoint"
+        hint = (
+            "train with train.select_by=val_ensemble_nll (or similar)"
+            if which == "best"
+            else "pick a complete checkpoint"
+        )
         raise RunDirError(f"{folder / checkpoint.MARKER} is missing: not a complete checkpoint; {hint}")
     return folder
 

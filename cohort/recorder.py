@@ -22,8 +22,9 @@ TENSORBOARD_METRICS = ("acc", "nll", "ece", "c_nll", "c_ece", "disagreement", "p
 
 
 class Recorder:
-    def __init__(self, config: CohortConfig, run: RunDir, is_main: bool, term_names: list[str],
-                 teachers: TeacherPlan | None):
+    def __init__(
+        self, config: CohortConfig, run: RunDir, is_main: bool, term_names: list[str], teachers: TeacherPlan | None
+    ):
         self.config, self.run, self.is_main = config, run, is_main
         self.names = [m.name for m in config.members]
         self.training_keys = [*term_names, "loss", *EPOCH_STATS]
@@ -46,14 +47,22 @@ class Recorder:
             folder, at = resumed
             self.run.drop_metrics_after(at.epoch - 1)
             self.selection.restore(at.epoch - 1)
-            print(f"cohort: resuming {self.run.path} at epoch {at.epoch} batch {at.batch} (step {at.step}) "
-                  f"from {folder.name}", flush=True)
+            print(
+                f"cohort: resuming {self.run.path} at epoch {at.epoch} batch {at.batch} (step {at.step}) "
+                f"from {folder.name}",
+                flush=True,
+            )
         else:
             self.run.drop_metrics_after(-1)  # a crash before the first checkpoint: start over
         self.tensorboard = open_tensorboard(self.run.path, resumed[1].epoch if resumed is not None else None)
 
-    def record(self, epoch: int, per_member: list[dict[str, float]], logits: dict[str, np.ndarray],
-               labels: dict[str, np.ndarray]) -> bool:
+    def record(
+        self,
+        epoch: int,
+        per_member: list[dict[str, float]],
+        logits: dict[str, np.ndarray],
+        labels: dict[str, np.ndarray],
+    ) -> bool:
         """One evaluation: every metric, rows, predictions, scalars, the console line; True when
         it is the best so far by ``train.select_by`` (its predictions are then kept as best)."""
         if not self.is_main:
@@ -84,11 +93,14 @@ class Recorder:
         accs = " ".join(f"{self.names[m]} {val[m]['acc']:.3f}" for m in range(len(self.names)))
         loss = float(np.mean([row["loss"] for row in per_member]))
         speed = sum(row["images_per_s"] for row in per_member)
-        print(f"epoch {epoch + 1:>3}/{self.config.train.epochs}  loss {loss:.4f}  "
-              f"val acc {accs}  ensemble {val['ensemble']['acc']:.3f}  nll {val['ensemble']['nll']:.4f}  "
-              f"ece {val['ensemble']['ece']:.4f}  disagreement {val['ensemble']['disagreement']:.3f}  "
-              f"{speed:.0f} img/s"
-              f"{'  *' if improved and self.selection.metric else ''}", flush=True)
+        print(
+            f"epoch {epoch + 1:>3}/{self.config.train.epochs}  loss {loss:.4f}  "
+            f"val acc {accs}  ensemble {val['ensemble']['acc']:.3f}  nll {val['ensemble']['nll']:.4f}  "
+            f"ece {val['ensemble']['ece']:.4f}  disagreement {val['ensemble']['disagreement']:.3f}  "
+            f"{speed:.0f} img/s"
+            f"{'  *' if improved and self.selection.metric else ''}",
+            flush=True,
+        )
 
     def record_teachers(self, labels: dict[str, np.ndarray]) -> None:
         """``teachers.json``: the teachers' metrics on val and test, from the predictions their
@@ -103,8 +115,15 @@ class Recorder:
             print(f"cohort: no teachers' row in the report: {note}", flush=True)
             return
         results = evaluate_cohort({s: saved[s][0] for s in labels}, {s: saved[s][1] for s in labels})
-        write_json(self.run.path / "teachers.json", {**self.teachers.record(), "results": {
-            split: {str(member): row for member, row in table.items()} for split, table in results.items()}})
+        write_json(
+            self.run.path / "teachers.json",
+            {
+                **self.teachers.record(),
+                "results": {
+                    split: {str(member): row for member, row in table.items()} for split, table in results.items()
+                },
+            },
+        )
 
     def finish(self) -> None:
         """After the last epoch: close TensorBoard, print the final table (if this process evaluated)."""
@@ -146,12 +165,16 @@ def print_summary(results: dict[str, dict], run_dir: Path, names: list[str]) -> 
     for key in [*range(len(names)), "ensemble"]:
         label = names[key] if key != "ensemble" else "ensemble"
         v, t = results["val"][key], results["test"][key]
-        lines.append(f"{label:<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}")
+        lines.append(
+            f"{label:<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}"
+        )
     teachers = Path(run_dir) / "teachers.json"
     if teachers.is_file():
         saved = json.loads(teachers.read_text())["results"]
         v, t = saved["val"]["ensemble"], saved["test"]["ensemble"]
-        lines.append(f"{'teachers':<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}"
-                     f"   (their ensemble, {teachers.name})")
+        lines.append(
+            f"{'teachers':<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}"
+            f"   (their ensemble, {teachers.name})"
+        )
     lines.append(f"\nrun directory: {run_dir}")
     print("\n".join(lines), flush=True)

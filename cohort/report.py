@@ -32,7 +32,7 @@ class Run:
     selected: bool
 
     @classmethod
-    def load(cls, path: str | Path) -> "Run":
+    def load(cls, path: str | Path) -> Run:
         run = RunDir(path)
         run.require_run()
         rows = run.read_metrics()
@@ -71,22 +71,30 @@ class Run:
         logits, labels = saved["logits"], saved["labels"]
         members = sum(1 for key in self.at(split) if key != "ensemble")
         if logits.ndim != 3 or logits.shape[0] != members or logits.shape[1] != len(labels):
-            raise RunDirError(f"{path} holds logits of shape {logits.shape} and {len(labels)} labels, but the run has "
-                              f"{members} members; the file does not belong to this run")
+            raise RunDirError(
+                f"{path} holds logits of shape {logits.shape} and {len(labels)} labels, but the run has "
+                f"{members} members; the file does not belong to this run"
+            )
         return logits, labels
 
 
 def summary_table(runs: list[Run]) -> str:
     """Markdown: members' mean ± std and the ensemble, before and after temperature scaling."""
-    header = "| run | epoch | " + " | ".join(f"members {c}" for c in COLUMNS) + " | " + \
-             " | ".join(f"ensemble {c}" for c in COLUMNS) + " | disagreement |"
+    header = (
+        "| run | epoch | "
+        + " | ".join(f"members {c}" for c in COLUMNS)
+        + " | "
+        + " | ".join(f"ensemble {c}" for c in COLUMNS)
+        + " | disagreement |"
+    )
     lines = [header, "|" + "---|" * (3 + 2 * len(COLUMNS))]
     for run in runs:
         lines.append(summary_row(run.label, str(run.epoch), run.at()))
         teachers = run.teachers()
         if teachers is not None:
-            lines.append(summary_row(f"teachers of {run.label}", f"{teachers['epoch']} (theirs)",
-                                     teachers["results"]["test"]))
+            lines.append(
+                summary_row(f"teachers of {run.label}", f"{teachers['epoch']} (theirs)", teachers["results"]["test"])
+            )
     return "\n".join(lines)
 
 
@@ -131,10 +139,17 @@ def curves_figure(runs: list[Run], out: Path) -> Path:
         epochs = sorted({r["epoch"] for r in run.rows})
         for ax, (key, label) in zip(axes.flat, panels):
             tables = [run.at("val", e) for e in epochs]
-            ax.plot(epochs, [t["ensemble"].get(key, np.nan) for t in tables], color=color, label=f"{run.label} ensemble")
+            ax.plot(
+                epochs, [t["ensemble"].get(key, np.nan) for t in tables], color=color, label=f"{run.label} ensemble"
+            )
             if key != "disagreement":
-                ax.plot(epochs, [np.mean([row[key] for k, row in t.items() if k != "ensemble"]) for t in tables],
-                        "--", color=color, label=f"{run.label} members (mean)")
+                ax.plot(
+                    epochs,
+                    [np.mean([row[key] for k, row in t.items() if k != "ensemble"]) for t in tables],
+                    "--",
+                    color=color,
+                    label=f"{run.label} members (mean)",
+                )
             ax.set(xlabel="epoch", ylabel=label, title=f"validation {label}")
             ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0][0].legend(fontsize=8)
@@ -172,9 +187,16 @@ def write_report(paths: list[str]) -> Path:
     out = runs[0].path
     table = summary_table(runs)
     figures = [reliability_figure(runs[0], out), curves_figure(runs, out), ensemble_size_figure(runs, out)]
-    text = ["# Cohort report", "", "Test split at each run's selected epoch (or its last evaluation); "
-            "`c_` metrics after temperature scaling fitted on val. A student run "
-            "(teacher.run_dir) is followed by its teachers' row, from `teachers.json`.", "", table, ""]
+    text = [
+        "# Cohort report",
+        "",
+        "Test split at each run's selected epoch (or its last evaluation); "
+        "`c_` metrics after temperature scaling fitted on val. A student run "
+        "(teacher.run_dir) is followed by its teachers' row, from `teachers.json`.",
+        "",
+        table,
+        "",
+    ]
     text += [f"![{f.stem}]({f.name})" for f in figures]
     (out / "report.md").write_text("\n".join(text) + "\n")
     print(table)

@@ -19,9 +19,18 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from cohort.config import (
+    MOVED_KEYS,
+    RUN_NEUTRAL_KEYS,
+    CohortConfig,
+    ConfigError,
+    config_to_dict,
+    dump_config,
+    load_config,
+    moved_key,
+    same_run_config,
+)
 from cohort.errors import CohortError
-from cohort.config import (MOVED_KEYS, RUN_NEUTRAL_KEYS, CohortConfig, ConfigError, config_to_dict, dump_config,
-                           load_config, moved_key, same_run_config)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -60,8 +69,10 @@ class RunDir:
     def require_run(self) -> None:
         """Raise unless this folder holds a run (its config.yaml), for the tools that read one."""
         if not self.config_file.is_file():
-            raise RunDirError(f"{self.config_file} is missing: {self.path} is not a cohort run directory; "
-                              f"pass a folder that `cohort train` wrote (its run_dir)")
+            raise RunDirError(
+                f"{self.config_file} is missing: {self.path} is not a cohort run directory; "
+                f"pass a folder that `cohort train` wrote (its run_dir)"
+            )
 
     def format_error(self, raw: dict) -> RunDirError | None:
         """The error for a config.yaml of config format 1 (written before the objective's terms
@@ -69,9 +80,11 @@ class RunDir:
         old = moved_key(raw)
         if old is None:
             return None
-        return RunDirError(f"{self.config_file} is a config of format 1 (it has {old}:, now {MOVED_KEYS[old]}), "
-                           f"written by an earlier cohort; move those keys under loss: to read this run, and "
-                           f"finish training it with the version that started it")
+        return RunDirError(
+            f"{self.config_file} is a config of format 1 (it has {old}:, now {MOVED_KEYS[old]}), "
+            f"written by an earlier cohort; move those keys under loss: to read this run, and "
+            f"finish training it with the version that started it"
+        )
 
     def load_config(self) -> CohortConfig:
         """The run's config as the typed tree (for the tools that read a finished run)."""
@@ -87,7 +100,9 @@ class RunDir:
         continues = self.config_file.is_file()
         if continues:
             if config.resume == "never":
-                raise RunDirError(f"{self.path} already holds a run; pass resume=auto to continue it, or run_dir=<a new folder>")
+                raise RunDirError(
+                    f"{self.path} already holds a run; pass resume=auto to continue it, or run_dir=<a new folder>"
+                )
             existing = yaml.safe_load(self.config_file.read_text())
             if (error := self.format_error(existing)) is not None:
                 raise error
@@ -97,8 +112,8 @@ class RunDir:
                 pass  # compared as written: the first difference names the key
             if not same_run_config(existing, config_to_dict(config)):
                 raise RunDirError(
-                    f"{self.path} holds a run of a different config ({_first_difference(existing, config_to_dict(config))}); "
-                    f"choose another run_dir="
+                    f"{self.path} holds a run of a different config "
+                    f"({_first_difference(existing, config_to_dict(config))}); choose another run_dir="
                 )
         elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise RunDirError(f"{self.path} exists and is not a cohort run directory; choose another run_dir=")

@@ -57,8 +57,10 @@ def run_status(run_dir: str | Path) -> str:
     run.require_run()
     config = yaml.safe_load(run.config_file.read_text())
     epochs = config["train"]["epochs"]
-    lines = [f"run {run.path}: {config['name']}, {len(config['members'])} member(s) × {config['replicas']} "
-             f"replica(s), {epochs} epochs"]
+    lines = [
+        f"run {run.path}: {config['name']}, {len(config['members'])} member(s) × {config['replicas']} "
+        f"replica(s), {epochs} epochs"
+    ]
 
     if run.submission_file.is_file():
         submission = json.loads(run.submission_file.read_text())
@@ -70,7 +72,11 @@ def run_status(run_dir: str | Path) -> str:
     newest = checkpoint.latest_complete(run.path)
     info = json.loads((newest / checkpoint.MARKER).read_text()) if newest is not None else None
     if info is not None:
-        position = f"epoch {info['epoch'] + 1}, batch {info['batch']}" if info.get("batch") else f"end of epoch {info['epoch']}"
+        position = (
+            f"epoch {info['epoch'] + 1}, batch {info['batch']}"
+            if info.get("batch")
+            else f"end of epoch {info['epoch']}"
+        )
         lines.append(f"newest checkpoint: step {info['step']} ({position})")
     else:
         lines.append("newest checkpoint: none yet")

@@ -52,8 +52,10 @@ class StopSignals:
 
 def stopped(signum: int, step: int, saved: str) -> Stopped:
     """The stop after the agreed checkpoint ``saved`` at ``step``."""
-    return Stopped(f"stopped by {signal.Signals(signum).name} at step {step} after saving {saved}; "
-                   f"continue with resume=auto", signum)
+    return Stopped(
+        f"stopped by {signal.Signals(signum).name} at step {step} after saving {saved}; continue with resume=auto",
+        signum,
+    )
 
 
 def ignore_stop_signals() -> None:

@@ -21,17 +21,20 @@ from cohort.data.datasets import ensure_data
 from cohort.report import Run
 from cohort.run_dir import RunDirError
 
+
 def members_mean(metric: str):
     return lambda t: np.mean([r[metric] for k, r in t.items() if k != "ensemble"])
 
 
-COLUMNS = (("members acc", members_mean("acc")),
-           ("members nll", members_mean("nll")),
-           ("members ece", members_mean("ece")),
-           ("ensemble acc", lambda t: t["ensemble"]["acc"]),
-           ("ensemble nll", lambda t: t["ensemble"]["nll"]),
-           ("ensemble ece", lambda t: t["ensemble"]["ece"]),
-           ("disagreement", lambda t: t["ensemble"]["disagreement"]))
+COLUMNS = (
+    ("members acc", members_mean("acc")),
+    ("members nll", members_mean("nll")),
+    ("members ece", members_mean("ece")),
+    ("ensemble acc", lambda t: t["ensemble"]["acc"]),
+    ("ensemble nll", lambda t: t["ensemble"]["nll"]),
+    ("ensemble ece", lambda t: t["ensemble"]["ece"]),
+    ("disagreement", lambda t: t["ensemble"]["disagreement"]),
+)
 
 
 def finished(run_dir: Path, config: CohortConfig) -> bool:
@@ -60,7 +63,10 @@ def curve_table(names: list[str], runs: dict[str, list[Run]], metric: str = "dis
     """The ensemble's test ``metric`` against training progress, mean ± std over seeds: at each
     fraction f of ``PROGRESS``, the last evaluation at or before epoch f · epochs. Configs of
     one member are left out."""
-    lines = [f"| config | " + " | ".join(f"{metric} at {f:.0%}" for f in PROGRESS) + " |", "|---|" + "---|" * len(PROGRESS)]
+    lines = [
+        "| config | " + " | ".join(f"{metric} at {f:.0%}" for f in PROGRESS) + " |",
+        "|---|" + "---|" * len(PROGRESS),
+    ]
     for name in names:
         if len({r["member"] for r in runs[name][0].rows}) <= 2:
             continue  # one member (and the ensemble, which is that member): no diversity to follow
@@ -89,16 +95,22 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
             run_dir = Path(out) / config.name / f"seed{seed}"
             if not finished(run_dir, config):
                 print(f"study: training {config.name} with seed {seed} in {run_dir}", flush=True)
-                code = launch_local([path, *overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto",
-                                     "train.progress=false"], config.world_size)
+                code = launch_local(
+                    [path, *overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto", "train.progress=false"],
+                    config.world_size,
+                )
                 if code != 0:
-                    raise RunDirError(f"{config.name} with seed {seed} failed (exit {code}; its error is above); "
-                                      f"fix it and rerun the study: finished runs are kept")
+                    raise RunDirError(
+                        f"{config.name} with seed {seed} failed (exit {code}; its error is above); "
+                        f"fix it and rerun the study: finished runs are kept"
+                    )
             runs.setdefault(config.name, []).append(Run.load(run_dir))
     table = study_table(names, runs)
     curves = "\n\n".join(curve_table(names, runs, metric) for metric in CURVES)
-    Path(out, "study.md").write_text(f"Test split, mean ± std over seeds {seeds}.\n\n{table}\n\n"
-                                     f"The cohort's diversity during training:\n\n{curves}\n")
+    Path(out, "study.md").write_text(
+        f"Test split, mean ± std over seeds {seeds}.\n\n{table}\n\n"
+        f"The cohort's diversity during training:\n\n{curves}\n"
+    )
     print(table)
     print(f"\n{curves}")
     print(f"\nwrote {Path(out, 'study.md')}")

@@ -45,8 +45,13 @@ class TeacherPlan:
 
     def record(self) -> dict:
         """What a student run writes down about its teachers (``teacher.json``)."""
-        return {"run_dir": str(self.run_dir), "checkpoint": str(self.folder), "archs": list(self.archs),
-                "mapping": self.mapping, "epoch": self.epoch}
+        return {
+            "run_dir": str(self.run_dir),
+            "checkpoint": str(self.folder),
+            "archs": list(self.archs),
+            "mapping": self.mapping,
+            "epoch": self.epoch,
+        }
 
 
 def choose_checkpoint(run: RunDir, which: str) -> Path:
@@ -54,13 +59,17 @@ def choose_checkpoint(run: RunDir, which: str) -> Path:
     best = checkpoint.best_dir(run.path)
     if which == "best" or (which == "auto" and (best / checkpoint.MARKER).is_file()):
         if not (best / checkpoint.MARKER).is_file():
-            raise RunDirError(f"{best / checkpoint.MARKER} is missing: teacher.run_dir {run.path} has no complete "
-                              f"best checkpoint (it trained without train.select_by); set teacher.checkpoint=last")
+            raise RunDirError(
+                f"{best / checkpoint.MARKER} is missing: teacher.run_dir {run.path} has no complete "
+                f"best checkpoint (it trained without train.select_by); set teacher.checkpoint=last"
+            )
         return best
     last = checkpoint.latest_complete(run.path)
     if last is None:
-        raise RunDirError(f"{run.checkpoints} holds no complete checkpoint: teacher.run_dir {run.path} has not finished "
-                          f"training (or its checkpoints were removed); finish it with resume=auto first")
+        raise RunDirError(
+            f"{run.checkpoints} holds no complete checkpoint: teacher.run_dir {run.path} has not finished "
+            f"training (or its checkpoints were removed); finish it with resume=auto first"
+        )
     return last
 
 
@@ -71,8 +80,10 @@ def check_teacher(config: CohortConfig, meta: dict) -> TeacherPlan | None:
         return None
     run = RunDir(config.teacher.run_dir)
     if not run.config_file.is_file():
-        raise RunDirError(f"teacher.run_dir {run.path} is not a cohort run directory ({run.config_file} is missing); "
-                          f"name the run_dir of a finished `cohort train`")
+        raise RunDirError(
+            f"teacher.run_dir {run.path} is not a cohort run directory ({run.config_file} is missing); "
+            f"name the run_dir of a finished `cohort train`"
+        )
     try:  # validation names a teacher architecture this version does not know
         teacher_config = run.load_config()
     except ConfigError as error:
@@ -81,17 +92,26 @@ def check_teacher(config: CohortConfig, meta: dict) -> TeacherPlan | None:
     teachers = teacher_config.num_members
     missing = [j for j in range(teachers) if not (folder / f"member-{j}.pt").is_file()]
     if missing:
-        raise RunDirError(f"{folder / f'member-{missing[0]}.pt'} is missing from a checkpoint marked complete; "
-                          f"set teacher.checkpoint to another one, or retrain the teachers")
+        raise RunDirError(
+            f"{folder / f'member-{missing[0]}.pt'} is missing from a checkpoint marked complete; "
+            f"set teacher.checkpoint to another one, or retrain the teachers"
+        )
     check_same_data(run, teacher_config, config, meta)
     mapping = config.teacher.resolved_mapping(config.num_members)
     if mapping == "one_to_one" and config.num_members > teachers:
-        raise ConfigError(f"members: {config.num_members} students but teacher.run_dir {run.path} holds {teachers} "
-                          f"teachers, and with teacher.mapping one_to_one student m learns from teacher m; use at most "
-                          f"{teachers} members, or teacher.mapping=mean")
-    return TeacherPlan(run.path, folder, tuple(m.arch for m in teacher_config.members), mapping,
-                       checkpoint.weights_epoch(folder),
-                       tuple(m.blurpool for m in teacher_config.members))
+        raise ConfigError(
+            f"members: {config.num_members} students but teacher.run_dir {run.path} holds {teachers} "
+            f"teachers, and with teacher.mapping one_to_one student m learns from teacher m; use at most "
+            f"{teachers} members, or teacher.mapping=mean"
+        )
+    return TeacherPlan(
+        run.path,
+        folder,
+        tuple(m.arch for m in teacher_config.members),
+        mapping,
+        checkpoint.weights_epoch(folder),
+        tuple(m.blurpool for m in teacher_config.members),
+    )
 
 
 def check_same_data(run: RunDir, teacher_config: CohortConfig, config: CohortConfig, meta: dict) -> None:
@@ -100,16 +120,22 @@ def check_same_data(run: RunDir, teacher_config: CohortConfig, config: CohortCon
     try:
         theirs = read_meta(root)
     except DataError:
-        raise RunDirError(f"{root / 'meta.json'} is missing: the teachers' data.root (in {run.config_file}) is gone, "
-                          f"so cohort cannot check that they learnt the students' data; restore it") from None
+        raise RunDirError(
+            f"{root / 'meta.json'} is missing: the teachers' data.root (in {run.config_file}) is gone, "
+            f"so cohort cannot check that they learnt the students' data; restore it"
+        ) from None
     if theirs["num_classes"] != meta["num_classes"]:
-        raise RunDirError(f"teacher.run_dir {run.path} has {theirs['num_classes']} classes (its data.root {root}) but "
-                          f"data.root {config.data.root} has {meta['num_classes']}; distil teachers of the same classes")
+        raise RunDirError(
+            f"teacher.run_dir {run.path} has {theirs['num_classes']} classes (its data.root {root}) but "
+            f"data.root {config.data.root} has {meta['num_classes']}; distil teachers of the same classes"
+        )
     for key in DATA_KEYS:
         if theirs.get(key) != meta.get(key):
-            raise RunDirError(f"teacher.run_dir {run.path} was trained on another data folder ({root}: {key} "
-                              f"{theirs.get(key)!r}; data.root {config.data.root}: {meta.get(key)!r}); set data.root={root} "
-                              f"or distil teachers of this data")
+            raise RunDirError(
+                f"teacher.run_dir {run.path} was trained on another data folder ({root}: {key} "
+                f"{theirs.get(key)!r}; data.root {config.data.root}: {meta.get(key)!r}); set data.root={root} "
+                f"or distil teachers of this data"
+            )
 
 
 def check_teacher_record(run_dir: Path, plan: TeacherPlan) -> None:
@@ -121,9 +147,11 @@ def check_teacher_record(run_dir: Path, plan: TeacherPlan) -> None:
         return
     before = json.loads(record.read_text())
     if before != plan.record():
-        raise RunDirError(f"{record} says this run distils {before['checkpoint']} (epoch {before['epoch']}), but "
-                          f"teacher.run_dir now gives {plan.folder} (epoch {plan.epoch}); set teacher.run_dir and "
-                          f"teacher.checkpoint to the recorded ones, or choose another run_dir=")
+        raise RunDirError(
+            f"{record} says this run distils {before['checkpoint']} (epoch {before['epoch']}), but "
+            f"teacher.run_dir now gives {plan.folder} (epoch {plan.epoch}); set teacher.run_dir and "
+            f"teacher.checkpoint to the recorded ones, or choose another run_dir="
+        )
 
 
 def teacher_predictions(plan: TeacherPlan) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:

@@ -64,8 +64,13 @@ def gaussian_perturbation(x: torch.Tensor, step_size: float, generator: torch.Ge
     return (x + (step_size / 255.0) * noise).clamp_(0.0, 1.0)
 
 
-def ods_direction(teacher: nn.Module, x: torch.Tensor, w: torch.Tensor, temperature: float,
-                  autocast: AbstractContextManager | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ods_direction(
+    teacher: nn.Module,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    temperature: float,
+    autocast: AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, y): g = ∇ₓ Σ(w ⊙ softmax(teacher(x)/T)) and y = that softmax (Output Diversified
     Sampling, Tashiro et al. 2020, as Nam et al. use it). Only x receives a gradient."""
     x = x.detach().requires_grad_(True)
@@ -77,8 +82,9 @@ def ods_direction(teacher: nn.Module, x: torch.Tensor, w: torch.Tensor, temperat
     return g.detach(), y.detach()
 
 
-def ods_perturbation(x: torch.Tensor, direction: torch.Tensor, step_size: float,
-                     confidence: torch.Tensor | None = None) -> torch.Tensor:
+def ods_perturbation(
+    x: torch.Tensor, direction: torch.Tensor, step_size: float, confidence: torch.Tensor | None = None
+) -> torch.Tensor:
     """x + (s/255)·√D·g/‖g‖₂ per example (times max_c y_c per example for ConfODS), clipped to [0, 1]."""
     flat = direction.flatten(1).float()
     unit = F.normalize(flat, p=2, dim=1).view_as(direction)
@@ -92,14 +98,24 @@ def trace_fields(drawn: dict) -> dict:
     """What ``Teachers.perturb`` drew, as trace numbers: tensors by their float64 sum (a digest
     that equal draws on two ranks share), the teacher index as it is. Summing copies from the
     device, so the trainer calls this only when it writes a trace."""
-    return {key: float(value.double().sum()) if isinstance(value, torch.Tensor) else value for key, value in drawn.items()}
+    return {
+        key: float(value.double().sum()) if isinstance(value, torch.Tensor) else value for key, value in drawn.items()
+    }
 
 
 class Teachers:
     """The teachers one student rank holds, frozen, and what it computes with them."""
 
-    def __init__(self, config: CohortConfig, plan: TeacherPlan, member: int, meta: dict, device: torch.device,
-                 autocast: AbstractContextManager, channels_last: bool):
+    def __init__(
+        self,
+        config: CohortConfig,
+        plan: TeacherPlan,
+        member: int,
+        meta: dict,
+        device: torch.device,
+        autocast: AbstractContextManager,
+        channels_last: bool,
+    ):
         self.plan, self.member, self.seed = plan, member, config.seed
         self.perturbation = config.teacher.perturbation
         self.step_size = config.teacher.step_size
@@ -112,9 +128,16 @@ class Teachers:
         self.nets = {j: self.load(j, meta, device) for j in held}
 
     def load(self, j: int, meta: dict, device: torch.device) -> nn.Module:
-        net = checkpoint.load_model(self.plan.folder, j, self.plan.archs[j], meta, device,
-                                    blurpool=bool(self.plan.blurpool and self.plan.blurpool[j]),
-                                    whose="the teachers' config", fix="set teacher.checkpoint to another checkpoint")
+        net = checkpoint.load_model(
+            self.plan.folder,
+            j,
+            self.plan.archs[j],
+            meta,
+            device,
+            blurpool=bool(self.plan.blurpool and self.plan.blurpool[j]),
+            whose="the teachers' config",
+            fix="set teacher.checkpoint to another checkpoint",
+        )
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         return net.requires_grad_(False)

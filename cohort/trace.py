@@ -32,15 +32,33 @@ class StepTrace:
 
     def step(self, step: int, epoch: int, batch: Batch, drawn: dict, terms: dict[str, torch.Tensor] | None) -> None:
         """One step: its batch (labels, indices), what its inputs drew, its terms (or ``skipped``)."""
-        self.file.write(json.dumps({"step": step, "epoch": epoch, "labels": batch.labels.tolist(),
-                                    "indices": batch.indices.tolist(), **drawn,
-                                    **{k: float(v) for k, v in (terms or {"skipped": 1}).items()}}) + "\n")
+        self.file.write(
+            json.dumps(
+                {
+                    "step": step,
+                    "epoch": epoch,
+                    "labels": batch.labels.tolist(),
+                    "indices": batch.indices.tolist(),
+                    **drawn,
+                    **{k: float(v) for k, v in (terms or {"skipped": 1}).items()},
+                }
+            )
+            + "\n"
+        )
 
     def flush(self) -> None:
         self.file.flush()
 
     def finish(self, net: torch.nn.Module, teachers: dict[int, torch.nn.Module]) -> None:
         """The last line: digests of the member's and its teachers' final parameters."""
-        self.file.write(json.dumps({"final": True, "param_digest": parameter_digest(net),
-                                    "teacher_digests": {j: parameter_digest(t) for j, t in teachers.items()}}) + "\n")
+        self.file.write(
+            json.dumps(
+                {
+                    "final": True,
+                    "param_digest": parameter_digest(net),
+                    "teacher_digests": {j: parameter_digest(t) for j, t in teachers.items()},
+                }
+            )
+            + "\n"
+        )
         self.file.close()

@@ -61,33 +61,54 @@ class Trainer:
         self.num_classes = plan.meta["num_classes"]
 
         torch.manual_seed(member_init_seed(config.seed, self.member))
-        self.net = build_model(self.member_config.arch, self.num_classes, plan.meta["mean"], plan.meta["std"],
-                               blurpool=self.member_config.blurpool).to(self.device)
+        self.net = build_model(
+            self.member_config.arch,
+            self.num_classes,
+            plan.meta["mean"],
+            plan.meta["std"],
+            blurpool=self.member_config.blurpool,
+        ).to(self.device)
         self.autocast, self.channels_last = device_formats(config.train.bf16, config.train.channels_last, self.device)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.model = self.net
         if config.replicas > 1:
-            self.model = DistributedDataParallel(self.net, process_group=mesh.replica_group,
-                                                 device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.model = DistributedDataParallel(
+                self.net,
+                process_group=mesh.replica_group,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
         self.optim_config = config.member_optim(self.member)
         self.optimizer = build_optimizer(parameter_groups(self.net, self.optim_config), self.optim_config)
 
         self.train_loader = MemberLoader.for_training(config, self.member, mesh.replica, self.device, plan.labelled)
         root = self.train_loader.root
-        self.eval_loaders = {split: MemberLoader.for_evaluation(config, root / f"{split}.beton", self.member,
-                                                                mesh.replica, config.replicas, self.device)
-                             for split in ("val", "test")}
+        self.eval_loaders = {
+            split: MemberLoader.for_evaluation(
+                config, root / f"{split}.beton", self.member, mesh.replica, config.replicas, self.device
+            )
+            for split in ("val", "test")
+        }
         self.steps_per_epoch = len(self.train_loader)
         if config.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
         self.skip_nonfinite = config.train.on_nonfinite == "skip_step"
         self.objective = build_objective(config, self.member)
-        self.providers = build_providers(plan, MemberRuntime(mesh, self.net, self.model, self.autocast,
-                                                             self.channels_last, not self.skip_nonfinite,
-                                                             traced=config.train.trace))
-        self.checkpointer = Checkpointer(self.run, mesh, self.member_config.arch, self.net, self.optimizer,
-                                         config.train.keep_last)
+        self.providers = build_providers(
+            plan,
+            MemberRuntime(
+                mesh,
+                self.net,
+                self.model,
+                self.autocast,
+                self.channels_last,
+                not self.skip_nonfinite,
+                traced=config.train.trace,
+            ),
+        )
+        self.checkpointer = Checkpointer(
+            self.run, mesh, self.member_config.arch, self.net, self.optimizer, config.train.keep_last
+        )
         self.recorder = Recorder(config, self.run, mesh.is_main, self.objective.names, plan.teachers)
         self.stops = StopSignals(mesh)
         self.trace: StepTrace | None = None
@@ -136,9 +157,17 @@ class Trainer:
     def train_epoch(self, epoch: int, start_batch: int = 0) -> dict[str, float]:
         """Train batches ``start_batch..`` of ``epoch``; the loss means cover the whole epoch."""
         self.model.train()
-        meter = EpochMeter(self.objective.names, epoch, self.config.train.epochs, start_batch, self.steps_per_epoch,
-                           self.start.epoch_sums or None, self.config.data.batch_size, self.mesh.world_size,
-                           show_bar=self.mesh.is_main and self.config.train.progress)
+        meter = EpochMeter(
+            self.objective.names,
+            epoch,
+            self.config.train.epochs,
+            start_batch,
+            self.steps_per_epoch,
+            self.start.epoch_sums or None,
+            self.config.data.batch_size,
+            self.mesh.world_size,
+            show_bar=self.mesh.is_main and self.config.train.progress,
+        )
         exchange_before = self.exchange_seconds()
         batches = self.train_loader.epoch(epoch, start_batch)
         for steps in range(start_batch, self.steps_per_epoch):
@@ -158,13 +187,16 @@ class Trainer:
         batches.close()
         if self.trace:
             self.trace.flush()
-        return meter.close(lr=self.optimizer.param_groups[0]["lr"],
-                           exchange_seconds=self.exchange_seconds() - exchange_before)
+        return meter.close(
+            lr=self.optimizer.param_groups[0]["lr"], exchange_seconds=self.exchange_seconds() - exchange_before
+        )
 
     def train_step(self, batch: Batch, progress: float) -> dict[str, torch.Tensor] | None:
         """One optimiser step; the objective's terms by name, or None when the step was skipped."""
         self.check_labels(batch.labels)
-        set_lr(self.optimizer, self.optim_config.lr * lr_factor(self.config.schedule, progress, self.config.train.epochs))
+        set_lr(
+            self.optimizer, self.optim_config.lr * lr_factor(self.config.schedule, progress, self.config.train.epochs)
+        )
         # The forward pass updates BatchNorm's running statistics: a step that may be skipped
         # keeps a copy, so that a non-finite batch cannot poison every later evaluation.
         buffers = [b.clone() for b in self.net.buffers()] if self.skip_nonfinite else None
@@ -198,8 +230,10 @@ class Trainer:
             # Every rank skips together: replicas' DDP all-reduce and peers stay in step.
             return self.mesh.any_rank(not bool(torch.isfinite(loss)))
         if not torch.isfinite(loss):
-            raise NonFiniteError(f"member {self.member} ({self.member_config.name}) has a non-finite loss at step {self.step}; "
-                                 f"lower the learning rate or check the data")
+            raise NonFiniteError(
+                f"member {self.member} ({self.member_config.name}) has a non-finite loss at step {self.step}; "
+                f"lower the learning rate or check the data"
+            )
         return False
 
     def drawn(self) -> dict:
@@ -235,5 +269,5 @@ class Trainer:
         mine = {k: v for k, v in stats.items() if k != "steps"}
         dist.all_gather_object(everyone, mine)
         replicas = self.config.replicas
-        groups = [everyone[m * replicas:(m + 1) * replicas] for m in range(self.mesh.members)]
+        groups = [everyone[m * replicas : (m + 1) * replicas] for m in range(self.mesh.members)]
         return [{k: float(np.mean([r[k] for r in group])) for k in group[0]} for group in groups]

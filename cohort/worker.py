@@ -79,8 +79,11 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
         # gloo and NCCL report a dead or stalled peer as a RuntimeError from the collective.
         if trainer is None or not is_collective_failure(error):
             raise
-        print(f"cohort: error: {lost_peers_message(trainer.mesh.store, launch, config, trainer.step)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"cohort: error: {lost_peers_message(trainer.mesh.store, launch, config, trainer.step)}",
+            file=sys.stderr,
+            flush=True,
+        )
         return WorkerExit(1)
     return WorkerExit(0)
 
@@ -88,7 +91,8 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
 def is_collective_failure(error: RuntimeError) -> bool:
     text = str(error)
     return isinstance(error, dist.DistError) or any(
-        marker in text for marker in ("gloo", "Timed out", "Connection closed by peer", "NCCL", "timed out"))
+        marker in text for marker in ("gloo", "Timed out", "Connection closed by peer", "NCCL", "timed out")
+    )
 
 
 def lost_peers_message(store: dist.Store, launch: Launch, config: CohortConfig, step: int) -> str:
@@ -108,5 +112,7 @@ def lost_peers_message(store: dist.Store, launch: Launch, config: CohortConfig, 
         who = f"member(s) {', '.join(map(str, missing))} stopped answering" if missing else "a peer failed"
     except Exception:  # the store went down with its host rank
         who = "a peer died or stalled (the rendezvous store is gone too)"
-    return (f"member {member} (rank {launch.rank}) lost the cohort at step {step}: {who} (dead, or stalled "
-            f"longer than train.dist_timeout_s={config.train.dist_timeout_s:g}s); continue with resume=auto")
+    return (
+        f"member {member} (rank {launch.rank}) lost the cohort at step {step}: {who} (dead, or stalled "
+        f"longer than train.dist_timeout_s={config.train.dist_timeout_s:g}s); continue with resume=auto"
+    )

@@ -55,8 +55,14 @@ class CohortJob(submitit.helpers.Checkpointable):
         from cohort.worker import run_worker
 
         env = submitit.JobEnvironment()
-        launch = slurm_launch(env.global_rank, env.num_tasks, env.local_rank, env.num_tasks // env.num_nodes,
-                              list(env.hostnames), int(env.raw_job_id))
+        launch = slurm_launch(
+            env.global_rank,
+            env.num_tasks,
+            env.local_rank,
+            env.num_tasks // env.num_nodes,
+            list(env.hostnames),
+            int(env.raw_job_id),
+        )
         # submitit's handler checkpoints and requeues at once, in the middle of a step; the
         # trainer replaces it while it trains, and rank 0 calls it after the agreed save.
         # (_usr_sig: SIGUSR2 unless $SUBMITIT_PREEMPT_SIGNAL names another.)
@@ -107,8 +113,10 @@ def check_partition(resources: Resources) -> None:
     """The partition must exist on the cluster ``sbatch`` talks to, and be able to hold the
     job: SLURM accepts a job no node can ever run and leaves it pending for good."""
     if shutil.which("sbatch") is None:
-        raise SubmitError("sbatch is not on PATH: cohort submit needs a SLURM cluster's commands "
-                          "(to try it on this machine: sudo slurm/local-cluster.sh up)")
+        raise SubmitError(
+            "sbatch is not on PATH: cohort submit needs a SLURM cluster's commands "
+            "(to try it on this machine: sudo slurm/local-cluster.sh up)"
+        )
     listed = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%R %N %c"], capture_output=True, text=True)
     if listed.returncode != 0:
         reason = (listed.stderr.strip().splitlines() or ["no reason given"])[-1]
@@ -118,17 +126,23 @@ def check_partition(resources: Resources) -> None:
         name, node, cpus = line.split()
         cpus_of_node.setdefault(name, {})[node] = int(cpus)
     if resources.partition not in cpus_of_node:
-        raise SubmitError(f"partition '{resources.partition}' does not exist on this cluster; use --partition with one "
-                          f"of: {', '.join(sorted(cpus_of_node)) or '(none)'}")
+        raise SubmitError(
+            f"partition '{resources.partition}' does not exist on this cluster; use --partition with one "
+            f"of: {', '.join(sorted(cpus_of_node)) or '(none)'}"
+        )
     nodes = cpus_of_node[resources.partition]
     if resources.nodes > len(nodes):
-        raise SubmitError(f"--nodes {resources.nodes} but partition '{resources.partition}' has {len(nodes)} node(s); "
-                          f"use fewer nodes and more tasks per node, or another partition")
+        raise SubmitError(
+            f"--nodes {resources.nodes} but partition '{resources.partition}' has {len(nodes)} node(s); "
+            f"use fewer nodes and more tasks per node, or another partition"
+        )
     cpus = resources.tasks_per_node * (resources.cpus_per_task or 1)
     if cpus > max(nodes.values()):
-        raise SubmitError(f"{resources.tasks_per_node} task(s) per node × {resources.cpus_per_task or 1} CPU(s) per "
-                          f"task = {cpus} CPUs, but the nodes of partition '{resources.partition}' have at most "
-                          f"{max(nodes.values())}; lower --cpus-per-task or spread the tasks over more --nodes")
+        raise SubmitError(
+            f"{resources.tasks_per_node} task(s) per node × {resources.cpus_per_task or 1} CPU(s) per "
+            f"task = {cpus} CPUs, but the nodes of partition '{resources.partition}' have at most "
+            f"{max(nodes.values())}; lower --cpus-per-task or spread the tasks over more --nodes"
+        )
 
 
 def build_executor(folder: Path, name: str, resources: Resources) -> submitit.AutoExecutor:
@@ -136,11 +150,17 @@ def build_executor(folder: Path, name: str, resources: Resources) -> submitit.Au
     gpus = {} if resources.cpu else {"gpus_per_node": resources.tasks_per_node}
     cpus = {"cpus_per_task": resources.cpus_per_task} if resources.cpus_per_task else {}
     executor.update_parameters(
-        name=name, nodes=resources.nodes, tasks_per_node=resources.tasks_per_node, timeout_min=resources.time_min,
-        slurm_partition=resources.partition, slurm_signal_delay_s=resources.signal_delay_s,
+        name=name,
+        nodes=resources.nodes,
+        tasks_per_node=resources.tasks_per_node,
+        timeout_min=resources.time_min,
+        slurm_partition=resources.partition,
+        slurm_signal_delay_s=resources.signal_delay_s,
         # Preemption may put the job back in the queue (submitit already appends to the
         # logs, so a requeued attempt's lines follow the first attempt's).
-        slurm_additional_parameters={"requeue": True}, **gpus, **cpus,
+        slurm_additional_parameters={"requeue": True},
+        **gpus,
+        **cpus,
     )
     return executor
 
@@ -162,8 +182,10 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
     base = load_config(config_path, overrides)
     forced = ["resume=auto"] + (["train.device=cpu"] if resources.cpu else [])
     if not resources.cpu and base.train.device == "cpu":
-        raise ConfigError("the config trains on the CPU (train.device=cpu) but the job asks for GPUs; "
-                          "pass --cpu, or train.device=cuda")
+        raise ConfigError(
+            "the config trains on the CPU (train.device=cpu) but the job asks for GPUs; "
+            "pass --cpu, or train.device=cuda"
+        )
     runs: list[tuple[list[str], CohortConfig]] = []
     for seed in seeds if seeds else [None]:
         extra = [] if seed is None else [f"seed={seed}", f"run_dir={Path(base.run_dir) / f'seed{seed}'}"]
@@ -198,31 +220,52 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
     submissions = []
     for job, (run_overrides, config) in zip(jobs, runs):
         record = {
-            "job_id": job.job_id, "submitted": datetime.datetime.now().isoformat(timespec="seconds"),
-            "run_dir": str(Path(config.run_dir).resolve()), "config": config_path, "overrides": run_overrides,
-            "nodes": resources.nodes, "tasks_per_node": resources.tasks_per_node, "partition": resources.partition,
-            "time_min": resources.time_min, "cpu": resources.cpu,
+            "job_id": job.job_id,
+            "submitted": datetime.datetime.now().isoformat(timespec="seconds"),
+            "run_dir": str(Path(config.run_dir).resolve()),
+            "config": config_path,
+            "overrides": run_overrides,
+            "nodes": resources.nodes,
+            "tasks_per_node": resources.tasks_per_node,
+            "partition": resources.partition,
+            "time_min": resources.time_min,
+            "cpu": resources.cpu,
             "logs": [str(job.task(rank).paths.stdout) for rank in range(resources.tasks)],
             "errors": [str(job.task(rank).paths.stderr) for rank in range(resources.tasks)],
         }
         RunDir(config.run_dir).submission_file.write_text(json.dumps(record, indent=1) + "\n")
         submissions.append(record)
         device = "CPU task" if resources.cpu else "GPU"
-        print(f"cohort: submitted job {job.job_id}: {config.name} seed {config.seed}, {resources.tasks} × {device} on "
-              f"{resources.nodes} node(s) of partition {resources.partition}\n"
-              f"  run directory  {config.run_dir}\n"
-              f"  logs           {record['logs'][0]}  (task 0; stderr in {Path(record['errors'][0]).name})\n"
-              f"  where it is    cohort status {config.run_dir}", flush=True)
+        print(
+            f"cohort: submitted job {job.job_id}: {config.name} seed {config.seed}, {resources.tasks} × {device} on "
+            f"{resources.nodes} node(s) of partition {resources.partition}\n"
+            f"  run directory  {config.run_dir}\n"
+            f"  logs           {record['logs'][0]}  (task 0; stderr in {Path(record['errors'][0]).name})\n"
+            f"  where it is    cohort status {config.run_dir}",
+            flush=True,
+        )
     return submissions
 
 
 def main_submit(args) -> int:
-    resources = Resources(nodes=args.nodes, tasks_per_node=args.gpus_per_node, partition=args.partition,
-                          time_min=args.time, cpus_per_task=args.cpus_per_task, cpu=args.cpu,
-                          signal_delay_s=args.signal_delay_s, max_timeouts=args.max_timeouts)
-    for flag, value, least in (("--nodes", args.nodes, 1), ("--gpus-per-node", args.gpus_per_node, 1),
-                               ("--time", args.time, 1), ("--cpus-per-task", 1 if args.cpus_per_task is None else args.cpus_per_task, 1),
-                               ("--signal-delay-s", args.signal_delay_s, 0), ("--max-timeouts", args.max_timeouts, 0)):
+    resources = Resources(
+        nodes=args.nodes,
+        tasks_per_node=args.gpus_per_node,
+        partition=args.partition,
+        time_min=args.time,
+        cpus_per_task=args.cpus_per_task,
+        cpu=args.cpu,
+        signal_delay_s=args.signal_delay_s,
+        max_timeouts=args.max_timeouts,
+    )
+    for flag, value, least in (
+        ("--nodes", args.nodes, 1),
+        ("--gpus-per-node", args.gpus_per_node, 1),
+        ("--time", args.time, 1),
+        ("--cpus-per-task", 1 if args.cpus_per_task is None else args.cpus_per_task, 1),
+        ("--signal-delay-s", args.signal_delay_s, 0),
+        ("--max-timeouts", args.max_timeouts, 0),
+    ):
         if value < least:
             raise SubmitError(f"{flag} must be at least {least}, not {value}")
     submit(args.config, args.overrides, resources, args.seeds)

@@ -24,10 +24,20 @@ def launch_local(arguments: list[str], nproc: int, max_restarts: int = 0, module
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # The agent's own logs repeat what the failing rank already printed in one line.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    args = get_args_parser().parse_args([
-        "--standalone", "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts),
-        "--monitor-interval", "0.5", "--module", module, *arguments,
-    ])
+    args = get_args_parser().parse_args(
+        [
+            "--standalone",
+            "--nproc-per-node",
+            str(nproc),
+            "--max-restarts",
+            str(max_restarts),
+            "--monitor-interval",
+            "0.5",
+            "--module",
+            module,
+            *arguments,
+        ]
+    )
     try:
         run(args)
     except ChildFailedError as failure:

@@ -28,8 +28,9 @@ def dml_pair(digits_root, tmp_path_factory):
     """A finished K = 2 DML run: 2 epochs × 6 steps, traced, a checkpoint after each epoch,
     selection by validation ensemble NLL. Tests that change it must copy it first."""
     tmp = tmp_path_factory.mktemp("dml_pair")
-    config = tiny_config(tmp, digits_root, members=2,
-                         train={"trace": True, "checkpoint_every": 1, "select_by": "val_ensemble_nll"})
+    config = tiny_config(
+        tmp, digits_root, members=2, train={"trace": True, "checkpoint_every": 1, "select_by": "val_ensemble_nll"}
+    )
     result = run_torchrun(2, str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     return config, tmp / "run", result
@@ -61,13 +62,23 @@ def tiny_config(tmp_path: Path, data_root: Path, members: int = 2, **sections) -
 def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``cohort ARGS`` in a subprocess, as a user would (in ``env``, else this environment)."""
     env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "cohort.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cohort.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_torchrun(nproc: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``torchrun --standalone --nproc-per-node N -m cohort.train ARGS`` in a subprocess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-               "-m", "cohort.train", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "cohort.train",
+        *args,
+    ]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

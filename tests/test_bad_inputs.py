@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -118,6 +118,7 @@ def edited_meta(**changes) -> Callable[[Bench], Situation]:
         meta = json.loads((data / "meta.json").read_text())
         (data / "meta.json").write_text(json.dumps({**meta, **changes}))
         return b.train_on(data)
+
     return build
 
 
@@ -161,6 +162,7 @@ def eval_or_report_on_a_folder_that_is_not_a_run(command: str) -> Callable[[Benc
     def build(b: Bench) -> Situation:
         folder = b.folder_that_is_not_a_run()
         return Situation([command, str(folder)], folder, paths={"folder": folder})
+
     return build
 
 
@@ -179,8 +181,15 @@ def eval_of_a_missing_checkpoint(b: Bench) -> Situation:
 
 def student_of(b: Bench, teacher: Path, *overrides: str, members: int = 2) -> Situation:
     """``cohort train`` of a tiny student cohort distilling the run in ``teacher``."""
-    situation = b.train(f"teacher.run_dir={teacher}", "loss.distill.weight=0.9", "loss.ce.weight=0.1",
-                        "loss.mimicry.weight=0", "views=shared", *overrides, members=members)
+    situation = b.train(
+        f"teacher.run_dir={teacher}",
+        "loss.distill.weight=0.9",
+        "loss.ce.weight=0.1",
+        "loss.mimicry.weight=0",
+        "views=shared",
+        *overrides,
+        members=members,
+    )
     situation.paths["teacher"] = teacher
     return situation
 
@@ -226,93 +235,151 @@ class Case:
 
 CASES = {
     "malformed_yaml": Case(malformed_yaml, "{config} is not valid YAML at line", "fix the file's syntax"),
-    "missing_config_file": Case(missing_config_file, "config file {tmp}/nope.yaml does not exist", "pick one from configs/"),
+    "missing_config_file": Case(
+        missing_config_file, "config file {tmp}/nope.yaml does not exist", "pick one from configs/"
+    ),
     "unknown_key": Case(lambda b: b.train(train={"epoch": 3}), "unknown key train.epoch", "valid keys of train: "),
     "wrong_type": Case(lambda b: b.train("train.epochs=ten"), "train.epochs must be int, got 'ten'", "must be int"),
     "override_without_equals": Case(lambda b: b.train("optim.lr"), "override 'optim.lr'", "must look like key=value"),
     "process_count_not_k_times_r": Case(
         lambda b: Situation([str(b.config(members=2))], b.tmp / "run", torchrun=3),
-        "3 processes were started but the config needs K×R = 2×1 = 2", "start 2 (e.g. torchrun --nproc-per-node 2)"),
+        "3 processes were started but the config needs K×R = 2×1 = 2",
+        "start 2 (e.g. torchrun --nproc-per-node 2)",
+    ),
     "missing_beton": Case(missing_beton, "{data}/val.beton is missing", "`cohort data digits --out {data}`"),
-    "truncated_beton": Case(truncated_beton, "{data}/train.beton is truncated or corrupt",
-                            "rewrite it with `cohort data digits --out {data}`"),
-    "truncated_beton_bare_torchrun": Case(lambda b: truncated_beton(b, torchrun=2),
-                                          "{data}/train.beton is truncated or corrupt",
-                                          "rewrite it with `cohort data digits --out {data}`"),
+    "truncated_beton": Case(
+        truncated_beton,
+        "{data}/train.beton is truncated or corrupt",
+        "rewrite it with `cohort data digits --out {data}`",
+    ),
+    "truncated_beton_bare_torchrun": Case(
+        lambda b: truncated_beton(b, torchrun=2),
+        "{data}/train.beton is truncated or corrupt",
+        "rewrite it with `cohort data digits --out {data}`",
+    ),
     "corrupt_meta_json": Case(corrupt_meta, "{data}/meta.json is not valid JSON", "--out {data}`"),
-    "labels_out_of_range": Case(edited_meta(num_classes=5), "in {data}/train.beton is outside 0..4",
-                                "rewrite the data folder with `cohort data digits --out {data}`"),
-    "unknown_arch": Case(lambda b: b.train("members.0.arch=resnet33"), "members.0.arch 'resnet33' is unknown",
-                         "valid: small_cnn"),
-    "unknown_policy": Case(lambda b: b.train("members.1.policy=sharpen"), "members.1.policy 'sharpen'",
-                           "choose one of: none, crop"),
+    "labels_out_of_range": Case(
+        edited_meta(num_classes=5),
+        "in {data}/train.beton is outside 0..4",
+        "rewrite the data folder with `cohort data digits --out {data}`",
+    ),
+    "unknown_arch": Case(
+        lambda b: b.train("members.0.arch=resnet33"), "members.0.arch 'resnet33' is unknown", "valid: small_cnn"
+    ),
+    "unknown_policy": Case(
+        lambda b: b.train("members.1.policy=sharpen"), "members.1.policy 'sharpen'", "choose one of: none, crop"
+    ),
     "zero_lr": Case(lambda b: b.train("optim.lr=0"), "optim.lr", "must be > 0, got 0"),
-    "negative_member_lr": Case(lambda b: b.train("members.1.optim.lr=-0.1"), "members.1.optim.lr",
-                               "must be > 0, got -0.1"),
-    "batch_larger_than_train_set": Case(lambda b: b.train("data.batch_size=2000"), "data.batch_size 2000",
-                                        "lower data.batch_size"),
-    "labelled_fraction_out_of_range": Case(lambda b: b.train("data.labelled_fraction=1.5"),
-                                           "data.labelled_fraction must be in (0, 1]", "got 1.5"),
-    "label_file_with_a_repeated_index": Case(label_file_with_a_repeated_index,
-                                             "data.labelled_indices {labels}: index 4 is listed twice",
-                                             "list each sample once"),
-    "cskd_batch_too_small": Case(lambda b: b.train("data.batch_size=1", "loss.cskd.weight=1"),
-                                 "data.batch_size 1 is too small for loss.cskd", "set data.batch_size >= 2"),
-    "negative_focal_gamma": Case(lambda b: b.train("loss.focal.weight=1", "loss.focal.gamma=-2"),
-                                 "loss.focal.gamma must be >= 0", "got -2"),
+    "negative_member_lr": Case(
+        lambda b: b.train("members.1.optim.lr=-0.1"), "members.1.optim.lr", "must be > 0, got -0.1"
+    ),
+    "batch_larger_than_train_set": Case(
+        lambda b: b.train("data.batch_size=2000"), "data.batch_size 2000", "lower data.batch_size"
+    ),
+    "labelled_fraction_out_of_range": Case(
+        lambda b: b.train("data.labelled_fraction=1.5"), "data.labelled_fraction must be in (0, 1]", "got 1.5"
+    ),
+    "label_file_with_a_repeated_index": Case(
+        label_file_with_a_repeated_index,
+        "data.labelled_indices {labels}: index 4 is listed twice",
+        "list each sample once",
+    ),
+    "cskd_batch_too_small": Case(
+        lambda b: b.train("data.batch_size=1", "loss.cskd.weight=1"),
+        "data.batch_size 1 is too small for loss.cskd",
+        "set data.batch_size >= 2",
+    ),
+    "negative_focal_gamma": Case(
+        lambda b: b.train("loss.focal.weight=1", "loss.focal.gamma=-2"), "loss.focal.gamma must be >= 0", "got -2"
+    ),
     "empty_members": Case(lambda b: b.train("members=[]"), "members is empty", "needs at least one member"),
-    "duplicate_member_names": Case(lambda b: b.train("members.0.name=a", "members.1.name=a"),
-                                   "members.1.name 'a' is used twice", "give each member its own name"),
-    "auto_policies_for_too_many_members": Case(lambda b: b.train(members=11, policies="auto"),
-                                               "policies: auto has 11 members but only 10",
-                                               "name each member's policy"),
-    "strength_out_of_range": Case(lambda b: b.train("members.0.strength=3"), "members.0.strength",
-                                  "must be in [0.0, 2.0], got 3"),
-    "negative_diversity_weight": Case(lambda b: b.train("loss.diversity.weight=-0.5"), "loss.diversity: weight",
-                                      "must be >= 0, got weight -0.5"),
-    "members_per_gpu_not_dividing_k": Case(lambda b: b.train("train.members_per_gpu=3"),
-                                           "train.members_per_gpu must be auto or a divisor of the K=2 members",
-                                           "got 3"),
+    "duplicate_member_names": Case(
+        lambda b: b.train("members.0.name=a", "members.1.name=a"),
+        "members.1.name 'a' is used twice",
+        "give each member its own name",
+    ),
+    "auto_policies_for_too_many_members": Case(
+        lambda b: b.train(members=11, policies="auto"),
+        "policies: auto has 11 members but only 10",
+        "name each member's policy",
+    ),
+    "strength_out_of_range": Case(
+        lambda b: b.train("members.0.strength=3"), "members.0.strength", "must be in [0.0, 2.0], got 3"
+    ),
+    "negative_diversity_weight": Case(
+        lambda b: b.train("loss.diversity.weight=-0.5"), "loss.diversity: weight", "must be >= 0, got weight -0.5"
+    ),
+    "members_per_gpu_not_dividing_k": Case(
+        lambda b: b.train("train.members_per_gpu=3"),
+        "train.members_per_gpu must be auto or a divisor of the K=2 members",
+        "got 3",
+    ),
     "more_ranks_than_gpus_times_members_per_gpu": Case(
         lambda b: b.train("train.device=cuda", "train.members_per_gpu=1"),
         "2 ranks on this node with train.members_per_gpu=1 need 2 GPUs but 0 are visible",
-        "raise train.members_per_gpu (a divisor of K=2), use members_per_gpu=auto, or train.device=cpu"),
+        "raise train.members_per_gpu (a divisor of K=2), use members_per_gpu=auto, or train.device=cpu",
+    ),
     "bad_resume_value": Case(lambda b: b.train("resume=maybe"), "resume 'maybe'", "choose one of: never, auto"),
     "run_dir_under_a_file": Case(file_on_the_run_dir_path, "{tmp}/notes.txt is a file", "choose another run_dir="),
-    "run_dir_is_another_folder": Case(run_dir_is_another_folder, "{run} exists and is not a cohort run directory",
-                                      "choose another run_dir="),
-    "existing_run_without_resume": Case(lambda b: b.on_run_copy("optim.lr=0.01"), "{run} already holds a run",
-                                        "pass resume=auto to continue it, or run_dir="),
-    "existing_run_of_a_different_config": Case(lambda b: b.on_run_copy("optim.lr=0.01", "resume=auto"),
-                                               "{run} holds a run of a different config (optim.lr: 0.05 there, 0.01 here)",
-                                               "choose another run_dir="),
+    "run_dir_is_another_folder": Case(
+        run_dir_is_another_folder, "{run} exists and is not a cohort run directory", "choose another run_dir="
+    ),
+    "existing_run_without_resume": Case(
+        lambda b: b.on_run_copy("optim.lr=0.01"),
+        "{run} already holds a run",
+        "pass resume=auto to continue it, or run_dir=",
+    ),
+    "existing_run_of_a_different_config": Case(
+        lambda b: b.on_run_copy("optim.lr=0.01", "resume=auto"),
+        "{run} holds a run of a different config (optim.lr: 0.05 there, 0.01 here)",
+        "choose another run_dir=",
+    ),
     "resume_with_another_arch_in_the_config": Case(
         lambda b: b.on_run_copy("resume=auto", "members.0.arch=resnet20"),
-        "different config (members.0.arch: 'small_cnn' there, 'resnet20' here)", "choose another run_dir="),
+        "different config (members.0.arch: 'small_cnn' there, 'resnet20' here)",
+        "choose another run_dir=",
+    ),
     "resume_from_a_checkpoint_part_of_another_arch": Case(
-        checkpoint_part_of_another_arch, "{folder}/member-0.pt holds a resnet20, but member 0 is a small_cnn",
-        "delete {folder} to resume from an earlier checkpoint"),
-    "eval_of_a_folder_that_is_not_a_run": Case(eval_or_report_on_a_folder_that_is_not_a_run("eval"),
-                                               "{folder}/config.yaml is missing",
-                                               "pass a folder that `cohort train` wrote"),
-    "report_of_a_folder_that_is_not_a_run": Case(eval_or_report_on_a_folder_that_is_not_a_run("report"),
-                                                 "{folder}/config.yaml is missing",
-                                                 "pass a folder that `cohort train` wrote"),
-    "eval_of_a_missing_checkpoint": Case(eval_of_a_missing_checkpoint, "{tmp}/nowhere/COMPLETE.json is missing",
-                                         "pick a complete checkpoint"),
-    "teacher_without_a_complete_checkpoint": Case(teacher_without_a_complete_checkpoint,
-                                                  "{teacher}/checkpoints holds no complete checkpoint",
-                                                  "finish it with resume=auto first"),
-    "teacher_of_other_classes": Case(teacher_of_other_classes, "teacher.run_dir {teacher} has 11 classes",
-                                     "distil teachers of the same classes"),
-    "teacher_of_an_unknown_arch": Case(lambda b: student_of(b, edited_teacher(b, **{"members.0.arch": "resnet33"})),
-                                       "{teacher}/config.yaml (teacher.run_dir) is not a valid config: members.0.arch "
-                                       "'resnet33' is unknown", "valid: small_cnn"),
-    "more_students_than_teachers": Case(lambda b: student_of(b, b.run_copy()[1], members=3),
-                                        "members: 3 students but teacher.run_dir {teacher} holds 2 teachers",
-                                        "use at most 2 members, or teacher.mapping=mean"),
-    "ods_with_own_views": Case(lambda b: student_of(b, b.tmp / "teachers", "views=own", "teacher.perturbation=ods"),
-                               "teacher.perturbation ods", "set views=shared"),
+        checkpoint_part_of_another_arch,
+        "{folder}/member-0.pt holds a resnet20, but member 0 is a small_cnn",
+        "delete {folder} to resume from an earlier checkpoint",
+    ),
+    "eval_of_a_folder_that_is_not_a_run": Case(
+        eval_or_report_on_a_folder_that_is_not_a_run("eval"),
+        "{folder}/config.yaml is missing",
+        "pass a folder that `cohort train` wrote",
+    ),
+    "report_of_a_folder_that_is_not_a_run": Case(
+        eval_or_report_on_a_folder_that_is_not_a_run("report"),
+        "{folder}/config.yaml is missing",
+        "pass a folder that `cohort train` wrote",
+    ),
+    "eval_of_a_missing_checkpoint": Case(
+        eval_of_a_missing_checkpoint, "{tmp}/nowhere/COMPLETE.json is missing", "pick a complete checkpoint"
+    ),
+    "teacher_without_a_complete_checkpoint": Case(
+        teacher_without_a_complete_checkpoint,
+        "{teacher}/checkpoints holds no complete checkpoint",
+        "finish it with resume=auto first",
+    ),
+    "teacher_of_other_classes": Case(
+        teacher_of_other_classes, "teacher.run_dir {teacher} has 11 classes", "distil teachers of the same classes"
+    ),
+    "teacher_of_an_unknown_arch": Case(
+        lambda b: student_of(b, edited_teacher(b, **{"members.0.arch": "resnet33"})),
+        "{teacher}/config.yaml (teacher.run_dir) is not a valid config: members.0.arch 'resnet33' is unknown",
+        "valid: small_cnn",
+    ),
+    "more_students_than_teachers": Case(
+        lambda b: student_of(b, b.run_copy()[1], members=3),
+        "members: 3 students but teacher.run_dir {teacher} holds 2 teachers",
+        "use at most 2 members, or teacher.mapping=mean",
+    ),
+    "ods_with_own_views": Case(
+        lambda b: student_of(b, b.tmp / "teachers", "views=own", "teacher.perturbation=ods"),
+        "teacher.perturbation ods",
+        "set views=shared",
+    ),
 }
 # Not catalogued: a rendezvous port already in use. `cohort train` and `torchrun --standalone`
 # let the c10d rendezvous bind a free port of its own choosing, so no input of ours can clash.

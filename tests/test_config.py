@@ -33,7 +33,9 @@ def test_the_method_configs_hold_their_papers_settings():
     assert mdca.enabled_terms(0) == {"focal": 1.0, "mdca": 1.0} and mdca.loss.focal.gamma == 1.0
     assert (mdca.members[0].arch, mdca.train.epochs, mdca.schedule.milestones) == ("resnet56", 160, [80, 120])
     for fraction in ("10", "30"):
-        dml, twin = (load_config(REPO / "configs" / f"digits_semi{fraction}_{kind}.yaml") for kind in ("dml", "independent"))
+        dml, twin = (
+            load_config(REPO / "configs" / f"digits_semi{fraction}_{kind}.yaml") for kind in ("dml", "independent")
+        )
         assert dml.trains_on_unlabelled and not twin.trains_on_unlabelled
         assert dml.data.labelled_fraction == twin.data.labelled_fraction == int(fraction) / 100
     for perturbation in ("kd", "gaussian", "ods", "confods"):
@@ -52,8 +54,16 @@ def test_shipped_cifar_configs_load(name):
 
 def test_overrides_reach_nested_keys_and_list_entries(tmp_path):
     path = write(tmp_path, "members: [{arch: small_cnn}, {arch: small_cnn}]\n")
-    config = load_config(path, ["optim.lr=0.01", "members.1.arch=resnet56", "members.0.optim.lr=0.2",
-                                "schedule.milestones=[3, 5]", "train.bf16=true"])
+    config = load_config(
+        path,
+        [
+            "optim.lr=0.01",
+            "members.1.arch=resnet56",
+            "members.0.optim.lr=0.2",
+            "schedule.milestones=[3, 5]",
+            "train.bf16=true",
+        ],
+    )
     assert config.optim.lr == 0.01
     assert config.members[1].arch == "resnet56"
     assert config.member_optim(0).lr == 0.2 and config.member_optim(1).lr == 0.01
@@ -79,16 +89,19 @@ def test_wrong_type_names_the_key(tmp_path):
         load_config(write(tmp_path, "members: [{optim: {lr: fast}}]\n"))
 
 
-@pytest.mark.parametrize("override, message", [
-    ("members.0.arch=resnet33", r"members\.0\.arch 'resnet33' is unknown; valid: small_cnn, small_cnn16, resnet20"),
-    ("members.1.policy=wild", r"members\.1\.policy 'wild' is not valid; choose one of: none, crop, standard"),
-    ("optim.lr=0", r"optim\.lr must be > 0"),
-    ("members=[]", r"members is empty"),
-    ("loss.mimicry.target=nearest", r"loss\.mimicry\.target 'nearest' is not valid"),
-    ("members.0.name=m1", r"members\.1\.name 'm1' is used twice"),
-    ("members.5.arch=x", r"members\.5: list index '5' is out of range"),
-    ("optim", r"must look like key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("members.0.arch=resnet33", r"members\.0\.arch 'resnet33' is unknown; valid: small_cnn, small_cnn16, resnet20"),
+        ("members.1.policy=wild", r"members\.1\.policy 'wild' is not valid; choose one of: none, crop, standard"),
+        ("optim.lr=0", r"optim\.lr must be > 0"),
+        ("members=[]", r"members is empty"),
+        ("loss.mimicry.target=nearest", r"loss\.mimicry\.target 'nearest' is not valid"),
+        ("members.0.name=m1", r"members\.1\.name 'm1' is used twice"),
+        ("members.5.arch=x", r"members\.5: list index '5' is out of range"),
+        ("optim", r"must look like key=value"),
+    ],
+)
 def test_invalid_values_are_one_line_errors(tmp_path, override, message):
     path = write(tmp_path, "members: [{arch: small_cnn}, {arch: small_cnn}]\n")
     with pytest.raises(ConfigError, match=message) as error:
@@ -128,15 +141,27 @@ def test_auto_policies_give_each_member_a_distinct_policy(tmp_path):
     assert len(set(policies)) == 4 and policies[0] == "none" and policies[-1] == "randaugment"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("policies: auto\nmembers: [" + "{}, " * 11 + "{}]\n", r"policies: auto has 12 members but only 10 policies exist"),
-    ("members: [{strength: 2.5}]\n", r"members\.0\.strength must be in \[0\.0, 2\.0\], got 2\.5"),
-    ("loss: {diversity: {kind: margin, weight: -1}}\n", r"loss\.diversity: weight and margin must be >= 0"),
-    ("loss: {diversity: {kind: margin, weight: 1, margin: -0.1}}\n", r"loss\.diversity: weight and margin must be >= 0"),
-    ("loss: {diversity: {kind: margin}}\n", r"loss\.diversity\.kind is margin but loss\.diversity\.weight is 0"),
-    ("loss: {diversity: {kind: spread, weight: 1}}\n", r"loss\.diversity\.kind 'spread' is not valid; choose one of: none"),
-    ("policies: random\n", r"policies 'random' is not valid; choose one of: members, auto"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "policies: auto\nmembers: [" + "{}, " * 11 + "{}]\n",
+            r"policies: auto has 12 members but only 10 policies exist",
+        ),
+        ("members: [{strength: 2.5}]\n", r"members\.0\.strength must be in \[0\.0, 2\.0\], got 2\.5"),
+        ("loss: {diversity: {kind: margin, weight: -1}}\n", r"loss\.diversity: weight and margin must be >= 0"),
+        (
+            "loss: {diversity: {kind: margin, weight: 1, margin: -0.1}}\n",
+            r"loss\.diversity: weight and margin must be >= 0",
+        ),
+        ("loss: {diversity: {kind: margin}}\n", r"loss\.diversity\.kind is margin but loss\.diversity\.weight is 0"),
+        (
+            "loss: {diversity: {kind: spread, weight: 1}}\n",
+            r"loss\.diversity\.kind 'spread' is not valid; choose one of: none",
+        ),
+        ("policies: random\n", r"policies 'random' is not valid; choose one of: members, auto"),
+    ],
+)
 def test_diff_dml_settings_are_validated(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as error:
         load_config(write(tmp_path, text))
@@ -155,49 +180,85 @@ def test_exchange_runs_when_either_peer_term_is_on(tmp_path):
     assert one_learns.term_weight(1, "mimicry") == 0.5 and one_learns.term_weight(0, "mimicry") == 0.0
 
 
-@pytest.mark.parametrize("text, message", [
-    ("mimicry: {weight: 0}\n", r"^mimicry is now loss\.mimicry \(config format 2 .*\); write loss\.mimicry\.weight=\.\.\. "
-                               r"instead of mimicry\.weight=\.\.\.$"),
-    ("diversity: {kind: margin}\n", r"^diversity is now loss\.diversity "),
-    ("train: {label_smoothing: 0.1}\n", r"^train\.label_smoothing is now loss\.ce\.label_smoothing .* write "
-                                         r"loss\.ce\.label_smoothing=\.\.\. instead of train\.label_smoothing=\.\.\.$"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "mimicry: {weight: 0}\n",
+            r"^mimicry is now loss\.mimicry \(config format 2 .*\); write loss\.mimicry\.weight=\.\.\. "
+            r"instead of mimicry\.weight=\.\.\.$",
+        ),
+        ("diversity: {kind: margin}\n", r"^diversity is now loss\.diversity "),
+        (
+            "train: {label_smoothing: 0.1}\n",
+            r"^train\.label_smoothing is now loss\.ce\.label_smoothing .* write "
+            r"loss\.ce\.label_smoothing=\.\.\. instead of train\.label_smoothing=\.\.\.$",
+        ),
+    ],
+)
 def test_keys_of_config_format_1_say_where_they_live_now(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("members: [{loss: {mimickry: 1}}]\n", r"members\.0\.loss\.mimickry is not a term of the objective; valid: ce, focal, mdca, cskd, mimicry, diversity, distill"),
-    ("members: [{loss: {mimicry: -1}}]\n", r"members\.0\.loss\.mimicry must be a weight >= 0, got -1"),
-    ("loss: {ce: {weight: 0}, mimicry: {weight: 0}}\n", r"member 0's objective has no term with weight > 0"),
-    ("loss: {ce: {label_smoothing: 1.0}}\n", r"loss\.ce\.label_smoothing must be in \[0, 1\), got 1\.0"),
-    ("loss: {focal: {weight: 1, gamma: -1}}\n", r"loss\.focal\.gamma must be >= 0, got -1"),
-    ("data: {labelled_fraction: 0}\n", r"data\.labelled_fraction must be in \(0, 1\], got 0"),
-    ("data: {labelled_fraction: 1.5}\n", r"data\.labelled_fraction must be in \(0, 1\], got 1\.5"),
-    ("data: {labelled_fraction: 0.5, labelled_indices: a.txt}\n", r"set one of them"),
-    ("data: {labelled_fraction: 0.5}\nloss: {cskd: {weight: 1}}\n", r"loss\.cskd draws each anchor's partner"),
-    ("data: {batch_size: 1}\nloss: {cskd: {weight: 1}}\n", r"data\.batch_size 1 is too small for loss\.cskd"),
-    ("loss: {cskd: {weight: 1, temperature: 0}}\n", r"loss\.cskd\.temperature must be > 0"),
-    ("data: {labelled_fraction: 0.3}\nloss: {mimicry: {target: ensemble_min_logit}}\n",
-     r"ensemble_min_logit reads every sample's label"),
-    ("loss: {distill: {weight: 0.9}}\n", r"loss\.distill needs teachers: set teacher\.run_dir="),
-    ("teacher: {run_dir: runs/t}\n", r"teacher\.run_dir is set \(runs/t\) but no member distils it; set loss\.distill\.weight=0\.9"),
-    ("loss: {distill: {weight: 0.9, temperature: 0}}\nteacher: {run_dir: t}\n", r"loss\.distill\.temperature must be > 0"),
-    ("loss: {distill: {weight: 1}}\nteacher: {run_dir: t, perturbation: fgsm}\n",
-     r"teacher\.perturbation 'fgsm' is not valid; choose one of: none, gaussian, ods, confods"),
-    ("loss: {distill: {weight: 1}}\nteacher: {run_dir: t, step_size: 0}\n", r"teacher\.step_size must be > 0"),
-    ("views: own\nloss: {distill: {weight: 1}}\nteacher: {run_dir: t, perturbation: confods}\n",
-     r"teacher\.perturbation confods .* views: own gives the members different views; set views=shared"),
-    ("schedule: {name: cyclic, warmup_epochs: 1}\n", r"schedule cyclic climbs to its peak itself"),
-    ("data: {resolution: {min_res: 192, max_res: 160}}\n", r"data\.resolution: set both min_res <= max_res"),
-    ("data: {resolution: {start_ramp: 5, end_ramp: 3}}\n", r"data\.resolution: need sizes >= 0 and start_ramp <= end_ramp"),
-    ("data: {order: sequential}\n", r"data\.order 'sequential' is not valid; choose one of: shuffle, page_local"),
-    ("data: {order: page_local, page_window: 0}\n", r"data\.page_window must be >= 1, got 0"),
-    ("data: {order: page_local}\nloss: {cskd: {weight: 1}}\n", r"data\.order page_local cannot lay out CS-KD's partners"),
-    ("data: {random_resized_crop: true}\nmembers: [{policy: standard}]\n",
-     r"members\.0\.policy standard crops again after data\.random_resized_crop; use none or flip"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "members: [{loss: {mimickry: 1}}]\n",
+            r"members\.0\.loss\.mimickry is not a term of the objective; "
+            r"valid: ce, focal, mdca, cskd, mimicry, diversity, distill",
+        ),
+        ("members: [{loss: {mimicry: -1}}]\n", r"members\.0\.loss\.mimicry must be a weight >= 0, got -1"),
+        ("loss: {ce: {weight: 0}, mimicry: {weight: 0}}\n", r"member 0's objective has no term with weight > 0"),
+        ("loss: {ce: {label_smoothing: 1.0}}\n", r"loss\.ce\.label_smoothing must be in \[0, 1\), got 1\.0"),
+        ("loss: {focal: {weight: 1, gamma: -1}}\n", r"loss\.focal\.gamma must be >= 0, got -1"),
+        ("data: {labelled_fraction: 0}\n", r"data\.labelled_fraction must be in \(0, 1\], got 0"),
+        ("data: {labelled_fraction: 1.5}\n", r"data\.labelled_fraction must be in \(0, 1\], got 1\.5"),
+        ("data: {labelled_fraction: 0.5, labelled_indices: a.txt}\n", r"set one of them"),
+        ("data: {labelled_fraction: 0.5}\nloss: {cskd: {weight: 1}}\n", r"loss\.cskd draws each anchor's partner"),
+        ("data: {batch_size: 1}\nloss: {cskd: {weight: 1}}\n", r"data\.batch_size 1 is too small for loss\.cskd"),
+        ("loss: {cskd: {weight: 1, temperature: 0}}\n", r"loss\.cskd\.temperature must be > 0"),
+        (
+            "data: {labelled_fraction: 0.3}\nloss: {mimicry: {target: ensemble_min_logit}}\n",
+            r"ensemble_min_logit reads every sample's label",
+        ),
+        ("loss: {distill: {weight: 0.9}}\n", r"loss\.distill needs teachers: set teacher\.run_dir="),
+        (
+            "teacher: {run_dir: runs/t}\n",
+            r"teacher\.run_dir is set \(runs/t\) but no member distils it; set loss\.distill\.weight=0\.9",
+        ),
+        (
+            "loss: {distill: {weight: 0.9, temperature: 0}}\nteacher: {run_dir: t}\n",
+            r"loss\.distill\.temperature must be > 0",
+        ),
+        (
+            "loss: {distill: {weight: 1}}\nteacher: {run_dir: t, perturbation: fgsm}\n",
+            r"teacher\.perturbation 'fgsm' is not valid; choose one of: none, gaussian, ods, confods",
+        ),
+        ("loss: {distill: {weight: 1}}\nteacher: {run_dir: t, step_size: 0}\n", r"teacher\.step_size must be > 0"),
+        (
+            "views: own\nloss: {distill: {weight: 1}}\nteacher: {run_dir: t, perturbation: confods}\n",
+            r"teacher\.perturbation confods .* views: own gives the members different views; set views=shared",
+        ),
+        ("schedule: {name: cyclic, warmup_epochs: 1}\n", r"schedule cyclic climbs to its peak itself"),
+        ("data: {resolution: {min_res: 192, max_res: 160}}\n", r"data\.resolution: set both min_res <= max_res"),
+        (
+            "data: {resolution: {start_ramp: 5, end_ramp: 3}}\n",
+            r"data\.resolution: need sizes >= 0 and start_ramp <= end_ramp",
+        ),
+        ("data: {order: sequential}\n", r"data\.order 'sequential' is not valid; choose one of: shuffle, page_local"),
+        ("data: {order: page_local, page_window: 0}\n", r"data\.page_window must be >= 1, got 0"),
+        (
+            "data: {order: page_local}\nloss: {cskd: {weight: 1}}\n",
+            r"data\.order page_local cannot lay out CS-KD's partners",
+        ),
+        (
+            "data: {random_resized_crop: true}\nmembers: [{policy: standard}]\n",
+            r"members\.0\.policy standard crops again after data\.random_resized_crop; use none or flip",
+        ),
+    ],
+)
 def test_objective_settings_are_validated(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
@@ -205,21 +266,29 @@ def test_objective_settings_are_validated(tmp_path, text, message):
 
 def test_views_choose_whose_augmentation_draws_each_member_uses(tmp_path):
     members = "members: [{policy: crop}, {policy: crop}, {policy: standard}, {policy: crop, strength: 0.5}]\n"
-    streams = {views: [load_config(write(tmp_path, f"views: {views}\n{members}")).view_stream(m) for m in range(4)]
-               for views in ("auto", "shared", "own")}
+    streams = {
+        views: [load_config(write(tmp_path, f"views: {views}\n{members}")).view_stream(m) for m in range(4)]
+        for views in ("auto", "shared", "own")
+    }
     assert streams == {"auto": [0, 0, 2, 3], "shared": [0, 0, 0, 0], "own": [0, 1, 2, 3]}
     with pytest.raises(ConfigError, match=r"views 'mine' is not valid; choose one of: auto, shared, own"):
         load_config(write(tmp_path, "views: mine\n"))
 
 
-@pytest.mark.parametrize("value, message", [
-    ("3", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members \(a GPU holds the same replica of n "
-          r"members\), got 3$"),
-    ("many", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members .*, got 'many'$"),
-    ("0", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members .*, got 0$"),
-    ("2.0", r"^train\.members_per_gpu must be int or str, got 2\.0$"),
-    ("true", r"^train\.members_per_gpu must be int or str, got True$"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (
+            "3",
+            r"^train\.members_per_gpu must be auto or a divisor of the K=2 members \(a GPU holds the same replica of n "
+            r"members\), got 3$",
+        ),
+        ("many", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members .*, got 'many'$"),
+        ("0", r"^train\.members_per_gpu must be auto or a divisor of the K=2 members .*, got 0$"),
+        ("2.0", r"^train\.members_per_gpu must be int or str, got 2\.0$"),
+        ("true", r"^train\.members_per_gpu must be int or str, got True$"),
+    ],
+)
 def test_members_per_gpu_is_an_int_or_auto(tmp_path, value, message):
     path = write(tmp_path, "members: [{}, {}]\n")
     with pytest.raises(ConfigError, match=message):

@@ -1,7 +1,7 @@
+import numpy as np
 import pytest
 
 from cohort.dee import deep_ensemble_equivalent
-import numpy as np
 
 SIZES = np.array([1.0, 2.0, 3.0, 4.0])
 CURVE = np.array([1.0, 0.8, 0.7, 0.65])
@@ -14,7 +14,10 @@ def test_interpolates_on_the_curve(value, expected):
 
 
 def test_off_the_curve_is_said():
-    assert deep_ensemble_equivalent(1.2, SIZES, CURVE) == (1.0, pytest.approx("off the curve: no better than one independent member (1.0000)"))
+    assert deep_ensemble_equivalent(1.2, SIZES, CURVE) == (
+        1.0,
+        pytest.approx("off the curve: no better than one independent member (1.0000)"),
+    )
     dee, note = deep_ensemble_equivalent(0.5, SIZES, CURVE)
     assert dee == 4.0 and note.startswith("off the curve: better than all 4")
 
@@ -37,8 +40,12 @@ def official_kfold_nll(logits: np.ndarray, labels: np.ndarray, seed: int) -> flo
     total = 0.0
     for run in range(5):
         for tr, te in KFold(n_splits=2, shuffle=True, random_state=seed + run).split(logits):
-            t = minimize(lambda t: -ll(log_softmax(logits[tr] / t, axis=1), labels[tr]), 1, method="nelder-mead",
-                         options={"xatol": 1e-3}).x[0]  # theirs passes xtol, the older scipy name
+            t = minimize(
+                lambda t: -ll(log_softmax(logits[tr] / t, axis=1), labels[tr]),  # noqa: B023 (called at once)
+                1,
+                method="nelder-mead",
+                options={"xatol": 1e-3},
+            ).x[0]  # theirs passes xtol, the older scipy name
             total += -ll(log_softmax(logits[te] / t, axis=1), labels[te]) / 10
     return total
 

@@ -90,6 +90,8 @@ def test_every_relative_link_in_readme_and_docs_resolves():
 
 def test_the_slug_rule_is_githubs():
     assert slug("The papers' claims, tested on digits") == "the-papers-claims-tested-on-digits"
-    assert slug("More methods: CS-KD, semi-supervised DML, calibration baselines, KDCL") == \
-        "more-methods-cs-kd-semi-supervised-dml-calibration-baselines-kdcl"
+    assert (
+        slug("More methods: CS-KD, semi-supervised DML, calibration baselines, KDCL")
+        == "more-methods-cs-kd-semi-supervised-dml-calibration-baselines-kdcl"
+    )
     assert slug("`cohort submit`") == "cohort-submit"

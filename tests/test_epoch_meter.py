@@ -9,8 +9,17 @@ BATCH = Batch(torch.zeros(2, 1, 1, 1, dtype=torch.uint8), torch.zeros(2, dtype=t
 
 
 def meter(start_batch=0, resumed=None):
-    return EpochMeter(["ce"], epoch=0, epochs=1, start_batch=start_batch, steps_per_epoch=4, resumed=resumed,
-                      batch_size=2, world_size=1, show_bar=False)
+    return EpochMeter(
+        ["ce"],
+        epoch=0,
+        epochs=1,
+        start_batch=start_batch,
+        steps_per_epoch=4,
+        resumed=resumed,
+        batch_size=2,
+        world_size=1,
+        show_bar=False,
+    )
 
 
 def test_means_cover_the_steps_taken_and_skipped_steps_count_apart():

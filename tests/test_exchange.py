@@ -34,6 +34,7 @@ def test_peers_desync_and_non_finite_logits_across_two_processes(tmp_path):
         results = dict(results)
     assert results["peers0"] == [[[1.0] * 4] * 3] and results["peers1"] == [[[0.0] * 4] * 3]
     for rank in (0, 1):
-        assert results[f"desync{rank}"] == ("member 1 trained on different samples than member 0 at step 7; "
-                                            "the cohort's loaders are out of step")
+        assert results[f"desync{rank}"] == (
+            "member 1 trained on different samples than member 0 at step 7; the cohort's loaders are out of step"
+        )
         assert results[f"nonfinite{rank}"].startswith("member 0 produced non-finite logits at step 9")

@@ -30,11 +30,29 @@ FAULT_TRAIN = {"epochs": 2, "max_steps_per_epoch": 8, "trace": True, "checkpoint
 
 
 def start_torchrun(*args: str, restarts: int = 0, env: dict | None = None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "--max-restarts", str(restarts), "--monitor-interval", "0.5", "-m", "cohort.train", *args]
-    return subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-                                                    **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        str(restarts),
+        "--monitor-interval",
+        "0.5",
+        "-m",
+        "cohort.train",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def worker(launcher: subprocess.Popen, local_rank: int) -> psutil.Process:
@@ -63,7 +81,9 @@ def trace_steps(run: Path, member: int) -> int:
 def final_digests(run: Path) -> list[str]:
     digests = []
     for member in range(2):
-        rows = [json.loads(line) for line in (run / "trace" / f"member{member}-replica0.jsonl").read_text().splitlines()]
+        rows = [
+            json.loads(line) for line in (run / "trace" / f"member{member}-replica0.jsonl").read_text().splitlines()
+        ]
         digests.append([r for r in rows if r.get("final")][-1]["param_digest"])
     return digests
 
@@ -93,8 +113,9 @@ def test_sigkill_of_one_rank_and_a_torchrun_restart_end_bit_identical(uninterrup
 def test_a_kill_in_the_middle_of_a_checkpoint_write_falls_back_to_the_previous_one(uninterrupted, tmp_path):
     config, reference = uninterrupted
     run = tmp_path / "run"
-    launcher = start_torchrun(str(config), f"run_dir={run}", "resume=auto", restarts=1,
-                              env={"COHORT_TEST_PAUSE_BEFORE_RENAME_S": "1.5"})
+    launcher = start_torchrun(
+        str(config), f"run_dir={run}", "resume=auto", restarts=1, env={"COHORT_TEST_PAUSE_BEFORE_RENAME_S": "1.5"}
+    )
     torn = []
 
     def part_being_written():
@@ -128,8 +149,12 @@ def test_a_stalled_peer_makes_every_survivor_exit_naming_it(digits_root, tmp_pat
     assert launcher.returncode != 0
     assert time.monotonic() - stopped_at < 60
     lines = [line for line in err.splitlines() if line.startswith("cohort: error:")]
-    assert any("member 0 (rank 0) lost the cohort at step" in line and "member(s) 1 stopped answering" in line
-               and "dist_timeout_s=8s" in line for line in lines), err[-3000:]
+    assert any(
+        "member 0 (rank 0) lost the cohort at step" in line
+        and "member(s) 1 stopped answering" in line
+        and "dist_timeout_s=8s" in line
+        for line in lines
+    ), err[-3000:]
     assert "cohort/train.py" not in err  # bare torchrun prints its own traceback; ours must not appear
 
 
@@ -154,16 +179,34 @@ def test_sigterm_checkpoints_at_an_agreed_step_and_resume_is_exact(uninterrupted
 def test_non_finite_steps_are_skipped_and_counted_or_stop_the_run(digits_root, tmp_path):
     # A learning rate of 1e30 makes the first update overflow the weights: from step 1 on,
     # every step's logits are non-finite.
-    base = tiny_config(tmp_path, digits_root, members=2, optim={"lr": 1e30},
-                       train={"epochs": 1, "max_steps_per_epoch": 4, "trace": True})
+    base = tiny_config(
+        tmp_path,
+        digits_root,
+        members=2,
+        optim={"lr": 1e30},
+        train={"epochs": 1, "max_steps_per_epoch": 4, "trace": True},
+    )
     skip = tmp_path / "skip"
-    skipping = run_torchrun(2, str(base), "train.on_nonfinite=skip_step", "train.checkpoint_every_steps=2",
-                            "train.keep_last=0", f"run_dir={skip}")
+    skipping = run_torchrun(
+        2,
+        str(base),
+        "train.on_nonfinite=skip_step",
+        "train.checkpoint_every_steps=2",
+        "train.keep_last=0",
+        f"run_dir={skip}",
+    )
     assert skipping.returncode == 0, skipping.stderr[-3000:]
     # Resume from the mid-epoch checkpoint at step 2 (step 1 skipped before it, 2 and 3 after).
     shutil.rmtree(skip / "checkpoints" / "step-000000004")
-    resumed = run_torchrun(2, str(base), "train.on_nonfinite=skip_step", "train.checkpoint_every_steps=2",
-                           "train.keep_last=0", f"run_dir={skip}", "resume=auto")
+    resumed = run_torchrun(
+        2,
+        str(base),
+        "train.on_nonfinite=skip_step",
+        "train.checkpoint_every_steps=2",
+        "train.keep_last=0",
+        f"run_dir={skip}",
+        "resume=auto",
+    )
     assert resumed.returncode == 0 and "at epoch 0 batch 2 (step 2)" in resumed.stdout, resumed.stderr[-3000:]
     rows = [json.loads(line) for line in (skip / "metrics.jsonl").read_text().splitlines()]
     members = [r for r in rows if r["member"] != "ensemble"]
@@ -178,5 +221,6 @@ def test_non_finite_steps_are_skipped_and_counted_or_stop_the_run(digits_root, t
     stopping = run_torchrun(2, str(base), f"run_dir={tmp_path / 'stop'}")
     assert stopping.returncode != 0
     lines = [line for line in stopping.stderr.splitlines() if line.startswith("cohort: error:")]
-    assert lines == ["cohort: error: member 0 produced non-finite logits at step 1; lower the learning rate or check "
-                     "the data"], stopping.stderr[-2000:]
+    assert lines == [
+        "cohort: error: member 0 produced non-finite logits at step 1; lower the learning rate or check the data"
+    ], stopping.stderr[-2000:]

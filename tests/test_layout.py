@@ -42,7 +42,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(module)
         for other in sorted(graph[module]):
             if state.get(other) == "open":
-                return [*path[path.index(other):], other]
+                return [*path[path.index(other) :], other]
             if other not in state and (cycle := visit(other)):
                 return cycle
         path.pop()

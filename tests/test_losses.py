@@ -4,8 +4,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cohort.losses import (cskd_loss, diversity_loss, focal_loss, js_divergence, kdcl_target, mdca_loss, mimicry_loss,
-                           sigmoid_rampup)
+from cohort.losses import (
+    cskd_loss,
+    diversity_loss,
+    focal_loss,
+    js_divergence,
+    kdcl_target,
+    mdca_loss,
+    mimicry_loss,
+    sigmoid_rampup,
+)
 
 
 def kl_by_hand(p, q):
@@ -140,7 +148,9 @@ def test_focal_matches_a_hand_value_the_official_code_and_is_ce_at_gamma_zero():
     torch.manual_seed(0)
     logits, labels = torch.randn(16, 7) * 3, torch.randint(0, 7, (16,))
     for gamma in (0.0, 1.0, 3.0):
-        assert focal_loss(logits, labels, gamma).item() == pytest.approx(official_focal(logits, labels, gamma).item(), rel=1e-6)
+        assert focal_loss(logits, labels, gamma).item() == pytest.approx(
+            official_focal(logits, labels, gamma).item(), rel=1e-6
+        )
     assert focal_loss(logits, labels, 0.0).item() == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-6)
 
 
@@ -155,12 +165,16 @@ def test_mdca_matches_a_hand_value_and_the_official_code():
 def test_cskd_matches_a_hand_value_and_the_official_kdloss():
     anchor, partner = torch.tensor([[0.0, 1.0, 2.0]]), torch.tensor([[2.0, 1.0, 0.0]])
     # KL(partner ‖ anchor) at T = 1 is 2 (e² − 1) / (1 + e + e²) (see the mimicry test above).
-    assert cskd_loss(anchor, partner, 1.0).item() == pytest.approx(2 * (math.e**2 - 1) / (1 + math.e + math.e**2), rel=1e-6)
+    assert cskd_loss(anchor, partner, 1.0).item() == pytest.approx(
+        2 * (math.e**2 - 1) / (1 + math.e + math.e**2), rel=1e-6
+    )
     assert cskd_loss(anchor, anchor, 4.0).item() == pytest.approx(0.0, abs=1e-7)
     torch.manual_seed(2)
     anchors, partners = torch.randn(12, 5) * 3, torch.randn(12, 5) * 3
     for t in (1.0, 4.0):
-        assert cskd_loss(anchors, partners, t).item() == pytest.approx(official_kdloss(anchors, partners, t).item(), rel=1e-5)
+        assert cskd_loss(anchors, partners, t).item() == pytest.approx(
+            official_kdloss(anchors, partners, t).item(), rel=1e-5
+        )
 
 
 def test_cskd_sends_no_gradient_to_the_partner():
@@ -173,8 +187,11 @@ def test_hidden_labels_give_no_gradient_to_their_samples():
     torch.manual_seed(3)
     logits = torch.randn(6, 4, requires_grad=True)
     labels = torch.tensor([0, -100, 2, -100, 3, 1])
-    for loss in (focal_loss(logits, labels, 2.0), mdca_loss(logits, labels),
-                 F.cross_entropy(logits, labels, ignore_index=-100)):
+    for loss in (
+        focal_loss(logits, labels, 2.0),
+        mdca_loss(logits, labels),
+        F.cross_entropy(logits, labels, ignore_index=-100),
+    ):
         (grad,) = torch.autograd.grad(loss, logits)
         assert grad[labels < 0].abs().sum() == 0 and grad[labels >= 0].abs().sum() > 0
     # A batch without any label contributes zero loss, not NaN.
@@ -192,7 +209,9 @@ def test_kdcl_targets_by_hand():
     for target, labels in (("ensemble_mean", None), ("ensemble_min_logit", torch.tensor([0]))):
         expected = F.log_softmax(kdcl_target(everyone, target, labels) / 2, -1)
         kl = (expected.exp() * (expected - F.log_softmax(own / 2, -1))).sum()
-        assert mimicry_loss(own, peer, target=target, temperature=2.0, labels=labels).item() == pytest.approx(4 * kl.item(), rel=1e-6)
+        assert mimicry_loss(own, peer, target=target, temperature=2.0, labels=labels).item() == pytest.approx(
+            4 * kl.item(), rel=1e-6
+        )
 
 
 def test_kdcl_target_is_a_constant_even_though_it_holds_the_members_own_logits():

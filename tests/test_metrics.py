@@ -5,9 +5,19 @@ import pytest
 import torch
 from scipy.special import log_softmax, softmax
 
-from cohort.metrics import (TEMPERATURE_BOUNDS, adaptive_calibration_error, at_bound, classification_metrics,
-                            classwise_calibration_error, diversity, ensemble_logits, equal_width_bins, evaluate_cohort,
-                            expected_calibration_error, fit_temperature)
+from cohort.metrics import (
+    TEMPERATURE_BOUNDS,
+    adaptive_calibration_error,
+    at_bound,
+    classification_metrics,
+    classwise_calibration_error,
+    diversity,
+    ensemble_logits,
+    equal_width_bins,
+    evaluate_cohort,
+    expected_calibration_error,
+    fit_temperature,
+)
 
 LN3 = math.log(3.0)
 
@@ -31,8 +41,13 @@ EDGES = np.linspace(0.0, 1.0, 16)  # the 15 bins' edges, computed as equal_width
 
 def test_equal_width_bins_are_lo_exclusive_hi_inclusive():
     # 0 joins the first bin, an inner edge the bin below it, 1.0 the last bin: 15 bins in all.
-    assert equal_width_bins(np.array([0.0, EDGES[2], np.nextafter(EDGES[2], 1.0), 0.999, 1.0])).tolist() == \
-        [0, 1, 2, 14, 14]
+    assert equal_width_bins(np.array([0.0, EDGES[2], np.nextafter(EDGES[2], 1.0), 0.999, 1.0])).tolist() == [
+        0,
+        1,
+        2,
+        14,
+        14,
+    ]
 
 
 def test_ece_by_hand():
@@ -66,8 +81,9 @@ def test_adaptive_ece_uses_equal_mass_bins():
     probs = np.stack([confidence, 1 - confidence], 1)
     labels = np.zeros(30, dtype=int)
     labels[::3] = 1  # every third prediction is wrong
-    expected = sum(len(c) / 30 * abs(np.mean(labels[c] == 0) - confidence[c].mean())
-                   for c in np.array_split(np.arange(30), 15))
+    expected = sum(
+        len(c) / 30 * abs(np.mean(labels[c] == 0) - confidence[c].mean()) for c in np.array_split(np.arange(30), 15)
+    )
     assert adaptive_calibration_error(probs, labels) == pytest.approx(expected)
 
 
@@ -187,8 +203,20 @@ def test_evaluate_cohort_rows_and_subensembles():
     results = evaluate_cohort(logits, labels)
     assert set(results) == {"val", "test"} and set(results["test"]) == {0, 1, 2, "ensemble"}
     ens = results["test"]["ensemble"]
-    assert {"acc", "nll", "brier", "ece", "cw_ece", "adaece", "c_nll", "c_ece", "temperature", "temperature_at_bound",
-            "disagreement", "pairwise_kl"} <= set(ens)
+    assert {
+        "acc",
+        "nll",
+        "brier",
+        "ece",
+        "cw_ece",
+        "adaece",
+        "c_nll",
+        "c_ece",
+        "temperature",
+        "temperature_at_bound",
+        "disagreement",
+        "pairwise_kl",
+    } <= set(ens)
     sizes = ens["subensembles"]
     assert [s["size"] for s in sizes] == [1, 2, 3]
     assert sizes[0]["nll"] == pytest.approx(np.mean([results["test"][m]["nll"] for m in range(3)]))

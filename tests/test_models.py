@@ -4,8 +4,10 @@ import torch
 from cohort.models import ARCHITECTURES, build_model, is_known_architecture
 
 
-@pytest.mark.parametrize("arch", ["small_cnn", "resnet20", "resnet32", "resnet56", "resnet110", "wrn16_2", "resnet18",
-                                  "mobilenetv2", "tv.resnet18"])
+@pytest.mark.parametrize(
+    "arch",
+    ["small_cnn", "resnet20", "resnet32", "resnet56", "resnet110", "wrn16_2", "resnet18", "mobilenetv2", "tv.resnet18"],
+)
 def test_models_map_cifar_images_to_class_logits(arch):
     model = build_model(arch, 7, [0.5] * 3, [0.25] * 3)
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 7)

@@ -26,8 +26,11 @@ def test_total_is_the_weighted_sum_of_named_terms(tmp_path):
     torch.manual_seed(5)
     own, peers, labels = torch.randn(8, 4), torch.randn(2, 8, 4), torch.randint(0, 4, (8,))
     for kind in ("margin", "nontarget"):
-        cohort = config(tmp_path, f"members: [{{}}, {{}}, {{}}]\nloss: {{mimicry: {{weight: 0.7, temperature: 2.0}}, "
-                                  f"diversity: {{kind: {kind}, weight: 1.3, margin: 5.0}}}}\n")
+        cohort = config(
+            tmp_path,
+            f"members: [{{}}, {{}}, {{}}]\nloss: {{mimicry: {{weight: 0.7, temperature: 2.0}}, "
+            f"diversity: {{kind: {kind}, weight: 1.3, margin: 5.0}}}}\n",
+        )
         objective = build_objective(cohort, 0)
         assert objective.names == ["ce", "mimicry", "diversity"] and objective.needs == {"peers"}
         loss, terms = objective(LossInputs(own, labels, progress=0.0, peers=peers))
@@ -35,7 +38,8 @@ def test_total_is_the_weighted_sum_of_named_terms(tmp_path):
         assert terms["ce"].item() == pytest.approx(F.cross_entropy(own, labels).item(), rel=1e-6)
         assert terms["mimicry"].item() == pytest.approx(mimicry_loss(own, peers, temperature=2.0).item(), rel=1e-6)
         assert terms["diversity"].item() == pytest.approx(
-            diversity_loss(own, peers, labels, kind=kind, margin=5.0, temperature=2.0).item(), rel=1e-6)
+            diversity_loss(own, peers, labels, kind=kind, margin=5.0, temperature=2.0).item(), rel=1e-6
+        )
         expected = terms["ce"] + 0.7 * terms["mimicry"] + 1.3 * terms["diversity"]
         assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and terms["loss"] == loss.detach()
 
@@ -111,7 +115,7 @@ def test_the_shipped_dplo_weights_push_a_too_close_pair_apart(shipped):
     own = torch.randn(16, 10)
     peers = (own + 0.05 * torch.randn(16, 10)).unsqueeze(0)  # KL far inside the 0.1-nat margin
     labels = torch.randint(0, 10, (16,))
-    closeness = lambda z: mimicry_loss(z, peers, temperature=cohort.loss.mimicry.temperature).item()
+    closeness = lambda z: mimicry_loss(z, peers, temperature=cohort.loss.mimicry.temperature).item()  # noqa: E731
     assert closeness(own) < cohort.loss.diversity.margin
     step = own - 0.5 * objective_gradient(objective, own, peers, labels)  # a gradient-descent step
     assert closeness(step) > closeness(own)
@@ -126,16 +130,22 @@ def test_equal_margin_and_mimicry_weights_cancel_and_are_refused(tmp_path):
     cohort.loss.diversity.weight = 1.0  # λ = β: what the shipped configs had, before validation refused it
     gradient = objective_gradient(build_objective(cohort, 0), own, peers, labels)
     assert gradient.abs().max().item() < 1e-6  # inside the margin λ·KL + β·(m − KL) is the constant β·m
-    with pytest.raises(Exception, match=r"member 0: loss\.diversity\.weight β=1 must exceed loss\.mimicry\.weight λ=1 "
-                                        r"with kind margin.*e\.g\. loss\.diversity\.weight=2$"):
+    with pytest.raises(
+        Exception,
+        match=r"member 0: loss\.diversity\.weight β=1 must exceed loss\.mimicry\.weight λ=1 "
+        r"with kind margin.*e\.g\. loss\.diversity\.weight=2$",
+    ):
         config(tmp_path, "loss: {diversity: {kind: margin, weight: 1.0, margin: 0.5}}\n")
 
 
 def test_baselines_and_cskd_are_terms_by_name(tmp_path):
     torch.manual_seed(6)
     own, partners, labels = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5), torch.randint(0, 5, (8,))
-    cohort = config(tmp_path, "members: [{}]\nloss: {ce: {weight: 0}, focal: {weight: 1, gamma: 3}, mdca: {weight: 0.5}, "
-                              "cskd: {weight: 2, temperature: 4}, mimicry: {weight: 0}}\n")
+    cohort = config(
+        tmp_path,
+        "members: [{}]\nloss: {ce: {weight: 0}, focal: {weight: 1, gamma: 3}, mdca: {weight: 0.5}, "
+        "cskd: {weight: 2, temperature: 4}, mimicry: {weight: 0}}\n",
+    )
     objective = build_objective(cohort, 0)
     assert objective.names == ["focal", "mdca", "cskd"] and objective.needs == {"partners"}
     assert cohort.pairs_partners and cohort.independent
@@ -158,19 +168,31 @@ def test_each_term_is_registered_with_its_sections_config_class():
     check_registry(TERMS)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda terms: terms.pop("mdca"),
-     r"^LossConfig\.mdca \(MDCAConfig\) has no registered term; "
-     r"register its class with @register\('mdca', MDCAConfig\)$"),
-    (lambda terms: terms.update(ce=terms["focal"]),
-     r"^term ce \(Focal\) is registered with FocalConfig, but LossConfig\.ce is CrossEntropyConfig$"),
-    (lambda terms: terms.update(extra=terms["ce"]),
-     r"^term extra \(CrossEntropy\) is registered, but LossConfig has no field extra; "
-     r"add one of type CrossEntropyConfig$"),
-    (lambda terms: terms.update({"ce": terms.pop("ce")}),
-     r"^terms are registered in the order focal, mdca, cskd, mimicry, diversity, distill, ce, but LossConfig's fields "
-     r"are ce, focal, .*, distill; register them in the fields' order$"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda terms: terms.pop("mdca"),
+            r"^LossConfig\.mdca \(MDCAConfig\) has no registered term; "
+            r"register its class with @register\('mdca', MDCAConfig\)$",
+        ),
+        (
+            lambda terms: terms.update(ce=terms["focal"]),
+            r"^term ce \(Focal\) is registered with FocalConfig, but LossConfig\.ce is CrossEntropyConfig$",
+        ),
+        (
+            lambda terms: terms.update(extra=terms["ce"]),
+            r"^term extra \(CrossEntropy\) is registered, but LossConfig has no field extra; "
+            r"add one of type CrossEntropyConfig$",
+        ),
+        (
+            lambda terms: terms.update({"ce": terms.pop("ce")}),
+            r"^terms are registered in the order focal, mdca, cskd, mimicry, diversity, distill, ce, "
+            r"but LossConfig's fields "
+            r"are ce, focal, .*, distill; register them in the fields' order$",
+        ),
+    ],
+)
 def test_the_import_time_check_names_a_missing_or_mismatched_term(change, message):
     terms = dict(TERMS)
     change(terms)

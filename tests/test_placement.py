@@ -10,7 +10,9 @@ import pytest
 from cohort.placement import Placement, PlacementError, place, rank_cores
 
 
-@pytest.mark.parametrize("members, replicas, per_gpu", [(2, 1, 2), (4, 1, 2), (4, 1, 4), (4, 2, 2), (6, 2, 3), (2, 4, 2)])
+@pytest.mark.parametrize(
+    "members, replicas, per_gpu", [(2, 1, 2), (4, 1, 2), (4, 1, 4), (4, 2, 2), (6, 2, 3), (2, 4, 2)]
+)
 def test_packed_gpus_hold_n_ranks_each_and_a_members_replicas_never_share_one(members, replicas, per_gpu):
     placement = Placement(per_gpu, replicas)
     ranks = range(members * replicas)
@@ -61,9 +63,11 @@ def test_pinned_ranks_take_disjoint_shares_of_the_cores():
 
 def test_a_pinned_rank_keeps_to_its_share_of_the_cores():
     """train.pin_cores through configure_threads, in a child process (it changes the process's affinity)."""
-    code = ("import os; from cohort.config import CohortConfig; from cohort.mesh import configure_threads; "
-            "c = CohortConfig(); c.train.pin_cores = True; before = sorted(os.sched_getaffinity(0)); "
-            "configure_threads(c, 2, 1); print(before, sorted(os.sched_getaffinity(0)))")
+    code = (
+        "import os; from cohort.config import CohortConfig; from cohort.mesh import configure_threads; "
+        "c = CohortConfig(); c.train.pin_cores = True; before = sorted(os.sched_getaffinity(0)); "
+        "configure_threads(c, 2, 1); print(before, sorted(os.sched_getaffinity(0)))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, after = (json.loads(part) for part in result.stdout.strip().replace("] [", "]|[").split("|"))
     assert after == rank_cores(before, 2, 1)

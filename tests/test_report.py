@@ -29,8 +29,18 @@ def test_training_records_the_selected_epoch_and_its_checkpoint(dml_pair):
     assert (run / "checkpoints" / "best" / MARKER).is_file()
     assert (run / "predictions" / "best" / "test.npz").is_file()
     ensemble = next(r for r in rows if r["member"] == "ensemble" and r["split"] == "test")
-    assert {"brier", "ece", "cw_ece", "adaece", "c_nll", "c_ece", "temperature", "disagreement", "pairwise_kl",
-            "subensembles"} <= set(ensemble)
+    assert {
+        "brier",
+        "ece",
+        "cw_ece",
+        "adaece",
+        "c_nll",
+        "c_ece",
+        "temperature",
+        "disagreement",
+        "pairwise_kl",
+        "subensembles",
+    } <= set(ensemble)
 
 
 def test_eval_reproduces_the_selected_epochs_test_metrics(dml_pair):
@@ -38,10 +48,16 @@ def test_eval_reproduces_the_selected_epochs_test_metrics(dml_pair):
     result = run_cli("eval", str(run), "--checkpoint", "best")
     assert result.returncode == 0, result.stderr[-2000:]
     epoch = json.loads((run / "selection.json").read_text())["epoch"]
-    trained = {r["member"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-               if r["epoch"] == epoch and r["split"] == "test"}
-    evaluated = {r["member"]: r for r in map(json.loads, (run / "eval" / "best" / "metrics.jsonl").read_text().splitlines())
-                 if r["split"] == "test"}
+    trained = {
+        r["member"]: r
+        for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        if r["epoch"] == epoch and r["split"] == "test"
+    }
+    evaluated = {
+        r["member"]: r
+        for r in map(json.loads, (run / "eval" / "best" / "metrics.jsonl").read_text().splitlines())
+        if r["split"] == "test"
+    }
     for member in (0, 1, "ensemble"):
         for key in ("acc", "nll", "ece", "c_nll"):
             assert evaluated[member][key] == pytest.approx(trained[member][key], abs=1e-5)
@@ -59,8 +75,10 @@ def test_eval_on_the_k_by_r_layout_gives_training_s_predictions(dml_pair, tmp_pa
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ensemble" in result.stdout and result.stdout.count("wrote ") == 1  # rank 0 alone writes
     for split in ("val", "test"):
-        saved, trained = (np.load(folder / f"{split}.npz") for folder in
-                          (copy / "eval" / "best" / "predictions", run / "predictions" / "best"))
+        saved, trained = (
+            np.load(folder / f"{split}.npz")
+            for folder in (copy / "eval" / "best" / "predictions", run / "predictions" / "best")
+        )
         assert saved["logits"].shape == trained["logits"].shape
         np.testing.assert_array_equal(saved["labels"], trained["labels"])
         np.testing.assert_allclose(saved["logits"], trained["logits"], atol=1e-5)

@@ -23,9 +23,11 @@ def test_a_format_1_run_directory_is_refused_in_one_line_naming_the_format(tmp_p
     run = format_1_run(tmp_path)
     before = (run / "config.yaml").read_text()
     config = load_config(REPO / "configs" / "demo.yaml", [f"run_dir={run}", "resume=auto"])
-    expected = (rf"^{run}/config\.yaml is a config of format 1 \(it has mimicry:, now loss\.mimicry\), written by an "
-                rf"earlier cohort; move those keys under loss: to read this run, and finish training it with the "
-                rf"version that started it$")
+    expected = (
+        rf"^{run}/config\.yaml is a config of format 1 \(it has mimicry:, now loss\.mimicry\), written by an "
+        rf"earlier cohort; move those keys under loss: to read this run, and finish training it with the "
+        rf"version that started it$"
+    )
     with pytest.raises(RunDirError, match=expected):
         RunDir(run).check(config)
     with pytest.raises(RunDirError, match=expected):
@@ -50,5 +52,6 @@ def test_a_run_written_before_a_key_existed_resumes_with_that_key_at_its_default
     (run / "config.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
     RunDir(run).check(load_config(REPO / "configs" / "demo.yaml", [f"run_dir={run}", "resume=auto"]))
     with pytest.raises(RunDirError, match=r"different config \(train\.pin_cores: False there, True here\)"):
-        RunDir(run).check(load_config(REPO / "configs" / "demo.yaml", [f"run_dir={run}", "resume=auto",
-                                                                         "train.pin_cores=true"]))
+        RunDir(run).check(
+            load_config(REPO / "configs" / "demo.yaml", [f"run_dir={run}", "resume=auto", "train.pin_cores=true"])
+        )

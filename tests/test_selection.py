@@ -25,10 +25,18 @@ def test_lower_nll_and_higher_accuracy_win(tmp_path):
     assert by_nll.offer(0, table(1.0, 3.0, 0.5))
     assert not by_nll.offer(1, table(2.0, 2.5, 0.5))  # mean 2.25 > 2.0
     assert by_nll.offer(2, table(1.0, 2.0, 0.5))
-    assert json.loads((tmp_path / "selection.json").read_text()) == {"select_by": "val_members_nll", "epoch": 2, "value": 1.5}
+    assert json.loads((tmp_path / "selection.json").read_text()) == {
+        "select_by": "val_members_nll",
+        "epoch": 2,
+        "value": 1.5,
+    }
     by_acc = Selection("val_ensemble_acc", tmp_path / "b")
     (tmp_path / "b").mkdir()
-    assert by_acc.offer(0, table(0, 0, 0.5)) and not by_acc.offer(1, table(0, 0, 0.4)) and by_acc.offer(2, table(0, 0, 0.6))
+    assert (
+        by_acc.offer(0, table(0, 0, 0.5))
+        and not by_acc.offer(1, table(0, 0, 0.4))
+        and by_acc.offer(2, table(0, 0, 0.6))
+    )
 
 
 def test_restore_forgets_a_choice_from_epochs_being_redone(tmp_path):

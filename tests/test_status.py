@@ -20,5 +20,7 @@ def test_status_of_a_finished_run(dml_pair):
 def test_status_of_a_folder_that_is_not_a_run(tmp_path):
     result = run_cli("status", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"cohort: error: {tmp_path}/config.yaml is missing: {tmp_path} is not a cohort "
-                                      f"run directory; pass a folder that `cohort train` wrote (its run_dir)")
+    assert result.stderr.strip() == (
+        f"cohort: error: {tmp_path}/config.yaml is missing: {tmp_path} is not a cohort "
+        f"run directory; pass a folder that `cohort train` wrote (its run_dir)"
+    )

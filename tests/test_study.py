@@ -9,9 +9,14 @@ pytestmark = pytest.mark.multiprocess
 
 
 def test_study_trains_each_seed_once_and_tabulates(digits_root, tmp_path):
-    config = tiny_config(tmp_path, digits_root, members=2, name="tiny-diffdml",
-                         loss={"diversity": {"kind": "margin", "weight": 2.0, "margin": 0.1}},
-                         train={"epochs": 1, "max_steps_per_epoch": 4})
+    config = tiny_config(
+        tmp_path,
+        digits_root,
+        members=2,
+        name="tiny-diffdml",
+        loss={"diversity": {"kind": "margin", "weight": 2.0, "margin": 0.1}},
+        train={"epochs": 1, "max_steps_per_epoch": 4},
+    )
     out = tmp_path / "study"
     first = run_cli("study", str(config), "--seeds", "0", "1", "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -22,7 +27,9 @@ def test_study_trains_each_seed_once_and_tabulates(digits_root, tmp_path):
     assert table_row.count("±") == 7 and "| 2 |" in table_row
     assert table_row in (out / "study.md").read_text()
     curve_rows = [line for line in first.stdout.splitlines() if line.startswith("| tiny-diffdml")][1:]
-    assert len(curve_rows) == 2 and all(row.count("±") == 5 and row in (out / "study.md").read_text() for row in curve_rows)
+    assert len(curve_rows) == 2 and all(
+        row.count("±") == 5 and row in (out / "study.md").read_text() for row in curve_rows
+    )
     again = run_cli("study", str(config), "--seeds", "0", "1", "--out", str(out))
     assert again.returncode == 0 and "study: training" not in again.stdout and table_row in again.stdout
 
@@ -35,12 +42,20 @@ def test_study_rejects_bad_configs_before_training(digits_root, tmp_path):
 
 
 def test_a_failing_run_stops_the_study_with_one_line(digits_root, tmp_path):
-    config = tiny_config(tmp_path, digits_root, members=2, name="doomed", optim={"lr": 1e30},
-                         train={"epochs": 1, "max_steps_per_epoch": 4})
+    config = tiny_config(
+        tmp_path,
+        digits_root,
+        members=2,
+        name="doomed",
+        optim={"lr": 1e30},
+        train={"epochs": 1, "max_steps_per_epoch": 4},
+    )
     result = run_cli("study", str(config), "--seeds", "0", "--out", str(tmp_path / "s"))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == ("cohort: error: doomed with seed 0 failed (exit 1; its error is "
-                                                      "above); fix it and rerun the study: finished runs are kept")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "cohort: error: doomed with seed 0 failed (exit 1; its error is "
+        "above); fix it and rerun the study: finished runs are kept"
+    )
     assert "Traceback" not in result.stderr
 
 

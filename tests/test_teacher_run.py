@@ -17,8 +17,10 @@ pytestmark = pytest.mark.multiprocess  # dml_pair trains a real cohort (once per
 
 
 def student_config(config, teacher, *overrides):
-    return load_config(config, [f"teacher.run_dir={teacher}", "loss.distill.weight=0.9", "loss.mimicry.weight=0",
-                                "views=shared", *overrides])
+    return load_config(
+        config,
+        [f"teacher.run_dir={teacher}", "loss.distill.weight=0.9", "loss.mimicry.weight=0", "views=shared", *overrides],
+    )
 
 
 def test_auto_distils_the_selected_checkpoint_else_the_last_and_finds_its_predictions(dml_pair, tmp_path):
@@ -27,7 +29,9 @@ def test_auto_distils_the_selected_checkpoint_else_the_last_and_finds_its_predic
     shutil.copytree(run, teacher)
     meta = read_meta(load_config(config).data.root)
     plan = check_teacher(student_config(config, teacher), meta)
-    assert plan.folder == best_dir(teacher) and plan.archs == ("small_cnn", "small_cnn") and plan.mapping == "one_to_one"
+    assert (
+        plan.folder == best_dir(teacher) and plan.archs == ("small_cnn", "small_cnn") and plan.mapping == "one_to_one"
+    )
     assert plan.epoch == json.loads((teacher / "selection.json").read_text())["epoch"]
     saved = teacher_predictions(plan)
     assert saved["test"][0].shape[0] == 2  # its two members' logits, from predictions/best

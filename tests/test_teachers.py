@@ -17,8 +17,14 @@ from cohort.config import CohortConfig, LossConfig, TeacherConfig
 from cohort.losses import distillation_loss
 from cohort.models import build_model
 from cohort.teacher_run import TeacherPlan
-from cohort.teachers import (Teachers, chosen_teacher, gaussian_perturbation, ods_direction, ods_perturbation,
-                             step_generator)
+from cohort.teachers import (
+    Teachers,
+    chosen_teacher,
+    gaussian_perturbation,
+    ods_direction,
+    ods_perturbation,
+    step_generator,
+)
 
 META = {"num_classes": 5, "mean": [0.5] * 3, "std": [0.25] * 3}
 
@@ -73,7 +79,9 @@ def test_gaussian_perturbation_is_s_over_255_noise_drawn_from_the_step():
     assert torch.equal(a, b)
     assert float((a - x).std()) == pytest.approx(2.0 / 255, rel=0.05)
     assert not torch.equal(a, gaussian_perturbation(x, 2.0, step_generator(0, 8, 0, x.device)))
-    assert not torch.equal(a, gaussian_perturbation(x, 2.0, step_generator(0, 7, 1, x.device)))  # another replica's shard
+    assert not torch.equal(
+        a, gaussian_perturbation(x, 2.0, step_generator(0, 7, 1, x.device))
+    )  # another replica's shard
 
 
 def test_the_draws_are_pure_functions_of_seed_and_step_and_leave_the_global_rng_alone():
@@ -110,10 +118,19 @@ def teachers_in(tmp_path, perturbation: str, mapping: str = "one_to_one", studen
                     module.running_mean.uniform_(-0.1, 0.1)
                     module.running_var.uniform_(0.5, 2.0)
         checkpoint.save_part(folder, j, {"arch": "small_cnn", "model": net.state_dict()})
-    config = CohortConfig(seed=0, loss=LossConfig(), teacher=TeacherConfig(run_dir=str(tmp_path), perturbation=perturbation))
+    config = CohortConfig(
+        seed=0, loss=LossConfig(), teacher=TeacherConfig(run_dir=str(tmp_path), perturbation=perturbation)
+    )
     plan = TeacherPlan(tmp_path, folder, ("small_cnn", "small_cnn"), mapping, epoch=0)
-    return Teachers(config, plan, member=1 if students > 1 else 0, meta=META, device=torch.device("cpu"),
-                    autocast=nullcontext(), channels_last=False)
+    return Teachers(
+        config,
+        plan,
+        member=1 if students > 1 else 0,
+        meta=META,
+        device=torch.device("cpu"),
+        autocast=nullcontext(),
+        channels_last=False,
+    )
 
 
 def state_of(net: nn.Module) -> dict:
@@ -166,5 +183,7 @@ def test_without_a_perturbation_the_distill_term_is_the_official_plain_kd():
     official = F.kl_div(F.log_softmax(clean / 4, dim=1), F.softmax(teacher / 4, dim=1), reduction="batchmean") * 16
     plain = LossInputs(clean, torch.zeros(8, dtype=torch.long), 0.0, teachers=teacher.unsqueeze(0))
     assert torch.allclose(term(plain), official)
-    perturbed = LossInputs(clean, torch.zeros(8, dtype=torch.long), 0.0, teachers=teacher.unsqueeze(0), perturbed=on_x_prime)
+    perturbed = LossInputs(
+        clean, torch.zeros(8, dtype=torch.long), 0.0, teachers=teacher.unsqueeze(0), perturbed=on_x_prime
+    )
     assert torch.allclose(term(perturbed), distillation_loss(on_x_prime, teacher.unsqueeze(0), 4.0))

@@ -25,7 +25,9 @@ pytestmark = pytest.mark.multiprocess
 
 
 def read_trace(run: Path, member: int, replica: int = 0) -> tuple[list[dict], dict]:
-    rows = [json.loads(line) for line in (run / "trace" / f"member{member}-replica{replica}.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (run / "trace" / f"member{member}-replica{replica}.jsonl").read_text().splitlines()
+    ]
     return [r for r in rows if "step" in r], next(r for r in rows if r.get("final"))
 
 
@@ -47,7 +49,8 @@ def test_three_members_see_the_same_labels_at_every_step(digits_root, tmp_path):
     # The run directory's contract.
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {(r["epoch"], r["split"], r["member"]) for r in rows} == {
-        (e, s, m) for e in (0, 1) for s in ("val", "test") for m in (0, 1, 2, "ensemble")}
+        (e, s, m) for e in (0, 1) for s in ("val", "test") for m in (0, 1, 2, "ensemble")
+    }
     assert all({"acc", "nll"} <= set(r) for r in rows)
     assert all({"ce", "mimicry", "loss"} <= set(r) for r in rows if r["member"] != "ensemble")
     for split, n in (("val", 180), ("test", 359)):
@@ -71,10 +74,22 @@ def reference_losses(config_path: Path) -> list[list[dict]]:
             torch.manual_seed(member_init_seed(config.seed, m))
             models.append(build_model(config.members[m].arch, 10, meta["mean"], meta["std"]))
             optimizers.append(build_optimizer(models[m].parameters(), config.member_optim(m)))
-            loaders.append(MemberLoader(config.data.root, "train", member=m, replica=0, replicas=1, seed=config.seed,
-                                        policy=config.members[m].policy, batch_size=config.data.batch_size,
-                                        num_workers=1, device=torch.device("cpu"), train=True,
-                                        view_stream=config.view_stream(m)))
+            loaders.append(
+                MemberLoader(
+                    config.data.root,
+                    "train",
+                    member=m,
+                    replica=0,
+                    replicas=1,
+                    seed=config.seed,
+                    policy=config.members[m].policy,
+                    batch_size=config.data.batch_size,
+                    num_workers=1,
+                    device=torch.device("cpu"),
+                    train=True,
+                    view_stream=config.view_stream(m),
+                )
+            )
         losses: list[list[dict]] = [[], []]
         steps = config.train.max_steps_per_epoch
         for epoch in range(config.train.epochs):
@@ -87,10 +102,14 @@ def reference_losses(config_path: Path) -> list[list[dict]]:
                 for m in range(2):
                     peer = logits[1 - m].detach()
                     ce = F.cross_entropy(logits[m], labels)
-                    kl = F.kl_div(F.log_softmax(logits[m], 1), F.log_softmax(peer, 1), log_target=True,
-                                  reduction="batchmean")
+                    kl = F.kl_div(
+                        F.log_softmax(logits[m], 1), F.log_softmax(peer, 1), log_target=True, reduction="batchmean"
+                    )
                     loss = ce + config.loss.mimicry.weight * kl
-                    set_lr(optimizers[m], config.optim.lr * lr_factor(config.schedule, epoch + step / steps, config.train.epochs))
+                    set_lr(
+                        optimizers[m],
+                        config.optim.lr * lr_factor(config.schedule, epoch + step / steps, config.train.epochs),
+                    )
                     optimizers[m].zero_grad()
                     loss.backward()
                     optimizers[m].step()
@@ -159,8 +178,9 @@ def test_an_existing_run_is_not_overwritten_without_resume(dml_pair):
     before = (run / "metrics.jsonl").read_text()
     result = run_cli("train", str(config))
     assert result.returncode == 2
-    assert error_lines(result.stderr) == [f"cohort: error: {run} already holds a run; pass resume=auto to continue it, "
-                                          f"or run_dir=<a new folder>"]
+    assert error_lines(result.stderr) == [
+        f"cohort: error: {run} already holds a run; pass resume=auto to continue it, or run_dir=<a new folder>"
+    ]
     assert (run / "metrics.jsonl").read_text() == before
 
 
@@ -168,8 +188,10 @@ def test_wrong_process_count_is_one_line_from_every_rank(digits_root, tmp_path):
     config = tiny_config(tmp_path, digits_root, members=2)
     result = run_torchrun(3, str(config), timeout=120)
     assert result.returncode != 0
-    assert error_lines(result.stderr) == ["cohort: error: 3 processes were started but the config needs K×R = 2×1 = 2; "
-                                          "start 2 (e.g. torchrun --nproc-per-node 2)"]
+    assert error_lines(result.stderr) == [
+        "cohort: error: 3 processes were started but the config needs K×R = 2×1 = 2; "
+        "start 2 (e.g. torchrun --nproc-per-node 2)"
+    ]
     assert not (tmp_path / "run").exists()
 
 
@@ -193,13 +215,22 @@ def test_labels_beyond_the_class_count_are_reported(digits_root, tmp_path):
     assert len(lines) >= 1 and "is outside 0..4" in lines[0] and "train.beton" in lines[0], result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.root=/nonexistent/cifar", "cohort: error: /nonexistent/cifar/meta.json is missing; write the data with `cohort data"),
-    ("members.0.arch=resnet33", "cohort: error: members.0.arch 'resnet33' is unknown; valid: small_cnn"),
-    ("members.1.policy=sharpen", "cohort: error: members.1.policy 'sharpen' is not valid; choose one of: none, crop"),
-    ("members.0.strength=3", "cohort: error: members.0.strength must be in [0.0, 2.0]"),
-    ("loss.diversity.weight=-0.5", "cohort: error: loss.diversity: weight and margin must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "data.root=/nonexistent/cifar",
+            "cohort: error: /nonexistent/cifar/meta.json is missing; write the data with `cohort data",
+        ),
+        ("members.0.arch=resnet33", "cohort: error: members.0.arch 'resnet33' is unknown; valid: small_cnn"),
+        (
+            "members.1.policy=sharpen",
+            "cohort: error: members.1.policy 'sharpen' is not valid; choose one of: none, crop",
+        ),
+        ("members.0.strength=3", "cohort: error: members.0.strength must be in [0.0, 2.0]"),
+        ("loss.diversity.weight=-0.5", "cohort: error: loss.diversity: weight and margin must be >= 0"),
+    ],
+)
 def test_bad_input_fails_before_any_process_starts(digits_root, tmp_path, override, message):
     config = tiny_config(tmp_path, digits_root, members=2, data={"dataset": "cifar10"})
     result = run_cli("train", str(config), override, timeout=120)
@@ -209,8 +240,13 @@ def test_bad_input_fails_before_any_process_starts(digits_root, tmp_path, overri
 
 
 def test_cskd_inside_a_dml_cohort_gives_every_member_the_same_anchors_and_partners(digits_root, tmp_path):
-    config = tiny_config(tmp_path, digits_root, members=2, train={"trace": True, "epochs": 1},
-                         loss={"mimicry": {"weight": 1.0}, "cskd": {"weight": 1.0}})
+    config = tiny_config(
+        tmp_path,
+        digits_root,
+        members=2,
+        train={"trace": True, "epochs": 1},
+        loss={"mimicry": {"weight": 1.0}, "cskd": {"weight": 1.0}},
+    )
     result = run_cli("train", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
@@ -227,8 +263,9 @@ def test_cskd_inside_a_dml_cohort_gives_every_member_the_same_anchors_and_partne
 def test_semi_supervised_dml_hides_the_same_labels_from_every_member(digits_root, tmp_path):
     from cohort.data.labelled import labelled_set
 
-    config = tiny_config(tmp_path, digits_root, members=2, train={"trace": True, "epochs": 1},
-                         data={"labelled_fraction": 0.1})
+    config = tiny_config(
+        tmp_path, digits_root, members=2, train={"trace": True, "epochs": 1}, data={"labelled_fraction": 0.1}
+    )
     result = run_cli("train", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     labelled = set(labelled_set(load_config(config).data).tolist())
@@ -252,10 +289,15 @@ def test_students_distil_frozen_teachers_with_one_draw_per_step_and_resume_exact
     from cohort.trace import parameter_digest
 
     _, teacher_run, _ = dml_pair
-    config = tiny_config(tmp_path, digits_root, members=2, views="shared",
-                         loss={"ce": {"weight": 0.1}, "mimicry": {"weight": 0.5}, "distill": {"weight": 0.9}},
-                         teacher={"run_dir": str(teacher_run), "perturbation": "confods"},
-                         train={"trace": True, "checkpoint_every": 1})
+    config = tiny_config(
+        tmp_path,
+        digits_root,
+        members=2,
+        views="shared",
+        loss={"ce": {"weight": 0.1}, "mimicry": {"weight": 0.5}, "distill": {"weight": 0.9}},
+        teacher={"run_dir": str(teacher_run), "perturbation": "confods"},
+        train={"trace": True, "checkpoint_every": 1},
+    )
     result = run_cli("train", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "run"
@@ -282,7 +324,9 @@ def test_students_distil_frozen_teachers_with_one_draw_per_step_and_resume_exact
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at epoch 1 batch 0 (step 6)" in resumed.stdout
     assert read_trace(moved, 0)[1]["param_digest"] == final_a["param_digest"]
-    assert np.array_equal(np.load(moved / "predictions" / "test.npz")["logits"], np.load(run / "predictions" / "test.npz")["logits"])
+    assert np.array_equal(
+        np.load(moved / "predictions" / "test.npz")["logits"], np.load(run / "predictions" / "test.npz")["logits"]
+    )
 
 
 def test_the_imagenet_recipe_trains_k2_r2_on_a_tiny_imagefolder_and_resumes_bit_identically(tmp_path):
@@ -295,16 +339,45 @@ def test_the_imagenet_recipe_trains_k2_r2_on_a_tiny_imagefolder_and_resumes_bit_
 
     write_folders(tmp_path / "jpegs", {"train": {"a": 20, "b": 20}, "val": {"a": 4, "b": 4}})
     data = tmp_path / "data"
-    written = run_cli("data", "imagefolder", "--out", str(data), "--train-dir", str(tmp_path / "jpegs" / "train"),
-                      "--test-dir", str(tmp_path / "jpegs" / "val"), "--max-resolution", "64", "--workers", "1")
+    written = run_cli(
+        "data",
+        "imagefolder",
+        "--out",
+        str(data),
+        "--train-dir",
+        str(tmp_path / "jpegs" / "train"),
+        "--test-dir",
+        str(tmp_path / "jpegs" / "val"),
+        "--max-resolution",
+        "64",
+        "--workers",
+        "1",
+    )
     assert written.returncode == 0, written.stderr[-2000:]
     config = Path(__file__).resolve().parents[1] / "configs" / "imagenet_dml_resnet18.yaml"
-    overrides = [f"data.root={data}", "replicas=2", "data.batch_size=4", "data.eval_batch_size=8", "data.num_workers=1",
-                 "data.resolution.min_res=32", "data.resolution.max_res=64", "data.resolution.start_ramp=0",
-                 "data.resolution.end_ramp=1", "data.resolution.eval_res=64", "optim.lr=0.05", "train.epochs=2",
-                 "train.eval_every=1", "train.bf16=false", "train.channels_last=false", "train.device=cpu",
-                 "train.threads_per_rank=1", "train.trace=true", "train.dist_timeout_s=120", "train.progress=false",
-                 "data.order=page_local"]
+    overrides = [
+        f"data.root={data}",
+        "replicas=2",
+        "data.batch_size=4",
+        "data.eval_batch_size=8",
+        "data.num_workers=1",
+        "data.resolution.min_res=32",
+        "data.resolution.max_res=64",
+        "data.resolution.start_ramp=0",
+        "data.resolution.end_ramp=1",
+        "data.resolution.eval_res=64",
+        "optim.lr=0.05",
+        "train.epochs=2",
+        "train.eval_every=1",
+        "train.bf16=false",
+        "train.channels_last=false",
+        "train.device=cpu",
+        "train.threads_per_rank=1",
+        "train.trace=true",
+        "train.dist_timeout_s=120",
+        "train.progress=false",
+        "data.order=page_local",
+    ]
     run = tmp_path / "run"
     result = run_cli("train", str(config), f"run_dir={run}", *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -327,7 +400,9 @@ def test_the_imagenet_recipe_trains_k2_r2_on_a_tiny_imagefolder_and_resumes_bit_
     assert "at epoch 1 batch 0" in resumed.stdout
     for m in range(2):
         assert read_trace(moved, m, 0)[1]["param_digest"] == traces[m, 0][1]["param_digest"]
-    assert np.array_equal(np.load(moved / "predictions" / "test.npz")["logits"], np.load(run / "predictions" / "test.npz")["logits"])
+    assert np.array_equal(
+        np.load(moved / "predictions" / "test.npz")["logits"], np.load(run / "predictions" / "test.npz")["logits"]
+    )
 
 
 def test_rank_0_writes_tensorboard_scalars_equal_to_the_metrics(dml_pair):
@@ -339,11 +414,25 @@ def test_rank_0_writes_tensorboard_scalars_equal_to_the_metrics(dml_pair):
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"val/acc/m0", "test/nll/m1", "val/ece/ensemble", "val/disagreement/ensemble", "train/mimicry/m0",
-            "train/ce/m1", "train/lr/m0", "train/images_per_s/m1", "train/exchange_seconds/m0"} <= tags
+    assert {
+        "val/acc/m0",
+        "test/nll/m1",
+        "val/ece/ensemble",
+        "val/disagreement/ensemble",
+        "train/mimicry/m0",
+        "train/ce/m1",
+        "train/lr/m0",
+        "train/images_per_s/m1",
+        "train/exchange_seconds/m0",
+    } <= tags
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for tag, split, member, key in (("val/nll/m0", "val", 0, "nll"), ("train/mimicry/m1", "val", 1, "mimicry"),
-                                    ("test/disagreement/ensemble", "test", "ensemble", "disagreement")):
+    for tag, split, member, key in (
+        ("val/nll/m0", "val", 0, "nll"),
+        ("train/mimicry/m1", "val", 1, "mimicry"),
+        ("test/disagreement/ensemble", "test", "ensemble", "disagreement"),
+    ):
         logged = {e.step: e.value for e in events.Scalars(tag)}
         expected = {r["epoch"]: r[key] for r in rows if r["split"] == split and r["member"] == member}
-        assert logged.keys() == expected.keys() and all(logged[e] == pytest.approx(expected[e], rel=1e-6) for e in logged)
+        assert logged.keys() == expected.keys() and all(
+            logged[e] == pytest.approx(expected[e], rel=1e-6) for e in logged
+        )

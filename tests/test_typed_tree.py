@@ -34,38 +34,45 @@ class MyError(TreeError):
 
 
 def test_missing_keys_take_their_defaults_and_values_are_coerced():
-    tree = build(Root, {"leaf": {"rate": 2, "label": "b"}, "leaves": [{}, {"size": 3}], "steps": [1, 2],
-                        "extra": {"x": [1]}})
+    tree = build(
+        Root, {"leaf": {"rate": 2, "label": "b"}, "leaves": [{}, {"size": 3}], "steps": [1, 2], "extra": {"x": [1]}}
+    )
     assert tree == Root(Leaf(rate=2.0, label="b"), [Leaf(), Leaf(size=3)], [1, 2], {"x": [1]})
     assert isinstance(tree.leaf.rate, float)
     assert build(Leaf, {"rate": "5e-4"}).rate == 5e-4  # PyYAML reads 5e-4 as a string
     assert build(Root, {}) == Root()
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"lef": {}}, r"^unknown key lef; valid keys: extra, leaf, leaves, steps$"),
-    ({"leaf": {"sise": 1}}, r"^unknown key leaf\.sise; valid keys of leaf: label, on, rate, size$"),
-    ({"leaves": [{}, {"big": 1}]}, r"^unknown key leaves\.1\.big; valid keys of leaves\.1: "),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"lef": {}}, r"^unknown key lef; valid keys: extra, leaf, leaves, steps$"),
+        ({"leaf": {"sise": 1}}, r"^unknown key leaf\.sise; valid keys of leaf: label, on, rate, size$"),
+        ({"leaves": [{}, {"big": 1}]}, r"^unknown key leaves\.1\.big; valid keys of leaves\.1: "),
+    ],
+)
 def test_unknown_keys_name_the_key_and_the_valid_ones(raw, message):
     with pytest.raises(TreeError, match=message):
         build(Root, raw)
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"leaf": {"size": "ten"}}, r"^leaf\.size must be int, got 'ten'$"),
-    ({"leaf": {"size": True}}, r"^leaf\.size must be int, got True$"),
-    ({"leaf": {"size": 1.5}}, r"^leaf\.size must be int, got 1\.5$"),
-    ({"leaf": {"rate": "fast"}}, r"^leaf\.rate must be float, got 'fast'$"),
-    ({"leaf": {"rate": False}}, r"^leaf\.rate must be float, got False$"),
-    ({"leaf": {"on": 1}}, r"^leaf\.on must be true or false, got 1$"),
-    ({"leaf": {"label": 3}}, r"^leaf\.label must be a string, got 3$"),
-    ({"leaf": 3}, r"^leaf must be a mapping, got 3$"),
-    ({"leaves": {}}, r"^leaves must be a list, got \{\}$"),
-    ({"leaves": [{}, {"size": "x"}]}, r"^leaves\.1\.size must be int, got 'x'$"),
-    ({"steps": [1, "two"]}, r"^steps\.1 must be int, got 'two'$"),
-    ({"extra": [1]}, r"^extra must be a mapping, got \[1\]$"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"leaf": {"size": "ten"}}, r"^leaf\.size must be int, got 'ten'$"),
+        ({"leaf": {"size": True}}, r"^leaf\.size must be int, got True$"),
+        ({"leaf": {"size": 1.5}}, r"^leaf\.size must be int, got 1\.5$"),
+        ({"leaf": {"rate": "fast"}}, r"^leaf\.rate must be float, got 'fast'$"),
+        ({"leaf": {"rate": False}}, r"^leaf\.rate must be float, got False$"),
+        ({"leaf": {"on": 1}}, r"^leaf\.on must be true or false, got 1$"),
+        ({"leaf": {"label": 3}}, r"^leaf\.label must be a string, got 3$"),
+        ({"leaf": 3}, r"^leaf must be a mapping, got 3$"),
+        ({"leaves": {}}, r"^leaves must be a list, got \{\}$"),
+        ({"leaves": [{}, {"size": "x"}]}, r"^leaves\.1\.size must be int, got 'x'$"),
+        ({"steps": [1, "two"]}, r"^steps\.1 must be int, got 'two'$"),
+        ({"extra": [1]}, r"^extra must be a mapping, got \[1\]$"),
+    ],
+)
 def test_wrong_types_name_the_key(raw, message):
     with pytest.raises(TreeError, match=message):
         build(Root, raw)
@@ -87,8 +94,12 @@ def test_overrides_set_nested_keys_and_list_entries():
     raw = {"leaves": [{}, {"size": 2}]}
     for override in ("leaf.rate=1e-3", "leaves.1.size=5", "steps=[3, 4]", "leaf.label=", "new.deep.key=yes"):
         apply_override(raw, override)
-    assert raw == {"leaves": [{}, {"size": 5}], "leaf": {"rate": "1e-3", "label": ""}, "steps": [3, 4],
-                   "new": {"deep": {"key": True}}}
+    assert raw == {
+        "leaves": [{}, {"size": 5}],
+        "leaf": {"rate": "1e-3", "label": ""},
+        "steps": [3, 4],
+        "new": {"deep": {"key": True}},
+    }
     raw = {"steps": [1, 2]}
     apply_override(raw, "steps.0=7")
     assert raw == {"steps": [7, 2]}
@@ -100,14 +111,17 @@ def test_an_override_fills_a_null_section():
     assert build(Root, raw).leaf == Leaf(size=2)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("leaf", r"^override 'leaf' must look like key=value \(e\.g\. optim\.lr=0\.05\)$"),
-    ("=1", r"^override '=1' must look like key=value"),
-    ("leaves.2.size=1", r"^leaves\.2: list index '2' is out of range \(the list has 1 entries\)$"),
-    ("leaves.x.size=1", r"^leaves\.x: list index 'x' is out of range"),
-    ("steps.5=1", r"^steps\.5: list index '5' is out of range \(the list has 2 entries\)$"),
-    ("leaf.size.bits.more=1", r"^override path 'leaf\.size\.bits' descends into a plain value$"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("leaf", r"^override 'leaf' must look like key=value \(e\.g\. optim\.lr=0\.05\)$"),
+        ("=1", r"^override '=1' must look like key=value"),
+        ("leaves.2.size=1", r"^leaves\.2: list index '2' is out of range \(the list has 1 entries\)$"),
+        ("leaves.x.size=1", r"^leaves\.x: list index 'x' is out of range"),
+        ("steps.5=1", r"^steps\.5: list index '5' is out of range \(the list has 2 entries\)$"),
+        ("leaf.size.bits.more=1", r"^override path 'leaf\.size\.bits' descends into a plain value$"),
+    ],
+)
 def test_bad_overrides_are_one_line_errors(override, message):
     with pytest.raises(TreeError, match=message):
         apply_override({"leaves": [{}], "steps": [1, 2], "leaf": {"size": 1}}, override)
@@ -155,14 +169,17 @@ def test_a_union_takes_the_first_member_that_accepts_the_value():
     assert tree == Unions("many", None, "none")
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"count": 2.0}, r"^count must be int or str, got 2\.0$"),
-    ({"count": True}, r"^count must be int or str, got True$"),
-    ({"count": None}, r"^count must be int or str, got None$"),
-    ({"scale": "fast"}, r"^scale must be float or null, got 'fast'$"),
-    ({"sizes": [1, "x"]}, r"^sizes must be list\[int\] or str, got \[1, 'x'\]$"),
-    ({"leaf": 3}, r"^leaf must be Leaf or null, got 3$"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"count": 2.0}, r"^count must be int or str, got 2\.0$"),
+        ({"count": True}, r"^count must be int or str, got True$"),
+        ({"count": None}, r"^count must be int or str, got None$"),
+        ({"scale": "fast"}, r"^scale must be float or null, got 'fast'$"),
+        ({"sizes": [1, "x"]}, r"^sizes must be list\[int\] or str, got \[1, 'x'\]$"),
+        ({"leaf": 3}, r"^leaf must be Leaf or null, got 3$"),
+    ],
+)
 def test_a_value_that_no_union_member_accepts_names_the_key_and_the_allowed_types(raw, message):
     with pytest.raises(TreeError, match=message):
         build(Unions, raw)

@@ -6,13 +6,17 @@ over [0, 1] images (see ``cohort.data.loader``).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from cohort.model_names import (ARCHITECTURE_NAMES, TORCHVISION_PREFIX, WRN_PATTERN,  # noqa: F401 (re-exported)
-                                is_known_architecture)
+from cohort.model_names import (
+    ARCHITECTURE_NAMES,
+    TORCHVISION_PREFIX,
+    WRN_PATTERN,  # noqa: F401 (re-exported)
+    is_known_architecture,
+)
 from cohort.models.cifar_resnet import cifar_resnet, cifar_stem_resnet
 from cohort.models.mobilenetv2 import MobileNetV2
 from cohort.models.small_cnn import SmallCNN
@@ -73,8 +77,9 @@ def add_blurpool(net: nn.Module) -> nn.Module:
     return net
 
 
-def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float],
-                blurpool: bool = False) -> nn.Module:
+def build_model(
+    arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float], blurpool: bool = False
+) -> nn.Module:
     """``Normalize`` followed by network ``arch`` with ``num_classes`` outputs (``blurpool``:
     its strided convolutions blurred first, ``add_blurpool``)."""
     if arch in ARCHITECTURES:
@@ -84,7 +89,7 @@ def build_model(arch: str, num_classes: int, mean: Sequence[float], std: Sequenc
     elif arch.startswith(TORCHVISION_PREFIX) and is_known_architecture(arch):
         import torchvision
 
-        net = torchvision.models.get_model(arch[len(TORCHVISION_PREFIX):], weights=None, num_classes=num_classes)
+        net = torchvision.models.get_model(arch[len(TORCHVISION_PREFIX) :], weights=None, num_classes=num_classes)
     else:
         raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}, or tv.<torchvision model>")
     return nn.Sequential(Normalize(mean, std), add_blurpool(net) if blurpool else net)

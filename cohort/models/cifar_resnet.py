@@ -29,7 +29,9 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     def __init__(self, widths, blocks, num_classes: int):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
         layers, c_in = [], widths[0]
         for stage, (width, n) in enumerate(zip(widths, blocks)):
             for b in range(n):

@@ -3,7 +3,15 @@
 from torch import nn
 
 # (expansion t, channels c, repeats n, first stride s); strides adapted for CIFAR.
-_CIFAR_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+_CIFAR_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 def _conv_bn(c_in, c_out, kernel, stride, groups=1, act=True):
@@ -32,7 +40,12 @@ class MobileNetV2(nn.Module):
             for i in range(n):
                 layers.append(InvertedResidual(c_in, c, s if i == 0 else 1, t))
                 c_in = c
-        layers += _conv_bn(c_in, 1280, 1, 1) + [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(1280, num_classes)]
+        layers += _conv_bn(c_in, 1280, 1, 1) + [
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(1280, num_classes),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):

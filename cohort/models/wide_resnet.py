@@ -30,7 +30,13 @@ class WideResNet(nn.Module):
             for b in range(n):
                 layers.append(WideBlock(c_in, c_out, 2 if stage > 0 and b == 0 else 1))
                 c_in = c_out
-        layers += [nn.BatchNorm2d(c_in), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes)]
+        layers += [
+            nn.BatchNorm2d(c_in),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(c_in, num_classes),
+        ]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):

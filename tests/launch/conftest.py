@@ -35,8 +35,10 @@ def slurm_cluster():
     started = False
     if not cluster_is_up():
         if os.geteuid() != 0:
-            pytest.skip("no local SLURM: its daemons run as root and these tests do not run as root "
-                        "(start it with sudo slurm/local-cluster.sh up)")
+            pytest.skip(
+                "no local SLURM: its daemons run as root and these tests do not run as root "
+                "(start it with sudo slurm/local-cluster.sh up)"
+            )
         up = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True, timeout=900)
         assert up.returncode == 0, up.stdout + up.stderr
         started = True
@@ -70,8 +72,7 @@ def wait_for_job(job_id: str, env: dict, timeout_s: float = 600, logs: list[Path
         if fields["JobState"] == "PENDING" and fields.get("Reason") == "BeginTime":
             held_since = held_since or time.monotonic()
             if time.monotonic() - held_since >= REQUEUE_SETTLE_S:
-                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env,
-                               capture_output=True)
+                subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, capture_output=True)
         else:
             held_since = None
         time.sleep(1)
@@ -81,19 +82,32 @@ def wait_for_job(job_id: str, env: dict, timeout_s: float = 600, logs: list[Path
 
 
 def queued_jobs(env: dict) -> list[str]:
-    return subprocess.run(["squeue", "--noheader", "--format=%i"], env=env, capture_output=True,
-                          text=True).stdout.split()
+    return subprocess.run(
+        ["squeue", "--noheader", "--format=%i"], env=env, capture_output=True, text=True
+    ).stdout.split()
 
 
 PAIR = "configs/digits_pair.yaml"  # the digits demo with 2 members: one per core of this 2-core node
 SIZE = ["--cpu", "--nodes", "1", "--gpus-per-node", "2", "--partition", "debug"]
 
 
-def submit(env: dict, run_dir: Path, data_root: Path, *overrides: str, options: tuple[str, ...] = (),
-           time_min: int = 15) -> tuple[list[str], str]:
+def submit(
+    env: dict, run_dir: Path, data_root: Path, *overrides: str, options: tuple[str, ...] = (), time_min: int = 15
+) -> tuple[list[str], str]:
     """``cohort submit`` the digits pair; returns the job ids and what it printed."""
-    result = run_cli("submit", PAIR, f"data.root={data_root}", f"run_dir={run_dir}", *overrides, *SIZE,
-                     "--time", str(time_min), *options, env=env, timeout=300)
+    result = run_cli(
+        "submit",
+        PAIR,
+        f"data.root={data_root}",
+        f"run_dir={run_dir}",
+        *overrides,
+        *SIZE,
+        "--time",
+        str(time_min),
+        *options,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return re.findall(r"submitted job (\S+):", result.stdout), result.stdout
 

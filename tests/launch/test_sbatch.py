@@ -18,9 +18,21 @@ from tests.launch.conftest import PAIR, assert_every_epoch_once, final_logits, w
 def test_sbatch_template_trains_the_digits_pair_like_submit(submitted_pair, slurm_cluster, digits_root, tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "job.log"
     # The template asks for 8 GPUs on partition "gpu"; sbatch's options override its lines.
-    command = ["sbatch", "--parsable", "--partition=debug", "--nodes=1", "--ntasks-per-node=2", "--gpus-per-node=0",
-               "--cpus-per-task=1", "--time=15", f"--output={log}", "slurm/train.sbatch", PAIR,
-               f"data.root={digits_root}", f"run_dir={run_dir}"]
+    command = [
+        "sbatch",
+        "--parsable",
+        "--partition=debug",
+        "--nodes=1",
+        "--ntasks-per-node=2",
+        "--gpus-per-node=0",
+        "--cpus-per-task=1",
+        "--time=15",
+        f"--output={log}",
+        "slurm/train.sbatch",
+        PAIR,
+        f"data.root={digits_root}",
+        f"run_dir={run_dir}",
+    ]
     env = {**slurm_cluster, "COHORT_PYTHON": sys.executable}
     submitted = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert submitted.returncode == 0, submitted.stderr

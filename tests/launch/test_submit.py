@@ -16,8 +16,18 @@ import yaml
 from cohort.config import load_config
 from cohort.run_dir import RunDir
 from tests.conftest import REPO, run_cli
-from tests.launch.conftest import (PAIR, SIZE, assert_every_epoch_once, final_logits, job_fields, logs_of, queued_jobs,
-                                   submit, wait_for_job)
+from tests.launch.conftest import (
+    PAIR,
+    SIZE,
+    assert_every_epoch_once,
+    final_logits,
+    job_fields,
+    logs_of,
+    queued_jobs,
+    submit,
+    wait_for_job,
+)
+
 
 @pytest.mark.multiprocess
 @pytest.mark.slurm
@@ -75,8 +85,9 @@ def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_clus
     reference = final_logits(submitted_pair[0])
     run_dir = tmp_path / "run"
     # Each 1-minute attempt trains only ~15 s, so the run needs many requeues: allow them.
-    (job_id,), _ = submit(slurm_cluster, run_dir, digits_root, options=("--signal-delay-s", "40", "--max-timeouts", "30"),
-                          time_min=1)
+    (job_id,), _ = submit(
+        slurm_cluster, run_dir, digits_root, options=("--signal-delay-s", "40", "--max-timeouts", "30"), time_min=1
+    )
     fields = wait_for_job(job_id, slurm_cluster, logs=logs_of(run_dir))
     log = logs_of(run_dir)[0].read_text()
     assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, (fields, log[-3000:])
@@ -114,15 +125,41 @@ def assert_refused(result: subprocess.CompletedProcess, *fragments: str) -> None
 def test_world_size_other_than_k_times_r_is_refused(digits_root, tmp_path):
     run_dir = tmp_path / "run"
     # An override after the options counts too (replicas=2: K×R = 2×2).
-    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={run_dir}", "--cpu", "--nodes", "1",
-                     "--gpus-per-node", "3", "--partition", "debug", "--time", "5", "replicas=2")
+    result = run_cli(
+        "submit",
+        PAIR,
+        f"data.root={digits_root}",
+        f"run_dir={run_dir}",
+        "--cpu",
+        "--nodes",
+        "1",
+        "--gpus-per-node",
+        "3",
+        "--partition",
+        "debug",
+        "--time",
+        "5",
+        "replicas=2",
+    )
     assert_refused(result, "3 tasks", "K×R = 2×2 = 4")
     assert not run_dir.exists()
 
 
 def test_gpu_job_for_a_cpu_config_is_refused(digits_root, tmp_path):
-    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={tmp_path / 'run'}", "--nodes", "1",
-                     "--gpus-per-node", "2", "--partition", "debug", "--time", "5")
+    result = run_cli(
+        "submit",
+        PAIR,
+        f"data.root={digits_root}",
+        f"run_dir={tmp_path / 'run'}",
+        "--nodes",
+        "1",
+        "--gpus-per-node",
+        "2",
+        "--partition",
+        "debug",
+        "--time",
+        "5",
+    )
     assert_refused(result, "train.device=cpu", "--cpu")
     assert not (tmp_path / "run").exists()
 
@@ -139,12 +176,14 @@ def test_missing_submitit_is_refused(digits_root, tmp_path):
 def test_checks_before_queueing_import_no_torch_ffcv_numba_or_scipy(digits_root):
     # cohort submit validates the config and the data before it queues anything; importing
     # any of these (for policy, metric or architecture names, or to read a .beton) costs seconds.
-    code = (f"import sys; from cohort.config import load_config; from cohort.data.datasets import check_data; "
-            f"from cohort.data.labelled import check_labelled; import cohort.launch.submit; "
-            f"config = load_config({PAIR!r}, ['data.root={digits_root}', 'data.labelled_fraction=0.3']); "
-            f"check_data(config.data.root, config.data.batch_size, config.replicas); "
-            f"assert len(check_labelled(config)) > 0; "
-            f"print(sorted(m for m in ('torch', 'torchvision', 'ffcv', 'numba', 'scipy') if m in sys.modules))")
+    code = (
+        f"import sys; from cohort.config import load_config; from cohort.data.datasets import check_data; "
+        f"from cohort.data.labelled import check_labelled; import cohort.launch.submit; "
+        f"config = load_config({PAIR!r}, ['data.root={digits_root}', 'data.labelled_fraction=0.3']); "
+        f"check_data(config.data.root, config.data.batch_size, config.replicas); "
+        f"assert len(check_labelled(config)) > 0; "
+        f"print(sorted(m for m in ('torch', 'torchvision', 'ffcv', 'numba', 'scipy') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -153,8 +192,22 @@ def test_checks_before_queueing_import_no_torch_ffcv_numba_or_scipy(digits_root)
 @pytest.mark.slurm
 def test_unknown_partition_is_refused(slurm_cluster, digits_root, tmp_path):
     before = queued_jobs(slurm_cluster)
-    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={tmp_path / 'run'}", "--cpu", "--nodes",
-                     "1", "--gpus-per-node", "2", "--partition", "gpu-a100", "--time", "5", env=slurm_cluster)
+    result = run_cli(
+        "submit",
+        PAIR,
+        f"data.root={digits_root}",
+        f"run_dir={tmp_path / 'run'}",
+        "--cpu",
+        "--nodes",
+        "1",
+        "--gpus-per-node",
+        "2",
+        "--partition",
+        "gpu-a100",
+        "--time",
+        "5",
+        env=slurm_cluster,
+    )
     assert_refused(result, "partition 'gpu-a100' does not exist", "debug")
     assert not (tmp_path / "run").exists() and queued_jobs(slurm_cluster) == before
 
@@ -166,8 +219,9 @@ def test_run_dir_of_another_config_is_refused(slurm_cluster, digits_root, tmp_pa
     RunDir(run_dir).create(other)
     before_files = sorted(p.name for p in run_dir.iterdir())
     before = queued_jobs(slurm_cluster)
-    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={run_dir}", *SIZE, "--time", "5",
-                     env=slurm_cluster)
+    result = run_cli(
+        "submit", PAIR, f"data.root={digits_root}", f"run_dir={run_dir}", *SIZE, "--time", "5", env=slurm_cluster
+    )
     assert_refused(result, "different config", "seed: 7 there, 0 here")
     assert sorted(p.name for p in run_dir.iterdir()) == before_files and queued_jobs(slurm_cluster) == before
 
@@ -177,8 +231,22 @@ def test_a_job_sbatch_refuses_leaves_nothing_behind(slurm_cluster, digits_root, 
     # GPUs from a cluster that has none: every check of ours passes, and sbatch says no.
     run_dir = tmp_path / "run"
     before = queued_jobs(slurm_cluster)
-    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={run_dir}", "train.device=auto", "--nodes",
-                     "1", "--gpus-per-node", "2", "--partition", "debug", "--time", "5", env=slurm_cluster)
+    result = run_cli(
+        "submit",
+        PAIR,
+        f"data.root={digits_root}",
+        f"run_dir={run_dir}",
+        "train.device=auto",
+        "--nodes",
+        "1",
+        "--gpus-per-node",
+        "2",
+        "--partition",
+        "debug",
+        "--time",
+        "5",
+        env=slurm_cluster,
+    )
     assert_refused(result, "sbatch refused the job", "Invalid generic resource", "nothing was queued")
     assert not run_dir.exists() and queued_jobs(slurm_cluster) == before
 
@@ -186,7 +254,17 @@ def test_a_job_sbatch_refuses_leaves_nothing_behind(slurm_cluster, digits_root, 
 @pytest.mark.slurm
 def test_a_job_no_node_of_the_partition_can_hold_is_refused(slurm_cluster, digits_root, tmp_path):
     before = queued_jobs(slurm_cluster)
-    result = run_cli("submit", PAIR, f"data.root={digits_root}", f"run_dir={tmp_path / 'run'}", *SIZE, "--time", "5",
-                     "--cpus-per-task", "64", env=slurm_cluster)
+    result = run_cli(
+        "submit",
+        PAIR,
+        f"data.root={digits_root}",
+        f"run_dir={tmp_path / 'run'}",
+        *SIZE,
+        "--time",
+        "5",
+        "--cpus-per-task",
+        "64",
+        env=slurm_cluster,
+    )
     assert_refused(result, "2 task(s) per node × 64 CPU(s) per task = 128 CPUs", "--cpus-per-task")
     assert not (tmp_path / "run").exists() and queued_jobs(slurm_cluster) == before
