@@ -23,8 +23,8 @@ from cohort.errors import CohortError
 from cohort.metric_names import SELECTABLE
 from cohort.model_names import ARCHITECTURE_NAMES, is_known_architecture
 
-# config_to_dict and dump_config are the engine's, imported from here by cohort.run_dir.
-from cohort.typed_tree import TreeError, build, read_yaml
+# config_to_dict and dump_config are the engine's, re-exported with the schema.
+from cohort.typed_tree import TreeError, build, config_to_dict, dump_config, read_yaml  # noqa: F401
 
 
 class ConfigError(CohortError, TreeError):

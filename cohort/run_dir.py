@@ -24,13 +24,12 @@ from cohort.config import (
     RUN_NEUTRAL_KEYS,
     CohortConfig,
     ConfigError,
-    config_to_dict,
-    dump_config,
     load_config,
     moved_key,
     same_run_config,
 )
 from cohort.errors import CohortError
+from cohort.typed_tree import config_to_dict, dump_config
 
 
 def write_json(path: Path, data: dict) -> None:
