@@ -186,8 +186,8 @@ class TermConfig:
 
     ``NEEDS`` says what the term reads besides the member's own logits and labels
     (``peers``: the other members' logits, through the exchange; ``partners``: CS-KD's
-    same-class partners; ``teachers``: a trained cohort's logits); the trainer gathers
-    only what some member's objective needs.
+    same-class partners; ``teachers``: a trained cohort's logits); each need some member's
+    objective declares selects one provider the training step runs (``cohort.inputs``).
     """
 
     weight: float = 0.0

@@ -5,14 +5,13 @@
 Each term is a small class in ``TERMS``, registered together with its config class under the
 name of its config section (``loss.<name>``), with a docstring citing its source; importing
 this module checks that the registered terms are ``LossConfig``'s fields, in order, with their
-types (``check_registry``). A term reads what it declares in
-its config's ``NEEDS`` (``peers``: the other members' detached logits; ``partners``: the
-member's own logits on CS-KD's same-class partners, without gradient; ``teachers``: frozen
-teachers' logits on a perturbed batch); the trainer
-gathers only what some member's objective needs, and the objective returns the total and
-every term by name, which is all the trainer logs, sums, checkpoints and prints. A new
-method is a new term here (plus, where it needs one, a batch shape or a teacher), and the
-training loop does not change.
+types (``check_registry``). A term reads what it declares in its config's ``NEEDS``
+(``peers``: the other members' detached logits; ``partners``: the member's own logits on
+CS-KD's same-class partners, without gradient; ``teachers``: frozen teachers' logits on a
+perturbed batch); each need selects a provider the step runs (``cohort.inputs``), and the
+objective returns the total and every term by name, which is all the trainer logs, sums,
+checkpoints and prints. A new method is a new term here (plus, where it reads a new kind of
+input, a provider), and the training loop does not change.
 """
 
 from __future__ import annotations
