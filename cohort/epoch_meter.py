@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import torch
 
 from cohort.batch import Batch
+from cohort.config import CohortConfig
+from cohort.mesh import CohortMesh
 
 EPOCH_STATS = ("images_per_s", "seconds", "lr", "data_seconds", "exchange_seconds", "skipped_steps")
 """Per-epoch training figures logged with each member's metrics, beside the means of its
@@ -24,31 +26,31 @@ class EpochMeter:
 
     def __init__(
         self,
+        config: CohortConfig,
+        mesh: CohortMesh,
         names: list[str],
         epoch: int,
-        epochs: int,
         start_batch: int,
         steps_per_epoch: int,
         resumed: dict | None,
-        batch_size: int,
-        world_size: int,
-        show_bar: bool,
     ):
+        """``names``: the objective's terms; ``resumed``: a mid-epoch checkpoint's ``state()``,
+        read when the epoch starts at ``start_batch`` > 0."""
         self.sums = {name: 0.0 for name in (*names, "loss")}
         self.skipped = 0
         if start_batch and resumed is not None:
             self.sums.update(resumed["terms"])
             self.skipped = resumed["skipped_steps"]
         self.start_batch, self.steps = start_batch, start_batch
-        self.batch_size, self.world_size = batch_size, world_size
+        self.batch_size, self.world_size = config.data.batch_size, mesh.world_size
         self.bar = None
         # A bar only for a person watching: in logs, the per-epoch summary line says it all.
-        if show_bar and sys.stderr.isatty():
+        if mesh.is_main and config.train.progress and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(
                 total=steps_per_epoch,
-                desc=f"epoch {epoch + 1}/{epochs}",
+                desc=f"epoch {epoch + 1}/{config.train.epochs}",
                 leave=False,
                 dynamic_ncols=True,
                 file=sys.stderr,

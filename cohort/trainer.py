@@ -94,18 +94,16 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, config.train.max_steps_per_epoch)
         self.skip_nonfinite = config.train.on_nonfinite == "skip_step"
         self.objective = build_objective(config, self.member)
-        self.providers = build_providers(
-            plan,
-            MemberRuntime(
-                mesh,
-                self.net,
-                self.model,
-                self.autocast,
-                self.channels_last,
-                not self.skip_nonfinite,
-                traced=config.train.trace,
-            ),
+        runtime = MemberRuntime(
+            mesh=mesh,
+            net=self.net,
+            model=self.model,
+            autocast=self.autocast,
+            channels_last=self.channels_last,
+            stop_on_nonfinite=not self.skip_nonfinite,
+            traced=config.train.trace,
         )
+        self.providers = build_providers(plan, runtime)
         self.checkpointer = Checkpointer(
             self.run, mesh, self.member_config.arch, self.net, self.optimizer, config.train.keep_last
         )
@@ -157,16 +155,9 @@ class Trainer:
     def train_epoch(self, epoch: int, start_batch: int = 0) -> dict[str, float]:
         """Train batches ``start_batch..`` of ``epoch``; the loss means cover the whole epoch."""
         self.model.train()
+        resumed = self.start.epoch_sums or None  # a mid-epoch checkpoint's running sums
         meter = EpochMeter(
-            self.objective.names,
-            epoch,
-            self.config.train.epochs,
-            start_batch,
-            self.steps_per_epoch,
-            self.start.epoch_sums or None,
-            self.config.data.batch_size,
-            self.mesh.world_size,
-            show_bar=self.mesh.is_main and self.config.train.progress,
+            self.config, self.mesh, self.objective.names, epoch, start_batch, self.steps_per_epoch, resumed
         )
         exchange_before = self.exchange_seconds()
         batches = self.train_loader.epoch(epoch, start_batch)

@@ -1,25 +1,24 @@
 """An epoch's figures: term means over the steps taken, a resumed epoch's sums carried on."""
 
+from types import SimpleNamespace
+
 import torch
 
 from cohort.batch import Batch
+from cohort.config import CohortConfig
 from cohort.epoch_meter import EPOCH_STATS, EpochMeter
 
 BATCH = Batch(torch.zeros(2, 1, 1, 1, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), torch.arange(2), 2)
 
 
+# The two facts of the rank's mesh the meter reads (no process group needed): not rank 0, so no bar.
+RANK = SimpleNamespace(is_main=False, world_size=1)
+
+
 def meter(start_batch=0, resumed=None):
-    return EpochMeter(
-        ["ce"],
-        epoch=0,
-        epochs=1,
-        start_batch=start_batch,
-        steps_per_epoch=4,
-        resumed=resumed,
-        batch_size=2,
-        world_size=1,
-        show_bar=False,
-    )
+    config = CohortConfig()
+    config.data.batch_size = 2
+    return EpochMeter(config, RANK, ["ce"], epoch=0, start_batch=start_batch, steps_per_epoch=4, resumed=resumed)
 
 
 def test_means_cover_the_steps_taken_and_skipped_steps_count_apart():
