@@ -14,8 +14,8 @@ that the compiled code reads by address and the loader updates before each epoch
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import numba
 import numpy as np
@@ -80,7 +80,9 @@ class AugmentationClock:
 
     def key(self, index: int, salt: int) -> np.uint64:
         """The stream key the compiled ops use for ``index`` now (for tests and references)."""
-        key = sample_key(np.uint64(self.cell[0].view(np.uint64)), np.uint64(self.cell[1]), np.uint64(index), np.uint64(salt))
+        key = sample_key(
+            np.uint64(self.cell[0].view(np.uint64)), np.uint64(self.cell[1]), np.uint64(index), np.uint64(salt)
+        )
         return np.uint64(key)  # numba hands back a Python int; keep it unsigned
 
 
@@ -322,7 +324,6 @@ class ColorJitter(SeededImageOp):
         super().__init__(clock, salt, (brightness, contrast, saturation))
 
 
-
 @numba.njit(cache=True)
 def _grayscale(src, dst, key, params):
     if uniform(key, 0) < params[0]:
@@ -398,10 +399,28 @@ class Rotate(SeededImageOp):
 
 
 # RandAugment's op kinds, in the order its choice draw indexes them.
-RANDAUGMENT_OPS = ("identity", "rotate", "solarize", "posterize", "grayscale", "contrast", "brightness", "cutout",
-                   "translate")
-(_RA_IDENTITY, _RA_ROTATE, _RA_SOLARIZE, _RA_POSTERIZE, _RA_GRAYSCALE, _RA_CONTRAST, _RA_BRIGHTNESS, _RA_CUTOUT,
- _RA_TRANSLATE) = range(len(RANDAUGMENT_OPS))
+RANDAUGMENT_OPS = (
+    "identity",
+    "rotate",
+    "solarize",
+    "posterize",
+    "grayscale",
+    "contrast",
+    "brightness",
+    "cutout",
+    "translate",
+)
+(
+    _RA_IDENTITY,
+    _RA_ROTATE,
+    _RA_SOLARIZE,
+    _RA_POSTERIZE,
+    _RA_GRAYSCALE,
+    _RA_CONTRAST,
+    _RA_BRIGHTNESS,
+    _RA_CUTOUT,
+    _RA_TRANSLATE,
+) = range(len(RANDAUGMENT_OPS))
 _RA_KINDS = len(RANDAUGMENT_OPS)
 RANDAUGMENT_MAX_MAGNITUDE = 10.0
 # Draw 3s picks the kind of step s; draws 3s + 1 and 3s + 2 are that step's own.
@@ -518,7 +537,7 @@ POLICIES: dict[str, Policy] = {
     "solarize": lambda clock, size, s: [
         _crop(clock, size, s),
         _flip(clock, s),
-        Solarize(clock, 6, p=_chance(0.5, s), threshold=256.0 / 2.0 ** s),
+        Solarize(clock, 6, p=_chance(0.5, s), threshold=256.0 / 2.0**s),
     ],
     "posterize": lambda clock, size, s: [
         _crop(clock, size, s),

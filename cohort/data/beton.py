@@ -16,8 +16,16 @@ from pathlib import Path
 import numpy as np
 
 FORMAT_VERSION = 2
-HEADER = np.dtype([("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"), ("num_samples", "<u8"),
-                   ("alloc_table_ptr", "<u8")], align=True)
+HEADER = np.dtype(
+    [
+        ("version", "<u2"),
+        ("num_fields", "<u2"),
+        ("page_size", "<u4"),
+        ("num_samples", "<u8"),
+        ("alloc_table_ptr", "<u8"),
+    ],
+    align=True,
+)
 FIELD_DESCRIPTOR = np.dtype([("type_id", "<u1"), ("name", ("<u1", 16)), ("arguments", ("<u1", (1024,)))], align=True)
 ALLOCATION = np.dtype([("sample_id", "<u8"), ("ptr", "<u8"), ("size", "<u8")])
 FIELD_METADATA = {
@@ -56,7 +64,8 @@ def read_tables(path: str | Path) -> BetonTables:
         raise BetonFormatError(f"{path}: its field list is cut short or holds a field type cohort does not write")
     names = [bytes(name).split(b"\x00")[0].decode("ascii", errors="replace") for name in fields["name"]]
     metadata_type = np.dtype([("", FIELD_METADATA[int(t)]) for t in fields["type_id"]], align=True)
-    metadata = np.fromfile(path, dtype=metadata_type, count=int(header["num_samples"]),
-                           offset=HEADER.itemsize + fields.nbytes)
+    metadata = np.fromfile(
+        path, dtype=metadata_type, count=int(header["num_samples"]), offset=HEADER.itemsize + fields.nbytes
+    )
     allocation = np.fromfile(path, dtype=ALLOCATION, offset=int(header["alloc_table_ptr"]))
     return BetonTables(header, names, metadata, allocation)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -35,8 +35,9 @@ ATTEMPTS = 10
 
 
 @numba.njit(cache=True)
-def random_resized_box(height: int, width: int, key: np.uint64, scale_lo: float, scale_hi: float,
-                       ratio_lo: float, ratio_hi: float) -> tuple[int, int, int, int]:
+def random_resized_box(
+    height: int, width: int, key: np.uint64, scale_lo: float, scale_hi: float, ratio_lo: float, ratio_hi: float
+) -> tuple[int, int, int, int]:
     """(top, left, box height, box width) of a random-resized crop of a ``height`` × ``width`` image."""
     area = height * width
     log_lo, log_hi = math.log(ratio_lo), math.log(ratio_hi)

@@ -55,8 +55,10 @@ def read_index_file(path: str | Path, num_samples: int) -> np.ndarray:
     indices = raw.astype(np.int64)
     bad = indices[(indices < 0) | (indices >= num_samples)]
     if len(bad):
-        raise DataError(f"{key} {path}: index {int(bad[0])} is outside 0..{num_samples - 1} "
-                        f"(the training split's samples); fix the file")
+        raise DataError(
+            f"{key} {path}: index {int(bad[0])} is outside 0..{num_samples - 1} "
+            f"(the training split's samples); fix the file"
+        )
     unique, counts = np.unique(indices, return_counts=True)
     if (counts > 1).any():
         raise DataError(f"{key} {path}: index {int(unique[counts > 1][0])} is listed twice; list each sample once")
@@ -80,7 +82,9 @@ def check_labelled(config) -> np.ndarray | None:
     if labelled is not None and not config.trains_on_unlabelled:
         per_replica = len(labelled) // config.replicas
         if per_replica < config.data.batch_size:
-            raise DataError(f"data.batch_size {config.data.batch_size} is larger than the {per_replica} labelled "
-                            f"samples per replica that an independent run trains on; lower data.batch_size "
-                            f"or raise data.labelled_fraction")
+            raise DataError(
+                f"data.batch_size {config.data.batch_size} is larger than the {per_replica} labelled "
+                f"samples per replica that an independent run trains on; lower data.batch_size "
+                f"or raise data.labelled_fraction"
+            )
     return labelled

@@ -7,7 +7,7 @@ world (wrong for a (K, R) mesh), so this order shards over replicas only.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from ffcv.traversal_order.base import TraversalOrder
@@ -32,9 +32,17 @@ class CohortOrder(TraversalOrder):
     binds the loader and returns the order itself.
     """
 
-    def __init__(self, seed: int, replica: int, replicas: int, shuffle: bool = True,
-                 partners_of: np.ndarray | None = None, anchors_per_batch: int = 0,
-                 pages: np.ndarray | None = None, window: int = 8):
+    def __init__(
+        self,
+        seed: int,
+        replica: int,
+        replicas: int,
+        shuffle: bool = True,
+        partners_of: np.ndarray | None = None,
+        anchors_per_batch: int = 0,
+        pages: np.ndarray | None = None,
+        window: int = 8,
+    ):
         """``partners_of``: every sample's label, to follow each batch of ``anchors_per_batch``
         anchors by their same-class partners (CS-KD, ``with_partners``); training only.
         ``pages``: every sample's page in the file, for the page-local order
@@ -51,13 +59,13 @@ class CohortOrder(TraversalOrder):
         self.distributed = False
         self.sampler = None
 
-    def __call__(self, loader) -> "CohortOrder":
+    def __call__(self, loader) -> CohortOrder:
         self.loader = loader
         self.indices = np.asarray(loader.indices)
         return self
 
     def sample_order(self, epoch: int) -> Sequence[int]:
-        return self.shard(self.indices, epoch)[self.start:]
+        return self.shard(self.indices, epoch)[self.start :]
 
     def shard(self, indices: np.ndarray, epoch: int) -> np.ndarray:
         """The indices replica ``self.replica`` reads in ``epoch`` (pure function)."""

@@ -6,8 +6,18 @@ torch); the policies themselves, FFCV operations, are built in ``cohort.data.aug
 
 from __future__ import annotations
 
-POLICY_ORDER: tuple[str, ...] = ("none", "crop", "standard", "gray", "posterize", "rotate", "color",
-                                 "standard_cutout", "solarize", "randaugment")
+POLICY_ORDER: tuple[str, ...] = (
+    "none",
+    "crop",
+    "standard",
+    "gray",
+    "posterize",
+    "rotate",
+    "color",
+    "standard_cutout",
+    "solarize",
+    "randaugment",
+)
 """Every policy, from the mildest to the strongest (at equal strength)."""
 
 EXTRA_POLICIES: tuple[str, ...] = ("flip",)
@@ -31,8 +41,9 @@ def auto_policies(num_members: int) -> list[str]:
     if num_members < 1:
         raise ValueError(f"policies: auto needs at least one member, got {num_members}")
     if num_members > available:
-        raise ValueError(f"policies: auto has {num_members} members but only {available} policies exist; "
-                         "name each member's policy")
+        raise ValueError(
+            f"policies: auto has {num_members} members but only {available} policies exist; name each member's policy"
+        )
     if num_members == 1:
         return [POLICY_ORDER[(available - 1) // 2]]
     # Round i·(M − 1)/(N − 1) half up in integers: steps of at least 1 stay distinct.

@@ -4,9 +4,26 @@ import numpy as np
 import pytest
 import torch
 
-from cohort.data.augment import (ALL_POLICIES, POLICIES, POLICY_ORDER, RANDAUGMENT_OPS, STRENGTH_RANGE, AugmentationClock,
-                                 ColorJitter, Cutout, Grayscale, Posterize, RandAugment, RandomFlip, RandomTranslate,
-                                 Rotate, Solarize, auto_policies, build_policy, uniform)
+from cohort.data.augment import (
+    ALL_POLICIES,
+    POLICIES,
+    POLICY_ORDER,
+    RANDAUGMENT_OPS,
+    STRENGTH_RANGE,
+    AugmentationClock,
+    ColorJitter,
+    Cutout,
+    Grayscale,
+    Posterize,
+    RandAugment,
+    RandomFlip,
+    RandomTranslate,
+    Rotate,
+    Solarize,
+    auto_policies,
+    build_policy,
+    uniform,
+)
 from cohort.data.loader import MemberLoader
 
 
@@ -27,7 +44,7 @@ def test_translate_matches_a_numpy_reference(image):
         key = op.clock.key(index, 1)
         dy, dx = int(uniform(key, 0) * 7) - 3, int(uniform(key, 1) * 7) - 3
         padded = np.pad(image, ((3, 3), (3, 3), (0, 0)))
-        expected = padded[3 + dy: 3 + dy + 8, 3 + dx: 3 + dx + 10]
+        expected = padded[3 + dy : 3 + dy + 8, 3 + dx : 3 + dx + 10]
         np.testing.assert_array_equal(op.apply_one(image, index), expected)
 
 
@@ -48,7 +65,7 @@ def test_cutout_blacks_out_a_clipped_square(image):
         key = op.clock.key(index, 3)
         cy, cx = int(uniform(key, 0) * 8), int(uniform(key, 1) * 10)
         expected = image.copy()
-        expected[max(cy - 2, 0): cy + 2, max(cx - 2, 0): cx + 2] = 0
+        expected[max(cy - 2, 0) : cy + 2, max(cx - 2, 0) : cx + 2] = 0
         np.testing.assert_array_equal(op.apply_one(image, index), expected)
 
 
@@ -88,8 +105,20 @@ def test_unknown_policy_lists_the_valid_ones():
 
 
 def load_epoch(root, *, member, policy, workers, epoch=0, batches=3, strength=1.0):
-    loader = MemberLoader(root, "train", member=member, replica=0, replicas=1, seed=3, policy=policy, batch_size=32,
-                          num_workers=workers, device=torch.device("cpu"), train=True, strength=strength)
+    loader = MemberLoader(
+        root,
+        "train",
+        member=member,
+        replica=0,
+        replicas=1,
+        seed=3,
+        policy=policy,
+        batch_size=32,
+        num_workers=workers,
+        device=torch.device("cpu"),
+        train=True,
+        strength=strength,
+    )
     out = []
     for i, batch in enumerate(loader.epoch(epoch)):
         if i == batches:
@@ -111,8 +140,19 @@ def test_loader_is_bit_identical_across_worker_counts_and_members_differ(digits_
 
 def test_loader_reads_the_orders_indices_in_batches(digits_root):
     loader, batches = load_epoch(digits_root, member=0, policy="none", workers=1, epoch=2)
-    in_file_order = MemberLoader(digits_root, "train", member=0, replica=0, replicas=1, seed=3, policy="none",
-                                 batch_size=2000, num_workers=1, device=torch.device("cpu"), train=False)
+    in_file_order = MemberLoader(
+        digits_root,
+        "train",
+        member=0,
+        replica=0,
+        replicas=1,
+        seed=3,
+        policy="none",
+        batch_size=2000,
+        num_workers=1,
+        device=torch.device("cpu"),
+        train=False,
+    )
     all_labels = torch.cat([batch.labels.clone() for batch in in_file_order.epoch(0)]).numpy()
     got = torch.cat([y for _, y in batches]).numpy()
     np.testing.assert_array_equal(got, all_labels[loader.indices(2)[: len(got)].astype(np.int64)])
@@ -167,7 +207,7 @@ def brightness(image, factor):
 def erase(image, cy, cx, size):
     out = image.copy()
     y0, x0 = cy - size // 2, cx - size // 2
-    out[max(y0, 0): y0 + size, max(x0, 0): x0 + size] = 0
+    out[max(y0, 0) : y0 + size, max(x0, 0) : x0 + size] = 0
     return out
 
 
@@ -338,8 +378,9 @@ def test_auto_policies_are_distinct_and_spread_from_mildest_to_strongest():
 
 def test_auto_policies_refuses_more_members_than_policies():
     too_many = len(POLICY_ORDER) + 1
-    message = (f"policies: auto has {too_many} members but only {len(POLICY_ORDER)} policies exist; "
-               "name each member's policy")
+    message = (
+        f"policies: auto has {too_many} members but only {len(POLICY_ORDER)} policies exist; name each member's policy"
+    )
     with pytest.raises(ValueError, match=f"^{message}$"):
         auto_policies(too_many)
 

@@ -9,8 +9,12 @@ from cohort.data.beton import ALLOCATION, FIELD_DESCRIPTOR, FIELD_METADATA, FORM
 
 
 def test_layouts_are_ffcvs():
-    assert (HEADER, FIELD_DESCRIPTOR, ALLOCATION, FORMAT_VERSION) == (HeaderType, FieldDescType, ALLOC_TABLE_TYPE,
-                                                                      CURRENT_VERSION)
+    assert (HEADER, FIELD_DESCRIPTOR, ALLOCATION, FORMAT_VERSION) == (
+        HeaderType,
+        FieldDescType,
+        ALLOC_TABLE_TYPE,
+        CURRENT_VERSION,
+    )
     fields = {0: FloatField(), 1: IntField(), 2: RGBImageField()}
     for type_id, dtype in FIELD_METADATA.items():
         assert isinstance(fields[type_id], TYPE_ID_HANDLER[type_id]) and fields[type_id].metadata_type == dtype

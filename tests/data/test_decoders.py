@@ -32,10 +32,17 @@ def reference_box(height, width, key, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
     area = height * width
     for attempt in range(10):
         target = area * (scale[0] + (scale[1] - scale[0]) * uniform(key, 4 * attempt))
-        aspect = math.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * uniform(key, 4 * attempt + 1))
+        aspect = math.exp(
+            math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * uniform(key, 4 * attempt + 1)
+        )
         w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
         if 0 < w <= width and 0 < h <= height:
-            return int(uniform(key, 4 * attempt + 2) * (height - h + 1)), int(uniform(key, 4 * attempt + 3) * (width - w + 1)), h, w
+            return (
+                int(uniform(key, 4 * attempt + 2) * (height - h + 1)),
+                int(uniform(key, 4 * attempt + 3) * (width - w + 1)),
+                h,
+                w,
+            )
     if width / height < ratio[0]:
         w, h = width, int(round(width / ratio[0]))
     elif width / height > ratio[1]:
@@ -51,8 +58,9 @@ def test_the_box_is_the_reference_box_of_its_stream():
         clock.set_epoch(epoch)
         for index, (height, width) in enumerate([(375, 500), (500, 333), (64, 64), (40, 300), (300, 41)] * 40):
             key = int(clock.key(index, CROP_SALT))
-            assert random_resized_box(height, width, np.uint64(key), 0.08, 1.0, 3 / 4, 4 / 3) == \
-                reference_box(height, width, key)
+            assert random_resized_box(height, width, np.uint64(key), 0.08, 1.0, 3 / 4, 4 / 3) == reference_box(
+                height, width, key
+            )
 
 
 def test_an_image_too_thin_for_any_draw_falls_back_to_the_clamped_centre_crop():
@@ -72,8 +80,12 @@ def test_scale_and_aspect_ratio_follow_torchvision_random_resized_crop():
     torch.manual_seed(0)
     image = torch.empty(3, height, width)
     theirs = [RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)]
-    for statistic in (lambda b: b[2] * b[3] / (height * width), lambda b: math.log(b[3] / b[2]),
-                      lambda b: (b[0] + b[2] / 2) / height, lambda b: (b[1] + b[3] / 2) / width):
+    for statistic in (
+        lambda b: b[2] * b[3] / (height * width),
+        lambda b: math.log(b[3] / b[2]),
+        lambda b: (b[0] + b[2] / 2) / height,
+        lambda b: (b[1] + b[3] / 2) / width,
+    ):
         a, b = [statistic(box) for box in ours], [statistic(box) for box in theirs]
         assert ks_2samp(a, b).pvalue > 0.01
         assert np.mean(a) == pytest.approx(np.mean(b), abs=0.02)
@@ -92,8 +104,10 @@ class VariableImages:
 
     def __init__(self, count: int, seed: int):
         rng = np.random.default_rng(seed)
-        self.items = [(rng.integers(0, 256, (int(rng.integers(20, 60)), int(rng.integers(20, 60)), 3), dtype=np.uint8),
-                       i % 3) for i in range(count)]
+        self.items = [
+            (rng.integers(0, 256, (int(rng.integers(20, 60)), int(rng.integers(20, 60)), 3), dtype=np.uint8), i % 3)
+            for i in range(count)
+        ]
 
     def __len__(self):
         return len(self.items)
@@ -109,8 +123,15 @@ def variable_root(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("variable")
     splits = {"train": VariableImages(24, 0), "val": VariableImages(6, 1), "test": VariableImages(6, 2)}
-    meta = {"dataset": "variable", "num_classes": 3, "classes": ["a", "b", "c"], "image_size": 24,
-            "mean": [0.5] * 3, "std": [0.25] * 3, "decoder": "center_crop"}
+    meta = {
+        "dataset": "variable",
+        "num_classes": 3,
+        "classes": ["a", "b", "c"],
+        "image_size": 24,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "decoder": "center_crop",
+    }
     _write_splits(root, splits, meta, write_mode="raw", max_resolution=None)
     return root, splits["train"]
 
@@ -124,9 +145,21 @@ def test_the_compiled_decoder_cuts_the_seeded_box_at_the_epochs_resolution(varia
 
     root, images = variable_root
     resolution = ResolutionConfig(min_res=32, max_res=64, start_ramp=1, end_ramp=2)
-    loader = MemberLoader(root, "train", member=0, replica=0, replicas=1, seed=4, policy="none", batch_size=8,
-                          num_workers=2, device=torch.device("cpu"), train=True, random_resized_crop=True,
-                          resolution=resolution)
+    loader = MemberLoader(
+        root,
+        "train",
+        member=0,
+        replica=0,
+        replicas=1,
+        seed=4,
+        policy="none",
+        batch_size=8,
+        num_workers=2,
+        device=torch.device("cpu"),
+        train=True,
+        random_resized_crop=True,
+        resolution=resolution,
+    )
     for epoch, side in ((0, 32), (2, 64), (1, 32)):  # 64 px after the ramp; back to 32 on a resume
         seen = 0
         for batch in loader.epoch(epoch):

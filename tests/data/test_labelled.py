@@ -32,13 +32,16 @@ def test_a_run_reads_its_labelled_set_from_the_beton_or_a_file(digits_root, tmp_
         np.testing.assert_array_equal(got, chosen)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("0\n5\n1000\n", r"index 1000 is outside 0\.\.99 .*fix the file"),
-    ("0\n-1\n", r"index -1 is outside 0\.\.99"),
-    ("3\n4\n3\n", r"index 3 is listed twice; list each sample once"),
-    ("1.5\n", r"integers only"),
-    ("a b\n", r"not a \.npy array or a text file"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("0\n5\n1000\n", r"index 1000 is outside 0\.\.99 .*fix the file"),
+        ("0\n-1\n", r"index -1 is outside 0\.\.99"),
+        ("3\n4\n3\n", r"index 3 is listed twice; list each sample once"),
+        ("1.5\n", r"integers only"),
+        ("a b\n", r"not a \.npy array or a text file"),
+    ],
+)
 def test_a_bad_label_file_is_a_one_line_error_naming_the_key(tmp_path, text, message):
     path = tmp_path / "labelled.txt"
     path.write_text(text)

@@ -12,8 +12,20 @@ from cohort.data.loader import MemberLoader
 
 @pytest.mark.parametrize("page_window", [0, 2], ids=["shuffle", "page_local"])
 def test_each_batch_carries_the_indices_of_its_samples(digits_root, page_window):
-    loader = MemberLoader(digits_root, "train", member=0, replica=1, replicas=2, seed=3, policy="none",
-                          batch_size=32, num_workers=1, device=torch.device("cpu"), train=True, page_window=page_window)
+    loader = MemberLoader(
+        digits_root,
+        "train",
+        member=0,
+        replica=1,
+        replicas=2,
+        seed=3,
+        policy="none",
+        batch_size=32,
+        num_workers=1,
+        device=torch.device("cpu"),
+        train=True,
+        page_window=page_window,
+    )
     reader = Reader(str(digits_root / "train.beton"))
     labels_on_disk = reader.metadata[f"f{reader.field_names.index('label')}"]
     order = loader.indices(2)
@@ -21,7 +33,7 @@ def test_each_batch_carries_the_indices_of_its_samples(digits_root, page_window)
     # Started mid-epoch, it still ends where a whole epoch ends (no trailing partial batch).
     for b, batch in enumerate(loader.epoch(2, start_batch=1), start=1):  # FFCV reuses buffers: check each now
         assert batch.images.dtype == torch.uint8 and batch.anchors == len(batch.labels) == 32
-        np.testing.assert_array_equal(batch.indices.numpy(), order[b * 32:(b + 1) * 32])
+        np.testing.assert_array_equal(batch.indices.numpy(), order[b * 32 : (b + 1) * 32])
         np.testing.assert_array_equal(batch.labels.numpy(), labels_on_disk[batch.indices.numpy()])
         seen += 1
     assert seen == len(loader) - 1
@@ -31,20 +43,33 @@ def test_model_input_scales_to_the_unit_interval():
     images = torch.tensor([[[[0, 51, 255]]]], dtype=torch.uint8)
     x = model_input(images)
     assert x.dtype == torch.float32 and x.flatten().tolist() == [0.0, torch.tensor(51 / 255).item(), 1.0]
-    assert model_input(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), channels_last=True).is_contiguous(memory_format=torch.channels_last)
+    assert model_input(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), channels_last=True).is_contiguous(
+        memory_format=torch.channels_last
+    )
 
 
 def test_members_on_one_view_stream_see_identical_images_and_others_do_not(digits_root):
     def first_batch(member, view_stream):
-        loader = MemberLoader(digits_root, "train", member=member, replica=0, replicas=1, seed=0, policy="crop",
-                              batch_size=64, num_workers=1, device=torch.device("cpu"), train=True,
-                              view_stream=view_stream)
+        loader = MemberLoader(
+            digits_root,
+            "train",
+            member=member,
+            replica=0,
+            replicas=1,
+            seed=0,
+            policy="crop",
+            batch_size=64,
+            num_workers=1,
+            device=torch.device("cpu"),
+            train=True,
+            view_stream=view_stream,
+        )
         batch = next(iter(loader.epoch(1)))
         return batch.indices.clone(), batch.images.clone()
 
     indices, member0 = first_batch(0, 0)
     shared_indices, shared = first_batch(1, 0)  # views: shared: member 1 uses member 0's draws
-    own_indices, own = first_batch(1, 1)        # views: own
+    own_indices, own = first_batch(1, 1)  # views: own
     assert torch.equal(indices, shared_indices) and torch.equal(indices, own_indices)
     assert torch.equal(member0, shared)
     differing = (member0 != own).flatten(1).any(1).float().mean().item()
@@ -54,15 +79,27 @@ def test_members_on_one_view_stream_see_identical_images_and_others_do_not(digit
 def test_hidden_labels_never_leave_the_loader_and_partners_share_their_anchors_class(digits_root):
     labels_on_disk = train_labels(digits_root)
     labelled = choose_labelled(labels_on_disk, 0.1, seed=0)
-    loader = MemberLoader(digits_root, "train", member=0, replica=0, replicas=1, seed=3, policy="crop",
-                          batch_size=16, num_workers=1, device=torch.device("cpu"), train=True,
-                          labelled=labelled, partners=True)
+    loader = MemberLoader(
+        digits_root,
+        "train",
+        member=0,
+        replica=0,
+        replicas=1,
+        seed=3,
+        policy="crop",
+        batch_size=16,
+        num_workers=1,
+        device=torch.device("cpu"),
+        train=True,
+        labelled=labelled,
+        partners=True,
+    )
     steps, order = 0, loader.indices(1)
     # Started mid-epoch (as a resume does), it reads the same anchors and partners as the whole epoch.
     for b, batch in enumerate(loader.epoch(1, start_batch=len(loader) - 3), start=len(loader) - 3):
         indices = batch.indices.numpy()
         assert batch.anchors == 16 and len(indices) == 32
-        np.testing.assert_array_equal(indices, order[b * 32:(b + 1) * 32])
+        np.testing.assert_array_equal(indices, order[b * 32 : (b + 1) * 32])
         # Partners share their anchor's class; labels show only for the labelled samples.
         np.testing.assert_array_equal(labels_on_disk[indices[16:]], labels_on_disk[indices[:16]])
         shown = np.isin(indices, labelled)
@@ -70,8 +107,20 @@ def test_hidden_labels_never_leave_the_loader_and_partners_share_their_anchors_c
         assert (batch.labels.numpy()[~shown] == IGNORE_LABEL).all()
         steps += 1
     assert steps == 3 and len(loader) == len(labels_on_disk) // 16
-    independent = MemberLoader(digits_root, "train", member=0, replica=0, replicas=1, seed=3, policy="none",
-                               batch_size=16, num_workers=1, device=torch.device("cpu"), train=True,
-                               labelled=labelled, labelled_only=True)
+    independent = MemberLoader(
+        digits_root,
+        "train",
+        member=0,
+        replica=0,
+        replicas=1,
+        seed=3,
+        policy="none",
+        batch_size=16,
+        num_workers=1,
+        device=torch.device("cpu"),
+        train=True,
+        labelled=labelled,
+        labelled_only=True,
+    )
     read = np.concatenate([batch.indices.numpy() for batch in independent.epoch(0)])
     assert set(read) <= set(labelled) and len(read) == len(labelled) // 16 * 16

@@ -75,8 +75,10 @@ def test_batches_hold_anchors_then_their_partners_and_replicas_stay_disjoint(rep
     indices = np.arange(N, dtype=np.uint64)
     per_batch = 8
     anchors = [CohortOrder(5, r, replicas).shard(indices, 4) for r in range(replicas)]
-    paired = [CohortOrder(5, r, replicas, partners_of=LABELS, anchors_per_batch=per_batch).shard(indices, 4)
-              for r in range(replicas)]
+    paired = [
+        CohortOrder(5, r, replicas, partners_of=LABELS, anchors_per_batch=per_batch).shard(indices, 4)
+        for r in range(replicas)
+    ]
     partners = partner_table(LABELS, 5, 4)
     for mine, order in zip(anchors, paired):
         batches = order.reshape(-1, 2 * per_batch).astype(np.int64)
@@ -98,9 +100,9 @@ def test_the_page_local_order_reads_few_pages_at_a_time_and_keeps_the_cohorts_gu
     assert np.array_equal(order, page_local_order(indices, pages, seed=3, epoch=2, window=4))  # a pure function
     assert not np.array_equal(order, page_local_order(indices, pages, seed=3, epoch=3, window=4))
     # Every run of 200 samples (4 pages' worth) spans at most 8 pages; a full shuffle's spans nearly all 100.
-    spans = [len(np.unique(pages[order[i:i + 200]])) for i in range(0, 5000, 200)]
+    spans = [len(np.unique(pages[order[i : i + 200]])) for i in range(0, 5000, 200)]
     shuffled = np.random.default_rng(0).permutation(5000)
-    assert max(spans) <= 8 and min(len(np.unique(pages[shuffled[i:i + 200]])) for i in range(0, 5000, 200)) > 80
+    assert max(spans) <= 8 and min(len(np.unique(pages[shuffled[i : i + 200]])) for i in range(0, 5000, 200)) > 80
     # Pages are visited in a random order, and samples within a window are mixed.
     first_pages = [int(pages[order[i]]) for i in range(0, 5000, 200)]
     assert first_pages != sorted(first_pages)
@@ -109,8 +111,7 @@ def test_the_page_local_order_reads_few_pages_at_a_time_and_keeps_the_cohorts_gu
 
 def test_page_local_shards_give_replicas_whole_disjoint_batches_and_members_the_same():
     pages = np.repeat(np.arange(40), 25)
-    shards = [CohortOrder(seed=1, replica=r, replicas=2, anchors_per_batch=16, pages=pages, window=2)
-              for r in range(2)]
+    shards = [CohortOrder(seed=1, replica=r, replicas=2, anchors_per_batch=16, pages=pages, window=2) for r in range(2)]
     for order in shards:
         order.indices = np.arange(1000)
     a, b = (order.shard(np.arange(1000), epoch=0) for order in shards)
@@ -118,7 +119,9 @@ def test_page_local_shards_give_replicas_whole_disjoint_batches_and_members_the_
     again = CohortOrder(seed=1, replica=0, replicas=2, anchors_per_batch=16, pages=pages, window=2)
     assert np.array_equal(again.shard(np.arange(1000), epoch=0), a)  # another member: the same samples
     batches = a.reshape(-1, 16)
-    assert max(len(np.unique(pages[batch])) for batch in batches) <= 4  # within two windows of 2 pages (it may straddle one edge)
+    assert (
+        max(len(np.unique(pages[batch])) for batch in batches) <= 4
+    )  # within two windows of 2 pages (it may straddle one edge)
 
 
 def test_sample_pages_reads_each_images_page_from_the_file(digits_root):
