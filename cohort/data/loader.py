@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numba
 import numpy as np
@@ -37,6 +37,10 @@ def _set_decoder_threads(cls, threads: int) -> None:
 
 Compiler.set_num_threads = classmethod(_set_decoder_threads)
 
+PREFETCH_STOP_TIMEOUT_S = 60.0
+"""How long closing an epoch waits for FFCV's prefetch thread to finish its batches in flight
+(it checks for a stop every 0.5 s once its queue is full; a few batches' decoding at most)."""
+
 
 class MemberLoader:
     """``Batch``es (uint8 NCHW images, int64 labels, sample indices) for one member's replica.
@@ -49,11 +53,30 @@ class MemberLoader:
     FFCV reuses its output buffers, so a caller that keeps a batch must clone it.
     """
 
-    def __init__(self, root: str | Path, split: str, *, member: int, replica: int, replicas: int, seed: int,
-                 policy: str, batch_size: int, num_workers: int, device: torch.device, train: bool,
-                 strength: float = 1.0, view_stream: int | None = None, labelled: np.ndarray | None = None,
-                 labelled_only: bool = False, partners: bool = False, random_resized_crop: bool = False,
-                 resolution: ResolutionConfig | None = None, page_window: int = 0, os_cache: bool = True):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        *,
+        member: int,
+        replica: int,
+        replicas: int,
+        seed: int,
+        policy: str,
+        batch_size: int,
+        num_workers: int,
+        device: torch.device,
+        train: bool,
+        strength: float = 1.0,
+        view_stream: int | None = None,
+        labelled: np.ndarray | None = None,
+        labelled_only: bool = False,
+        partners: bool = False,
+        random_resized_crop: bool = False,
+        resolution: ResolutionConfig | None = None,
+        page_window: int = 0,
+        os_cache: bool = True,
+    ):
         """``view_stream``: the member whose augmentation draws this one uses
         (``CohortConfig.view_stream``; default: its own). ``labelled``: the training samples
         whose labels may be read (``cohort.data.labelled``; None: all), the others' labels
@@ -81,9 +104,16 @@ class MemberLoader:
         ops = build_policy(policy, self.clock, size, strength) if train else []
         to_device = [ToDevice(device, non_blocking=True)] if device.type == "cuda" else []
         self.partners = partners
-        self.order = CohortOrder(seed, replica, replicas, shuffle=train,
-                                 partners_of=train_labels(self.root) if partners else None, anchors_per_batch=batch_size,
-                                 pages=sample_pages(self.path) if train and page_window else None, window=page_window)
+        self.order = CohortOrder(
+            seed,
+            replica,
+            replicas,
+            shuffle=train,
+            partners_of=train_labels(self.root) if partners else None,
+            anchors_per_batch=batch_size,
+            pages=sample_pages(self.path) if train and page_window else None,
+            window=page_window,
+        )
         self.loader = Loader(
             str(self.path),
             batch_size=2 * batch_size if partners else batch_size,
@@ -105,29 +135,58 @@ class MemberLoader:
             self.hidden = hidden.to(device)
 
     @classmethod
-    def for_training(cls, config: CohortConfig, member: int, replica: int, device: torch.device,
-                     labelled: np.ndarray | None = None) -> MemberLoader:
+    def for_training(
+        cls, config: CohortConfig, member: int, replica: int, device: torch.device, labelled: np.ndarray | None = None
+    ) -> MemberLoader:
         """Member ``member``'s replica ``replica`` on the training split, as the config says: its
         policy and strength, its view stream, the labelled set (``labelled``), CS-KD's partners,
         ImageNet's crops and resolutions, the page-local order."""
         data, own = config.data, config.members[member]
-        return cls(data.root, "train", member=member, replica=replica, replicas=config.replicas, seed=config.seed,
-                   policy=own.policy, strength=own.strength, batch_size=data.batch_size, train=True,
-                   num_workers=data.num_workers, device=device, os_cache=data.os_cache,
-                   view_stream=config.view_stream(member), labelled=labelled,
-                   labelled_only=not config.trains_on_unlabelled, partners=config.pairs_partners,
-                   random_resized_crop=data.random_resized_crop, resolution=data.resolution,
-                   page_window=data.page_window if data.order == "page_local" else 0)
+        return cls(
+            data.root,
+            "train",
+            member=member,
+            replica=replica,
+            replicas=config.replicas,
+            seed=config.seed,
+            policy=own.policy,
+            strength=own.strength,
+            batch_size=data.batch_size,
+            train=True,
+            num_workers=data.num_workers,
+            device=device,
+            os_cache=data.os_cache,
+            view_stream=config.view_stream(member),
+            labelled=labelled,
+            labelled_only=not config.trains_on_unlabelled,
+            partners=config.pairs_partners,
+            random_resized_crop=data.random_resized_crop,
+            resolution=data.resolution,
+            page_window=data.page_window if data.order == "page_local" else 0,
+        )
 
     @classmethod
-    def for_evaluation(cls, config: CohortConfig, beton: Path, member: int, replica: int, replicas: int,
-                       device: torch.device) -> MemberLoader:
+    def for_evaluation(
+        cls, config: CohortConfig, beton: Path, member: int, replica: int, replicas: int, device: torch.device
+    ) -> MemberLoader:
         """Replica ``replica`` of ``replicas`` reading ``beton`` in file order, unaugmented, for
         member ``member`` (training's evaluation, ``cohort eval``)."""
         data = config.data
-        return cls(beton.parent, beton.stem, member=member, replica=replica, replicas=replicas, seed=config.seed,
-                   policy="none", batch_size=data.eval_batch_size, train=False, num_workers=data.num_workers,
-                   device=device, os_cache=data.os_cache, resolution=data.resolution)
+        return cls(
+            beton.parent,
+            beton.stem,
+            member=member,
+            replica=replica,
+            replicas=replicas,
+            seed=config.seed,
+            policy="none",
+            batch_size=data.eval_batch_size,
+            train=False,
+            num_workers=data.num_workers,
+            device=device,
+            os_cache=data.os_cache,
+            resolution=data.resolution,
+        )
 
     def __len__(self) -> int:
         """Batches per epoch."""
@@ -159,12 +218,18 @@ class MemberLoader:
             for b, (images, labels) in enumerate(batches, start=start_batch):
                 if b == last:
                     break
-                indices = order[b * size: b * size + len(labels)]
+                indices = order[b * size : b * size + len(labels)]
                 if self.hidden is not None:
                     labels = torch.where(self.hidden[indices.to(self.hidden.device)], IGNORE_LABEL, labels)
                 yield Batch(images, labels, indices, anchors=len(labels) // 2 if self.partners else len(labels))
         finally:
-            batches.close()  # stops FFCV's prefetch thread when the caller stops early
+            # FFCV's close() only asks its prefetch thread to stop (it notices once its queue is
+            # full); wait until it has. A thread still inside the compiled pipeline when the
+            # process exits runs numba's TBB-parallel code while the C++ runtime tears TBB
+            # down: the process aborts with "terminate called without an active exception"
+            # after training finished (bench/teardown_stress.py shows it).
+            batches.close()
+            batches.join(timeout=PREFETCH_STOP_TIMEOUT_S)
 
     def indices(self, epoch: int) -> np.ndarray:
         """The sample indices this replica reads in ``epoch``, batch after batch."""
