@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,7 +47,12 @@ class OptimConfig:
     """Weight decay on BatchNorm's weights and biases too (ffcv-imagenet's recipe: false)."""
 
     def validate(self, where: str) -> None:
+        refuse_nonfinite(self, where)
         _choose(f"{where}.name", self.name, ("sgd", "adamw"))
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ConfigError(
+                f"{where}.betas must be two numbers in [0, 1) (AdamW's β1, β2), got {self.betas}; e.g. [0.9, 0.999]"
+            )
         if not self.lr > 0:
             raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
@@ -157,7 +163,8 @@ class DataConfig:
     labelled_indices: str = ""
     """Or a file naming the labelled training samples: ``.npy`` or text, one index per line."""
     labelled_seed: int = 0
-    """Seed of the class-balanced choice (not the cohort's seed: seeds of a study share one labelled set)."""
+    """Seed of the class-balanced choice (not the cohort's seed: seeds of a study share one labelled set);
+    >= 0, as numpy's seeds."""
     random_resized_crop: bool = False
     """ImageNet's training augmentation: each training image is a random-resized crop (area
     8–100 %, aspect ratio 3/4–4/3), seeded like every other augmentation and decoded at the
@@ -410,11 +417,20 @@ class TrainConfig:
     ``lr_tta``, which sums them: the same top-1; the mean keeps NLL and ECE on one scale)."""
     threads_per_rank: int = 0
     """torch CPU threads per rank; 0: the machine's cores divided among local ranks."""
+    max_local_ranks: int = 0
+    """``cohort train`` refuses to start more than this many processes (K × R ranks) on the
+    machine; 0: four per core this process may use (``cohort.preflight.local_rank_bound``).
+    Ranks step in lockstep, each with its torch and loader threads, so past a few per core a
+    step waits on the scheduler and collectives near ``dist_timeout_s``. ``cohort submit``
+    places its tasks with SLURM and is not bound by it."""
     pin_cores: bool = False
     """Pin each local rank, and the loader threads it starts, to its own share of the cores
     (Linux ``sched_setaffinity``), so that ranks in lockstep do not take each other's cores."""
     dist_timeout_s: float = 300.0
-    """Collectives that wait longer than this fail instead of hanging."""
+    """Collectives that wait longer than this fail instead of hanging. Finite, and at least
+    ``MIN_DIST_TIMEOUT_S`` (1 s): healthy ranks wait on each other for seconds at a time (a
+    peer's first batch, rank 0 writing a checkpoint), and torch counts the timeout in
+    milliseconds, so a shorter one fails a healthy cohort (or rounds to nothing)."""
     trace: bool = False
     """Write ``trace/member{m}-replica{r}.jsonl``: per-step losses and batch digests."""
     max_steps_per_epoch: int = 0
@@ -428,10 +444,15 @@ class TrainConfig:
     predictions ``predictions/best``. The test split never chooses anything."""
 
 
+MIN_DIST_TIMEOUT_S = 1.0
+"""The shortest ``train.dist_timeout_s`` a config may set (see its docstring)."""
+
+
 @dataclass
 class CohortConfig:
     name: str = "cohort"
     seed: int = 0
+    """>= 0: numpy's ``SeedSequence`` (every random stream derives from it) takes no negative seed."""
     run_dir: str = "runs/cohort"
     resume: str = "never"
     """``never`` (the run directory must not hold another run) or ``auto`` (continue
@@ -543,10 +564,13 @@ class CohortConfig:
     def validate(self) -> None:
         """Check everything that can be checked without touching data or processes, in a tree
         that ``resolve`` has filled in; changes nothing."""
+        refuse_nonfinite(self, "")
         if not self.members:
             raise ConfigError("members is empty: a cohort needs at least one member")
         if self.replicas < 1:
             raise ConfigError(f"replicas must be >= 1, got {self.replicas}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0 (numpy's seeds are not negative), got {self.seed}")
         _choose("resume", self.resume, ("never", "auto"))
         _choose("policies", self.policies, ("members", "auto"))
         _choose("views", self.views, ("auto", "shared", "own"))
@@ -562,6 +586,7 @@ class CohortConfig:
                 f"train.members_per_gpu must be auto or a divisor of the K={self.num_members} members "
                 f"(a GPU holds the same replica of n members), got {packing!r}"
             )
+        self.optim.validate("optim")  # before the members', which merge it with their overrides
         names = set()
         for i, member in enumerate(self.members):
             if member.name in names:
@@ -583,7 +608,6 @@ class CohortConfig:
                     f"members.{i}.strength must be in [{STRENGTH_RANGE[0]}, {STRENGTH_RANGE[1]}], got {member.strength}"
                 )
             self.member_optim(i).validate(f"members.{i}.optim")
-        self.optim.validate("optim")
         self.schedule.validate()
         for name, term in self.loss.terms().items():
             term.validate(f"loss.{name}")
@@ -593,7 +617,7 @@ class CohortConfig:
                     raise ConfigError(
                         f"members.{i}.loss.{name} is not a term of the objective; valid: {', '.join(self.loss.terms())}"
                     )
-                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+                if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight < math.inf:
                     raise ConfigError(f"members.{i}.loss.{name} must be a weight >= 0, got {weight!r}")
         for m in range(self.num_members):
             terms = self.enabled_terms(m)
@@ -619,6 +643,10 @@ class CohortConfig:
         if d.order == "page_local" and self.pairs_partners:
             raise ConfigError(
                 "data.order page_local cannot lay out CS-KD's partners (loss.cskd); use data.order=shuffle"
+            )
+        if d.labelled_seed < 0:
+            raise ConfigError(
+                f"data.labelled_seed must be >= 0 (numpy's seeds are not negative), got {d.labelled_seed}"
             )
         if not 0 < d.labelled_fraction <= 1:
             raise ConfigError(f"data.labelled_fraction must be in (0, 1], got {d.labelled_fraction}")
@@ -653,8 +681,17 @@ class CohortConfig:
         if d.batch_size < 1 or d.eval_batch_size < 1 or d.num_workers < 1:
             raise ConfigError("data: need batch_size >= 1, eval_batch_size >= 1, num_workers >= 1")
         parse_select_by(t.select_by)
-        if not t.dist_timeout_s > 0:
-            raise ConfigError(f"train.dist_timeout_s must be > 0, got {t.dist_timeout_s}")
+        if not MIN_DIST_TIMEOUT_S <= t.dist_timeout_s < math.inf:
+            raise ConfigError(
+                f"train.dist_timeout_s must be a finite number of seconds >= {MIN_DIST_TIMEOUT_S:g}, "
+                f"got {t.dist_timeout_s:g}; the default is 300"
+            )
+        if t.threads_per_rank < 0:
+            raise ConfigError(
+                f"train.threads_per_rank must be >= 0 (0: the cores shared among the ranks), got {t.threads_per_rank}"
+            )
+        if t.max_local_ranks < 0:
+            raise ConfigError(f"train.max_local_ranks must be >= 0 (0: four ranks per core), got {t.max_local_ranks}")
 
     def validate_teacher(self) -> None:
         """The ``teacher:`` section against the objective and the views (its run directory is
@@ -696,6 +733,23 @@ def parse_select_by(select_by: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
+def refuse_nonfinite(tree: Any, where: str) -> None:
+    """Raise ConfigError naming the first float of dataclass ``tree`` (its lists included) that is
+    nan or infinite: YAML's ``.nan`` and ``.inf``, and the strings ``nan`` and ``inf``, which a
+    float field accepts as it accepts ``5e-4``. No setting of the schema means anything infinite."""
+    for f in dataclasses.fields(tree):
+        key, value = f"{where}.{f.name}" if where else f.name, getattr(tree, f.name)
+        if dataclasses.is_dataclass(value):
+            refuse_nonfinite(value, key)
+            continue
+        for index, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            culprit = key if index is None else f"{key}.{index}"
+            if dataclasses.is_dataclass(item):
+                refuse_nonfinite(item, culprit)
+            elif isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{culprit} must be a finite number, got {item}; set a finite value")
+
+
 def _choose(key: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
         raise ConfigError(f"{key} {value!r} is not valid; choose one of: {', '.join(valid)}")
@@ -708,9 +762,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> CohortConfig:
     """Read a YAML config, apply ``key=value`` overrides, build the tree, fill in what it derives
     (``CohortConfig.resolve``) and validate it."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist; pick one from configs/")
-    raw = read_yaml(path, ConfigError)
+    raw = read_yaml(path, ConfigError, empty=EMPTY_CONFIG_FIX)
     for override in overrides:
         apply_override(raw, override)
     refuse_moved_keys(raw)
@@ -718,6 +772,10 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> CohortConfig:
     config.resolve()
     config.validate()
     return config
+
+
+EMPTY_CONFIG_FIX = "write the run's keys into it (start from a copy of configs/demo.yaml), or {} to train every default"
+"""What an empty config file's error suggests: a file with no keys is more often a mistake than a wish for defaults."""
 
 
 MOVED_KEYS = {

@@ -1,6 +1,7 @@
 """The checks before any training or evaluation process starts, in one place.
 
     plan_run(config)                          → RunPlan   cohort train, cohort submit, every worker
+                                                          (``local=True``: cohort train, every rank on this machine)
     plan_eval(run_dir, checkpoint, split, …)  → EvalPlan  cohort eval (one process, --distributed, every rank)
 
 Each turns what a user asked for into what the processes need, or stops at the first problem
@@ -13,14 +14,15 @@ node, or minutes earlier), so a trainer or an evaluator takes a plan and checks 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cohort import checkpoint
-from cohort.config import CohortConfig
-from cohort.data.datasets import check_data, ensure_data
+from cohort.config import CohortConfig, ConfigError
+from cohort.data.datasets import DataError, check_data, ensure_data
 from cohort.data.labelled import check_labelled
 from cohort.run_dir import RunDir, RunDirError
 from cohort.teacher_run import TeacherPlan, check_teacher
@@ -41,16 +43,103 @@ class RunPlan:
     """The run directory already holds this run (``resume=auto`` continues it); else it is new."""
 
 
-def plan_run(config: CohortConfig, write_data: bool = False) -> RunPlan:
+def plan_run(config: CohortConfig, write_data: bool = False, local: bool = False) -> RunPlan:
     """Check a training run before it starts. ``write_data``: write the digits data first when its
-    folder is missing (the launchers; a worker only reads, since its peers would write alongside)."""
+    folder is missing (the launchers; a worker only reads, since its peers would write alongside).
+    ``local``: every rank will run on this machine (``cohort train``): no more of them than
+    ``local_rank_bound`` allows (checked first, before the data is written)."""
+    if local:
+        check_local_ranks(config)
     if write_data:
         ensure_data(config.data.root, config.data.dataset)
     meta = check_data(config.data.root, config.data.batch_size, config.replicas)
+    check_input_size(config, meta)
     labelled = check_labelled(config)
     teachers = check_teacher(config, meta)
     continues = RunDir(config.run_dir).check(config)
     return RunPlan(config, meta, labelled, teachers, continues)
+
+
+LOCAL_RANKS_PER_CORE = 4
+"""``train.max_local_ranks`` 0: at most this many ranks per core a local launch may start."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which cgroups and ``taskset`` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def local_rank_bound(config: CohortConfig) -> int:
+    """The most ranks ``cohort train`` starts on this machine: ``train.max_local_ranks``, or
+    (0) ``LOCAL_RANKS_PER_CORE`` per usable core. Ranks step in lockstep, each with its torch
+    and loader threads: past a few per core each step waits on the scheduler, the collectives
+    near ``train.dist_timeout_s`` (1,000 members on 2 cores would start 1,000 processes)."""
+    return config.train.max_local_ranks or LOCAL_RANKS_PER_CORE * usable_cores()
+
+
+def check_local_ranks(config: CohortConfig) -> None:
+    """Refuse a local launch of more ranks (K × R processes) than ``local_rank_bound``."""
+    bound, world = local_rank_bound(config), config.world_size
+    if world > bound:
+        why = (
+            f"train.max_local_ranks {bound}"
+            if config.train.max_local_ranks
+            else f"{LOCAL_RANKS_PER_CORE} per core, {usable_cores()} cores"
+        )
+        raise ConfigError(
+            f"the cohort would start K×R = {config.num_members}×{config.replicas} = {world} processes on this "
+            f"machine, more than {bound} ({why}); train fewer members or replicas, spread them over nodes with "
+            f"`cohort submit`, or raise train.max_local_ranks"
+        )
+
+
+def input_sizes(config: CohortConfig, meta: dict) -> list[int]:
+    """The image sides the networks will be given: training's (the data's, or the progressive
+    resolutions' ends with ``data.random_resized_crop``) and evaluation's."""
+    side, resolution = meta["image_size"], config.data.resolution
+    train = {resolution.at(0, side), resolution.max_res or side} if config.data.random_resized_crop else {side}
+    evaluation = (resolution.eval_res or side) if meta.get("decoder") == "center_crop" else side
+    return sorted(train | {evaluation})
+
+
+def check_input_size(config: CohortConfig, meta: dict) -> None:
+    """Refuse a torchvision architecture (``tv.*``) that cannot take the data's images (its ViTs
+    need 224 px; AlexNet or Inception v3 pool 32 px away), found by building the network on
+    PyTorch's meta device (shapes, no weights, no arithmetic) and passing it one image of each
+    of ``input_sizes``: about a second per architecture, and only when a member uses one. Other
+    errors of that dry run (a model that cannot be built on the meta device) prove nothing and
+    are left to training."""
+    archs = sorted({(m.arch, m.blurpool) for m in config.members if m.arch.startswith("tv.")})
+    if not archs:
+        return
+    import torch
+
+    from cohort.models import build_model
+
+    for arch, blurpool in archs:
+        try:
+            with torch.device("meta"):
+                net = build_model(arch, meta["num_classes"], meta["mean"], meta["std"], blurpool=blurpool).eval()
+        except Exception:  # not buildable on the meta device: nothing learnt
+            continue
+        for side in input_sizes(config, meta):
+            try:
+                with torch.device("meta"), torch.no_grad():
+                    net(torch.empty(1, 3, side, side))
+            except (AssertionError, RuntimeError, ValueError) as error:
+                reason = (str(error).splitlines() or [type(error).__name__])[0]
+                if "meta" in reason.lower():  # the dry run's own limit, not the model's
+                    break
+                member = next(i for i, m in enumerate(config.members) if (m.arch, m.blurpool) == (arch, blurpool))
+                raise DataError(
+                    f"members.{member}.arch {arch} cannot take {side} px images (data.root {config.data.root}, "
+                    f"image_size {meta['image_size']}): {reason[:120]}; choose an architecture for {side} px "
+                    f"images (e.g. resnet56, wrn28_10, tv.resnet50), or data of the size {arch} needs "
+                    f"(torchvision's ViTs: 224 px)"
+                ) from None
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,36 @@ class RunDir:
     def check(self, config: CohortConfig) -> bool:
         """Raise unless this run may start (or continue, with resume=auto) here; True when the
         folder already holds this run (it continues), False when the run is new. Writes nothing."""
+
+        # A folder name past the file system's limit (os.pathconf's PC_NAME_MAX, 255 bytes on
+        # most), or a path past PC_PATH_MAX, fails every stat below with ENAMETOOLONG: named
+        # here, each part against the limit of the deepest folder of the path that exists.
+        def limit_of(folder: Path, name: str, default: int) -> int:
+            try:
+                return os.pathconf(folder, name)
+            except (OSError, ValueError):  # the system does not say
+                return default
+
+        def cut(text: str, keep: int) -> str:
+            return text if len(text) <= keep else f"{text[:keep]}..."
+
+        room = 128  # below PC_PATH_MAX, for the files written inside (checkpoints/step-NNNNNNNNN/...)
+        where, found = Path(self.path.anchor or "."), True
+        for part in self.path.parts[1 if self.path.anchor else 0 :]:
+            size, limit = len(os.fsencode(part)), limit_of(where, "PC_NAME_MAX", 255)
+            if size > limit:
+                raise RunDirError(
+                    f"run_dir {cut(str(self.path), 60)}: its folder name {cut(part, 24)} is {size} bytes, longer "
+                    f"than the file system allows ({limit}); choose a shorter run_dir="
+                )
+            found = found and (where / part).is_dir()
+            where = where / part if found else where
+        size, limit = len(os.fsencode(os.path.abspath(self.path))), limit_of(where, "PC_PATH_MAX", 4096)
+        if size + room > limit:
+            raise RunDirError(
+                f"run_dir {cut(str(self.path), 60)} is {size} bytes long; the file system allows paths of "
+                f"{limit}, less {room} for its files; choose a shorter run_dir="
+            )
         continues = self.config_file.is_file()
         if continues:
             if config.resume == "never":

@@ -2,7 +2,8 @@
 
 The generic engine under ``cohort.config`` (which holds the schema); it imports nothing from the project.
 
-* ``read_yaml`` reads a file into a raw tree of mappings, lists and plain values;
+* ``read_yaml`` reads a file into a raw tree of mappings, lists and plain values (UTF-8, each
+  key of a mapping once: PyYAML itself lets a repeated key's last value win silently);
 * ``apply_override`` sets ``key=value`` in the raw tree: a dotted path (``optim.lr=0.05``) whose
   digit parts index lists (``members.1.arch=resnet56``), the value parsed as YAML;
 * ``build`` constructs a dataclass from the raw tree, each field coerced to its type hint:
@@ -32,14 +33,61 @@ class TreeError(ValueError):
     """A raw tree that does not fit its dataclasses; the message is one line naming the key."""
 
 
-def read_yaml(path: Path, error: type[TreeError] = TreeError) -> dict:
-    """The raw tree of YAML file ``path``, which must hold a mapping."""
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, line: int):
+        super().__init__(key, first, line)
+        self.key, self.first, self.line = key, first, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping may not name a key twice (PyYAML lets the
+    last one win silently; a merge key ``<<`` may still be overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:  # an unhashable key: PyYAML's own error names it
+                break
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path, error: type[TreeError] = TreeError, empty: str | None = None) -> dict:
+    """The raw tree of YAML file ``path``, which must hold a mapping (each key once).
+
+    A file with no YAML document (empty, or blanks and comments only) reads as ``{}``, or,
+    given ``empty`` (the fix to name), is an error."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as problem:
+        line = problem.object[: problem.start].count(b"\n") + 1
+        raise error(
+            f"{path} is not UTF-8 text (byte {problem.object[problem.start]:#04x} on line {line}); save it as UTF-8"
+        ) from None
+    except IsADirectoryError:
+        raise error(f"{path} is a directory, not a YAML file; pass the file itself") from None
+    except OSError as problem:
+        raise error(f"cannot read {path} ({problem.strerror}); pass a readable YAML file") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as twice:
+        lines = f"on line {twice.line}" if twice.first == twice.line else f"on lines {twice.first} and {twice.line}"
+        raise error(f"{path} sets key {twice.key} twice ({lines}); keep one of them") from None
     except yaml.YAMLError as problem:
         mark = getattr(problem, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise error(f"{path} is not valid YAML{where}; fix the file's syntax") from None
+    if raw is None:
+        if empty is not None:
+            raise error(f"{path} is empty; {empty}")
+        raw = {}
     if not isinstance(raw, dict):
         raise error(f"{path} must hold a YAML mapping of config keys, not {type(raw).__name__}")
     return raw

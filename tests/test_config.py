@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -327,3 +329,95 @@ def test_a_cohort_too_large_for_auto_policies_is_reported_in_validates_turn():
     tree.replicas = 1
     with pytest.raises(ConfigError, match=r"^policies: auto has 11 members but only 10 policies exist"):
         tree.validate()
+
+
+# --- bad inputs refused before any process starts (issue 22) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.dist_timeout_s=.inf", r"^train\.dist_timeout_s must be a finite number, got inf; set a finite value$"),
+        ("train.dist_timeout_s=inf", r"^train\.dist_timeout_s must be a finite number, got inf"),  # the engine's str
+        ("train.dist_timeout_s=1e-6", r"^train\.dist_timeout_s must be a finite number of seconds >= 1, got 1e-06; "),
+        ("train.dist_timeout_s=0.5", r"^train\.dist_timeout_s must be a finite number of seconds >= 1, got 0\.5"),
+        ("train.threads_per_rank=-1", r"^train\.threads_per_rank must be >= 0 \(0: the cores shared .*\), got -1$"),
+        ("train.max_local_ranks=-1", r"^train\.max_local_ranks must be >= 0 \(0: four ranks per core\), got -1$"),
+        ("seed=-1", r"^seed must be >= 0 \(numpy's seeds are not negative\), got -1$"),
+        ("data.labelled_seed=-1", r"^data\.labelled_seed must be >= 0 \(numpy's seeds are not negative\), got -1$"),
+        ("optim.betas=[2, 3]", r"^optim\.betas must be two numbers in \[0, 1\) \(AdamW's β1, β2\), got \[2\.0, 3\.0\]"),
+        (
+            "optim.betas=[0.9]",
+            r"^optim\.betas must be two .*, got \[0\.9\]; e\.g\. \[0\.9, 0\.999\]$",
+        ),
+        ("members.1.optim={betas: [0.9, 1]}", r"^members\.1\.optim\.betas must be two numbers in \[0, 1\)"),
+        ("optim.lr=.nan", r"^optim\.lr must be a finite number, got nan; set a finite value$"),
+        ("optim.lr=nan", r"^optim\.lr must be a finite number, got nan"),  # a string the engine coerces
+        ("optim.lr=.inf", r"^optim\.lr must be a finite number, got inf"),
+        ("optim.lr=-inf", r"^optim\.lr must be a finite number, got -inf"),
+        ("optim.weight_decay=.nan", r"^optim\.weight_decay must be a finite number, got nan"),
+        ("optim.weight_decay=inf", r"^optim\.weight_decay must be a finite number, got inf"),
+        ("members.0.optim={lr: .nan}", r"^members\.0\.optim\.lr must be a finite number, got nan"),
+        ("members.1.optim={weight_decay: Infinity}", r"^members\.1\.optim\.weight_decay must be a finite number"),
+        ("optim.betas=[.nan, 0.9]", r"^optim\.betas\.0 must be a finite number, got nan"),
+        ("members.1.strength=.nan", r"^members\.1\.strength must be a finite number, got nan"),
+        ("loss.ce.label_smoothing=nan", r"^loss\.ce\.label_smoothing must be a finite number, got nan"),
+        ("members.0.loss={mimicry: .nan}", r"^members\.0\.loss\.mimicry must be a weight >= 0, got nan$"),
+        ("members.0.loss={mimicry: .inf}", r"^members\.0\.loss\.mimicry must be a weight >= 0, got inf$"),
+    ],
+)
+def test_settings_that_would_fail_after_launch_are_refused_in_the_config(tmp_path, override, message):
+    path = write(tmp_path, "members: [{arch: small_cnn}, {arch: small_cnn}]\noptim: {name: adamw}\n")
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(path, [override])
+    assert "\n" not in str(error.value)
+
+
+def test_the_bounds_themselves_are_accepted(tmp_path):
+    path = write(tmp_path, "optim: {name: adamw, betas: [0, 0.99]}\n")
+    config = load_config(path, ["train.dist_timeout_s=1", "seed=0", "train.threads_per_rank=0", "optim.lr=1e-3"])
+    assert (config.train.dist_timeout_s, config.optim.betas, config.train.max_local_ranks) == (1.0, [0.0, 0.99], 0)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text(""), r"c\.yaml is empty; write the run's keys into it \(start from a copy of configs/"),
+        (lambda p: p.write_text("# all commented out\n# seed: 1\n"), r"c\.yaml is empty; write the run's keys"),
+        (lambda p: p.write_bytes(b"name: caf\xe9\n"), r"c\.yaml is not UTF-8 text \(byte 0xe9 on line 1\); save it"),
+        (lambda p: p.mkdir(), r"c\.yaml is a directory, not a YAML file; pass the file itself$"),
+        (lambda p: p.write_text("seed: 1\noptim: {lr: 0.1}\nseed: 2\n"), r"sets key seed twice \(on lines 1 and 3\)"),
+        (lambda p: p.write_text("optim:\n  lr: 0.1\n  lr: 0.2\n"), r"c\.yaml sets key lr twice \(on lines 2 and 3\)"),
+    ],
+    ids=["empty", "only-comments", "latin-1", "directory", "duplicate-top-key", "duplicate-nested-key"],
+)
+def test_a_config_file_that_cannot_be_meant_is_a_one_line_error(tmp_path, make, message):
+    make(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(tmp_path / "c.yaml")
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "text, overrides, message",
+    [
+        ("", [], r"c\.yaml is empty; "),
+        ("optim: {lr: 0.1}\noptim: {lr: 0.2}\n", [], r"c\.yaml sets key optim twice"),
+        ("members: [{}, {}]\n", ["optim.lr=.nan"], r"optim\.lr must be a finite number, got nan"),
+        ("members: [{}, {}]\n", ["seed=-1"], r"seed must be >= 0"),
+        ("members: [{}, {}]\n", ["train.dist_timeout_s=1e-6"], r"train\.dist_timeout_s must be a finite number of"),
+    ],
+)
+def test_cohort_train_reports_a_bad_config_in_one_line_and_starts_nothing(
+    tmp_path, monkeypatch, capsys, text, overrides, message
+):
+    import cohort.cli
+
+    monkeypatch.chdir(tmp_path)  # were the config accepted, nothing would land in the checkout
+    monkeypatch.setattr(cohort.cli, "plan_run", lambda *a, **k: pytest.fail("the bad config was accepted"))
+    (tmp_path / "c.yaml").write_text(text)
+    assert cohort.cli.main(["train", str(tmp_path / "c.yaml"), *overrides]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cohort: error: ") and "Traceback" not in captured.err
+    assert re.search(message, lines[0]) and captured.out == ""

@@ -183,3 +183,45 @@ def test_a_union_takes_the_first_member_that_accepts_the_value():
 def test_a_value_that_no_union_member_accepts_names_the_key_and_the_allowed_types(raw, message):
     with pytest.raises(TreeError, match=message):
         build(Unions, raw)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("leaf:\n  size: 1\n  size: 2\n", r"t\.yaml sets key size twice \(on lines 2 and 3\); keep one of them$"),
+        ("steps: [1]\nleaf: {}\nsteps: [2]\n", r"sets key steps twice \(on lines 1 and 3\)"),
+        ("leaf: {rate: 0.1, rate: 0.2}\n", r"sets key rate twice \(on line 1\)"),
+        ("leaves:\n  - {label: a}\n  - label: b\n    label: c\n", r"sets key label twice \(on lines 3 and 4\)"),
+    ],
+)
+def test_a_key_set_twice_is_an_error_naming_the_key_and_its_lines(tmp_path, text, message):
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    with pytest.raises(MyError, match=message):
+        read_yaml(path, MyError)
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("extra: {base: &b {size: 1, rate: 0.1}}\nleaf:\n  <<: *b\n  size: 2\n")
+    assert read_yaml(path)["leaf"] == {"size": 2, "rate": 0.1}
+
+
+def test_a_file_that_is_no_utf8_text_or_no_file_is_a_one_line_error(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_bytes(b"leaf:\n  label: caf\xe9\n")  # Latin-1
+    with pytest.raises(MyError, match=r"t\.yaml is not UTF-8 text \(byte 0xe9 on line 2\); save it as UTF-8$"):
+        read_yaml(path, MyError)
+    with pytest.raises(MyError, match=r" is a directory, not a YAML file; pass the file itself$"):
+        read_yaml(tmp_path, MyError)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_a_file_without_a_document_is_an_error_when_the_caller_names_the_fix(tmp_path, text):
+    path = tmp_path / "t.yaml"
+    path.write_text(text)
+    assert read_yaml(path) == {}
+    with pytest.raises(MyError, match=r"t\.yaml is empty; write some keys$"):
+        read_yaml(path, MyError, empty="write some keys")
+    path.write_text("{}\n")  # an explicit empty mapping is a choice, not an accident
+    assert read_yaml(path, MyError, empty="write some keys") == {}

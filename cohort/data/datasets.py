@@ -29,25 +29,67 @@ class DataError(CohortError, ValueError):
     """A data problem; its message names the file and the command that fixes it."""
 
 
+META_FIELDS = {
+    "num_classes": "an integer >= 1",
+    "image_size": "an integer >= 1",
+    "mean": "a list of 3 numbers",
+    "std": "a list of 3 numbers > 0",
+}
+"""What every ``meta.json`` must hold (the trainer, the loaders and the models read them), as its errors describe them."""
+
+
+def meta_field_is_bad(name: str, value) -> bool:
+    """Whether ``meta.json``'s ``name`` (one of ``META_FIELDS``) holds a value of the wrong type or range."""
+
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+    if name in ("num_classes", "image_size"):
+        return not (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    if not (isinstance(value, list) and len(value) == 3 and all(number(x) for x in value)):
+        return True
+    return name == "std" and not all(x > 0 for x in value)
+
+
+def check_root(root: Path) -> None:
+    """A data folder that is a file (``data.root=notes.txt``) cannot hold the data nor be written."""
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data.root {root} is a file, not a folder; set data.root to a folder written by "
+                        f"`cohort data` (or to a new folder for the digits)")
+
+
 def read_meta(root: str | Path) -> dict:
-    """``meta.json`` of a data folder, or a one-line error naming the command to write it."""
+    """``meta.json`` of a data folder, or a one-line error naming the command to write it; its
+    fields (``META_FIELDS``) checked for presence and type, naming the file and the key."""
     root = Path(root)
+    check_root(root)
     meta = root / "meta.json"
     if not meta.is_file():
         raise DataError(f"{meta} is missing; write the data with `cohort data <digits|cifar10|cifar100|imagefolder> --out {root}`")
     try:
-        info = json.loads(meta.read_text())
-    except ValueError:  # a torn or hand-edited file: say which, not json's traceback
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except ValueError:  # a torn or hand-edited file (or not UTF-8): say which, not json's traceback
         raise DataError(f"{meta} is not valid JSON; rewrite the folder with `cohort data <dataset> --out {root}`") from None
+    rewrite = f"rewrite the folder with `cohort data {{dataset}} --out {root}`"
+    if not isinstance(info, dict):
+        raise DataError(f"{meta} must hold a JSON object (num_classes, image_size, mean, std, ...), not "
+                        f"{type(info).__name__}; {rewrite.format(dataset='<dataset>')}")
+    dataset = info.get("dataset") if isinstance(info.get("dataset"), str) else "<dataset>"
+    for name, kind in META_FIELDS.items():
+        if name not in info:
+            raise DataError(f"{meta} has no key {name} ({kind}); {rewrite.format(dataset=dataset)}")
+        if meta_field_is_bad(name, info[name]):
+            raise DataError(f"{meta}: {name} must be {kind}, got {info[name]!r}; {rewrite.format(dataset=dataset)}")
     for split in SPLITS:
         beton = root / f"{split}.beton"
         if not beton.is_file():
-            raise DataError(f"{beton} is missing; rewrite the folder with `cohort data {info.get('dataset', '<dataset>')} --out {root}`")
+            raise DataError(f"{beton} is missing; {rewrite.format(dataset=dataset)}")
     return info
 
 
-def check_beton(path: Path, num_classes: int, rewrite: str) -> int:
-    """The sample count of a ``.beton``, after checking that the file is whole and its labels fit.
+def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0) -> int:
+    """The sample count of a ``.beton``, after checking that the file is whole and its labels fit
+    (and, given ``image_size``, that every image is ``image_size`` pixels square).
 
     FFCV maps the file and trusts its header: a truncated file crashes the loader's
     compiled code (or reads garbage), and a label >= ``num_classes`` only fails inside
@@ -84,12 +126,21 @@ def check_beton(path: Path, num_classes: int, rewrite: str) -> int:
         if len(bad):
             raise DataError(f"label {int(bad[0])} in {path} is outside 0..{num_classes - 1} (num_classes in "
                             f"{path.parent / 'meta.json'}); rewrite the data folder with {rewrite}")
+    if image_size and "image" in tables.field_names:  # each image's width and height are in the metadata too
+        images = tables.metadata[f"f{tables.field_names.index('image')}"]
+        wrong = np.flatnonzero((images["width"] != image_size) | (images["height"] != image_size))
+        if len(wrong):
+            first = images[wrong[0]]
+            raise DataError(f"{path} holds images of {first['width']}×{first['height']} px (sample {wrong[0]}) but "
+                            f"{path.parent / 'meta.json'} says image_size {image_size}: every split's images must "
+                            f"be that size; rewrite the data folder with {rewrite}")
     return tables.num_samples
 
 
 def check_data(root: str | Path, batch_size: int = 0, replicas: int = 1) -> dict:
-    """``read_meta``, plus every ``.beton`` checked whole (``check_beton``) and, given a
-    ``batch_size``, a training split that fills at least one batch on each of ``replicas``.
+    """``read_meta``, plus every ``.beton`` checked whole (``check_beton``; its images of
+    ``image_size`` unless the folder is decoded by centre crop) and, given a ``batch_size``, a
+    training split that fills at least one batch on each of ``replicas``.
 
     Run before any training process starts: these problems would otherwise surface in
     every rank at once, as several errors or as a crash of FFCV's compiled loader.
@@ -97,7 +148,10 @@ def check_data(root: str | Path, batch_size: int = 0, replicas: int = 1) -> dict
     root = Path(root)
     info = read_meta(root)
     rewrite = f"`cohort data {info.get('dataset', '<dataset>')} --out {root}`"
-    sizes = {split: check_beton(root / f"{split}.beton", info["num_classes"], rewrite) for split in SPLITS}
+    # A folder decoded as stored (cohort's writer resized every image to image_size) must hold
+    # images of that size alone; a center_crop folder (imagefolder) stores them as they come.
+    side = info["image_size"] if info.get("decoder") != "center_crop" else 0
+    sizes = {split: check_beton(root / f"{split}.beton", info["num_classes"], rewrite, side) for split in SPLITS}
     if batch_size and sizes["train"] // replicas < batch_size:
         per = f"{sizes['train'] // replicas} per replica ({replicas} replicas)" if replicas > 1 else str(sizes["train"])
         raise DataError(f"data.batch_size {batch_size} is larger than the training set ({root / 'train.beton'} has "
@@ -109,6 +163,7 @@ def ensure_data(root: str, dataset: str) -> None:
     """Write the digits data if it is missing (it ships with scikit-learn); else check it exists."""
     # Only a folder without meta.json (never written, or cut short: meta.json comes last) is
     # written here; a written folder that lost a file is the user's data, reported, not replaced.
+    check_root(Path(root))
     if dataset == "digits" and not (Path(root) / "meta.json").is_file():
         print(f"cohort: writing the digits dataset to {root} (first run only)", flush=True)
         write_digits(Path(root))

@@ -150,3 +150,83 @@ def test_ffcvs_progress_bars_stay_out_of_logs(tmp_path):
     # stderr is a pipe here, as in a SLURM log: FFCV's writer bars (one per split) are not drawn.
     result = run_cli("data", "digits", "--out", str(tmp_path / "digits"))
     assert result.returncode == 0 and "it/s]" not in result.stderr and "%|" not in result.stderr
+
+
+def tiny_folder(out, side: int, n: int = 12) -> dict:
+    """A three-split folder of ``n`` random ``side``-pixel images, as `cohort data` writes it."""
+    from cohort.data.datasets import write_arrays
+
+    rng = np.random.default_rng(side)
+    images = rng.integers(0, 256, size=(n, side, side, 3), dtype=np.uint8)
+    labels = np.arange(n) % 2
+    return write_arrays(out, "tiny", images, labels, images[:4], labels[:4], val_fraction=0.25, classes=["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    tiny_folder(root, 8)
+    return root
+
+
+@pytest.mark.parametrize(
+    "meta, message",
+    [
+        ([], r"meta\.json must hold a JSON object \(num_classes, image_size, mean, std, \.\.\.\), not list; "
+             r"rewrite the folder with `cohort data <dataset> --out .*`$"),
+        ({}, r"meta\.json has no key num_classes \(an integer >= 1\); rewrite the folder with `cohort data <dataset>"),
+        ("drop:mean", r"meta\.json has no key mean \(a list of 3 numbers\); rewrite the folder with `cohort data tiny"),
+        ("drop:image_size", r"meta\.json has no key image_size \(an integer >= 1\)"),
+        ({"num_classes": "10"}, r"meta\.json: num_classes must be an integer >= 1, got '10'; rewrite the folder"),
+        ({"num_classes": 0}, r"meta\.json: num_classes must be an integer >= 1, got 0"),
+        ({"image_size": 32.0}, r"meta\.json: image_size must be an integer >= 1, got 32\.0"),
+        ({"mean": "0.5"}, r"meta\.json: mean must be a list of 3 numbers, got '0\.5'"),
+        ({"mean": [0.5, 0.5]}, r"meta\.json: mean must be a list of 3 numbers, got \[0\.5, 0\.5\]"),
+        ({"std": [0.2, 0.0, 0.2]}, r"meta\.json: std must be a list of 3 numbers > 0, got \[0\.2, 0\.0, 0\.2\]"),
+    ],
+    ids=["list", "empty", "no-mean", "no-image-size", "classes-str", "classes-0", "size-float", "mean-str",
+         "mean-short", "std-zero"],
+)
+def test_a_meta_json_without_its_fields_names_the_file_and_the_key(tmp_path, tiny_root, meta, message):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    written = json.loads((root / "meta.json").read_text())
+    if isinstance(meta, str):
+        written.pop(meta.removeprefix("drop:"))
+    elif isinstance(meta, dict) and meta:
+        written.update(meta)
+    else:
+        written = meta
+    (root / "meta.json").write_text(json.dumps(written))
+    with pytest.raises(DataError, match=message) as error:
+        read_meta(root)
+    assert str(root / "meta.json") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_data_root_that_is_a_file_is_neither_read_nor_written(tmp_path):
+    from cohort.data.datasets import ensure_data
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not data")
+    for check in (read_meta, lambda root: ensure_data(root, "digits")):
+        with pytest.raises(DataError, match=r"^data\.root .*notes\.txt is a file, not a folder; set data\.root to a"):
+            check(notes)
+    assert notes.read_text() == "not data"
+
+
+def test_splits_of_another_image_size_than_meta_json_says_are_refused(tmp_path, tiny_root):
+    import shutil
+
+    from cohort.data.datasets import check_data
+
+    assert check_data(tiny_root)["image_size"] == 8
+    root, other = tmp_path / "data", tmp_path / "other"
+    shutil.copytree(tiny_root, root)
+    tiny_folder(other, 6)
+    shutil.copy(other / "val.beton", root / "val.beton")  # a val split written at another size
+    with pytest.raises(DataError, match=r"val\.beton holds images of 6×6 px \(sample 0\) but .*meta\.json says "
+                                        r"image_size 8: every split's images must be that size; rewrite the data "
+                                        r"folder with `cohort data tiny --out .*`$"):
+        check_data(root)
