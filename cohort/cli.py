@@ -48,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     # Checked here, before any process starts: in the workers each rank would report it.
-    plan_run(config, write_data=True)
+    plan_run(config, write_data=True, local=True)
     check_local_gpus(config, config.replicas)
     return launch_local([args.config, *args.overrides], config.world_size, max_restarts=args.max_restarts)
 

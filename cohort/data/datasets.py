@@ -13,12 +13,12 @@ import pickle
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from cohort.errors import CohortError
 
+from cohort.errors import CohortError
 
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 20180612  # fixed: the same data folder on every machine
@@ -35,7 +35,8 @@ META_FIELDS = {
     "mean": "a list of 3 numbers",
     "std": "a list of 3 numbers > 0",
 }
-"""What every ``meta.json`` must hold (the trainer, the loaders and the models read them), as its errors describe them."""
+"""What every ``meta.json`` must hold (the trainer, the loaders and the models read them), as its
+errors describe them."""
 
 
 def meta_field_is_bad(name: str, value) -> bool:
@@ -54,8 +55,10 @@ def meta_field_is_bad(name: str, value) -> bool:
 def check_root(root: Path) -> None:
     """A data folder that is a file (``data.root=notes.txt``) cannot hold the data nor be written."""
     if root.exists() and not root.is_dir():
-        raise DataError(f"data.root {root} is a file, not a folder; set data.root to a folder written by "
-                        f"`cohort data` (or to a new folder for the digits)")
+        raise DataError(
+            f"data.root {root} is a file, not a folder; set data.root to a folder written by "
+            f"`cohort data` (or to a new folder for the digits)"
+        )
 
 
 def read_meta(root: str | Path) -> dict:
@@ -65,15 +68,21 @@ def read_meta(root: str | Path) -> dict:
     check_root(root)
     meta = root / "meta.json"
     if not meta.is_file():
-        raise DataError(f"{meta} is missing; write the data with `cohort data <digits|cifar10|cifar100|imagefolder> --out {root}`")
+        raise DataError(
+            f"{meta} is missing; write the data with `cohort data <digits|cifar10|cifar100|imagefolder> --out {root}`"
+        )
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
     except ValueError:  # a torn or hand-edited file (or not UTF-8): say which, not json's traceback
-        raise DataError(f"{meta} is not valid JSON; rewrite the folder with `cohort data <dataset> --out {root}`") from None
+        raise DataError(
+            f"{meta} is not valid JSON; rewrite the folder with `cohort data <dataset> --out {root}`"
+        ) from None
     rewrite = f"rewrite the folder with `cohort data {{dataset}} --out {root}`"
     if not isinstance(info, dict):
-        raise DataError(f"{meta} must hold a JSON object (num_classes, image_size, mean, std, ...), not "
-                        f"{type(info).__name__}; {rewrite.format(dataset='<dataset>')}")
+        raise DataError(
+            f"{meta} must hold a JSON object (num_classes, image_size, mean, std, ...), not "
+            f"{type(info).__name__}; {rewrite.format(dataset='<dataset>')}"
+        )
     dataset = info.get("dataset") if isinstance(info.get("dataset"), str) else "<dataset>"
     for name, kind in META_FIELDS.items():
         if name not in info:
@@ -106,8 +115,11 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0)
     header = np.fromfile(path, dtype=HEADER, count=1)[0]
     table_start, table_bytes = int(header["alloc_table_ptr"]), size - int(header["alloc_table_ptr"])
     fields_end = HEADER.itemsize + int(header["num_fields"]) * FIELD_DESCRIPTOR.itemsize
-    if header["version"] != FORMAT_VERSION or not fields_end <= table_start <= size \
-            or table_bytes % ALLOCATION.itemsize:
+    if (
+        header["version"] != FORMAT_VERSION
+        or not fields_end <= table_start <= size
+        or table_bytes % ALLOCATION.itemsize
+    ):
         raise broken
     try:
         tables = read_tables(path)
@@ -124,16 +136,20 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0)
         labels = tables.metadata[f"f{tables.field_names.index('label')}"]
         bad = labels[(labels < 0) | (labels >= num_classes)]
         if len(bad):
-            raise DataError(f"label {int(bad[0])} in {path} is outside 0..{num_classes - 1} (num_classes in "
-                            f"{path.parent / 'meta.json'}); rewrite the data folder with {rewrite}")
+            raise DataError(
+                f"label {int(bad[0])} in {path} is outside 0..{num_classes - 1} (num_classes in "
+                f"{path.parent / 'meta.json'}); rewrite the data folder with {rewrite}"
+            )
     if image_size and "image" in tables.field_names:  # each image's width and height are in the metadata too
         images = tables.metadata[f"f{tables.field_names.index('image')}"]
         wrong = np.flatnonzero((images["width"] != image_size) | (images["height"] != image_size))
         if len(wrong):
             first = images[wrong[0]]
-            raise DataError(f"{path} holds images of {first['width']}×{first['height']} px (sample {wrong[0]}) but "
-                            f"{path.parent / 'meta.json'} says image_size {image_size}: every split's images must "
-                            f"be that size; rewrite the data folder with {rewrite}")
+            raise DataError(
+                f"{path} holds images of {first['width']}×{first['height']} px (sample {wrong[0]}) but "
+                f"{path.parent / 'meta.json'} says image_size {image_size}: every split's images must "
+                f"be that size; rewrite the data folder with {rewrite}"
+            )
     return tables.num_samples
 
 
@@ -154,8 +170,10 @@ def check_data(root: str | Path, batch_size: int = 0, replicas: int = 1) -> dict
     sizes = {split: check_beton(root / f"{split}.beton", info["num_classes"], rewrite, side) for split in SPLITS}
     if batch_size and sizes["train"] // replicas < batch_size:
         per = f"{sizes['train'] // replicas} per replica ({replicas} replicas)" if replicas > 1 else str(sizes["train"])
-        raise DataError(f"data.batch_size {batch_size} is larger than the training set ({root / 'train.beton'} has "
-                        f"{per} samples); lower data.batch_size")
+        raise DataError(
+            f"data.batch_size {batch_size} is larger than the training set ({root / 'train.beton'} has "
+            f"{per} samples); lower data.batch_size"
+        )
     return info
 
 
@@ -189,8 +207,16 @@ def split_indices(n: int, holdout: int, seed: int = SPLIT_SEED) -> tuple[np.ndar
     return np.sort(order[holdout:]), np.sort(order[:holdout])
 
 
-def write_arrays(out: Path, name: str, images: np.ndarray, labels: np.ndarray, test_images: np.ndarray,
-                 test_labels: np.ndarray, val_fraction: float, classes: Sequence[str]) -> dict:
+def write_arrays(
+    out: Path,
+    name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    val_fraction: float,
+    classes: Sequence[str],
+) -> dict:
     """Carve val from train, compute the train mean/std, and write the three splits."""
     train_idx, val_idx = split_indices(len(labels), int(round(val_fraction * len(labels))))
     splits = {
@@ -211,8 +237,15 @@ def write_arrays(out: Path, name: str, images: np.ndarray, labels: np.ndarray, t
     return _write_splits(out, splits, meta, write_mode="raw", max_resolution=None)
 
 
-def _write_splits(out: Path, splits: dict, meta: dict, write_mode: str, max_resolution: int | None,
-                  num_workers: int = 1, field_options: dict | None = None) -> dict:
+def _write_splits(
+    out: Path,
+    splits: dict,
+    meta: dict,
+    write_mode: str,
+    max_resolution: int | None,
+    num_workers: int = 1,
+    field_options: dict | None = None,
+) -> dict:
     """Write all splits into a temporary folder next to ``out``, then move them in."""
     import ffcv.writer
     from ffcv.fields import IntField, RGBImageField
@@ -228,8 +261,9 @@ def _write_splits(out: Path, splits: dict, meta: dict, write_mode: str, max_reso
     try:
         for split, dataset in splits.items():
             image_field = RGBImageField(write_mode=write_mode, max_resolution=max_resolution, **(field_options or {}))
-            writer = DatasetWriter(str(staging / f"{split}.beton"), {"image": image_field, "label": IntField()},
-                                   num_workers=num_workers)
+            writer = DatasetWriter(
+                str(staging / f"{split}.beton"), {"image": image_field, "label": IntField()}, num_workers=num_workers
+            )
             writer.from_indexed_dataset(dataset)
         meta["sizes"] = {split: len(dataset) for split, dataset in splits.items()}
         for split in splits:
@@ -258,8 +292,16 @@ def write_digits(out: Path, size: int = 32) -> dict:
     images = np.repeat(images[..., None], 3, axis=3)
     labels = digits.target.astype(np.int64)
     train_idx, test_idx = split_indices(len(labels), int(round(0.2 * len(labels))), seed=SPLIT_SEED + 1)
-    return write_arrays(out, "digits", images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
-                        val_fraction=0.125, classes=[str(d) for d in range(10)])
+    return write_arrays(
+        out,
+        "digits",
+        images[train_idx],
+        labels[train_idx],
+        images[test_idx],
+        labels[test_idx],
+        val_fraction=0.125,
+        classes=[str(d) for d in range(10)],
+    )
 
 
 def read_cifar_batches(folder: Path, files: Sequence[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -299,13 +341,29 @@ def write_cifar(out: Path, classes: int, source: Path, download: bool = True) ->
         class_names = pickle.load(f, encoding="latin1")[names_key]
     train_images, train_labels = read_cifar_batches(folder, train_files, label_key)
     test_images, test_labels = read_cifar_batches(folder, test_files, label_key)
-    return write_arrays(out, f"cifar{classes}", train_images, train_labels, test_images, test_labels,
-                        val_fraction=0.1, classes=class_names)
+    return write_arrays(
+        out,
+        f"cifar{classes}",
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        val_fraction=0.1,
+        classes=class_names,
+    )
 
 
-def write_imagefolder(out: Path, train_dir: Path, test_dir: Path, max_resolution: int = 256,
-                      val_fraction: float = 0.02, num_workers: int = 4, write_mode: str = "jpg",
-                      jpeg_quality: int = 90, compress_probability: float = 0.5) -> dict:
+def write_imagefolder(
+    out: Path,
+    train_dir: Path,
+    test_dir: Path,
+    max_resolution: int = 256,
+    val_fraction: float = 0.02,
+    num_workers: int = 4,
+    write_mode: str = "jpg",
+    jpeg_quality: int = 90,
+    compress_probability: float = 0.5,
+) -> dict:
     """Any ``ImageFolder`` layout (ImageNet: its val folder is our test split). FFCV's writer
     options: ``max_resolution`` (longest side), ``write_mode`` (``jpg``, ``raw``, or
     ``proportion``: JPEG with probability ``compress_probability``, as ffcv-imagenet writes
@@ -317,10 +375,15 @@ def write_imagefolder(out: Path, train_dir: Path, test_dir: Path, max_resolution
             raise DataError(f"{d} is not a directory of class folders")
     train, test = image_folder(train_dir), image_folder(test_dir)
     if train.classes != test.classes:
-        only_train, only_test = sorted(set(train.classes) - set(test.classes)), sorted(set(test.classes) - set(train.classes))
-        raise DataError(f"{train_dir} and {test_dir} have different class folders (only in {train_dir.name}: "
-                        f"{', '.join(only_train[:5]) or '-'}; only in {test_dir.name}: {', '.join(only_test[:5]) or '-'}); "
-                        f"give both the same class folders")
+        only_train, only_test = (
+            sorted(set(train.classes) - set(test.classes)),
+            sorted(set(test.classes) - set(train.classes)),
+        )
+        raise DataError(
+            f"{train_dir} and {test_dir} have different class folders (only in {train_dir.name}: "
+            f"{', '.join(only_train[:5]) or '-'}; only in {test_dir.name}: {', '.join(only_test[:5]) or '-'}); "
+            f"give both the same class folders"
+        )
     # At least one val image: FFCV cannot write an empty file (and temperature scaling needs val).
     train_idx, val_idx = split_indices(len(train), max(1, int(round(val_fraction * len(train)))))
     splits = {"train": Subset(train, train_idx.tolist()), "val": Subset(train, val_idx.tolist()), "test": test}
@@ -335,11 +398,21 @@ def write_imagefolder(out: Path, train_dir: Path, test_dir: Path, max_resolution
     }
     options = {"jpeg_quality": jpeg_quality, "compress_probability": compress_probability}  # FFCV's RGBImageField's
     estimate = sum(estimated_bytes(dataset, max_resolution, write_mode, **options) for dataset in splits.values())
-    print(f"cohort data: writing {sum(len(d) for d in splits.values())} images into {out}, about "
-          f"{human_bytes(estimate)} (estimated from a sample; {write_mode}, longest side {max_resolution}, "
-          f"JPEG quality {jpeg_quality})", flush=True)
-    return _write_splits(out, splits, meta, write_mode=write_mode, max_resolution=max_resolution,
-                         num_workers=num_workers, field_options=options)
+    print(
+        f"cohort data: writing {sum(len(d) for d in splits.values())} images into {out}, about "
+        f"{human_bytes(estimate)} (estimated from a sample; {write_mode}, longest side {max_resolution}, "
+        f"JPEG quality {jpeg_quality})",
+        flush=True,
+    )
+    return _write_splits(
+        out,
+        splits,
+        meta,
+        write_mode=write_mode,
+        max_resolution=max_resolution,
+        num_workers=num_workers,
+        field_options=options,
+    )
 
 
 def human_bytes(count: float) -> str:
@@ -358,12 +431,15 @@ def image_folder(root: Path):
     try:
         return ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as error:  # torchvision: no class folders / no valid files
-        raise DataError(f"{root} holds no images in class folders ({str(error).splitlines()[0][:80]}); "
-                        f"pass a folder of <class>/<image> files") from None
+        raise DataError(
+            f"{root} holds no images in class folders ({str(error).splitlines()[0][:80]}); "
+            f"pass a folder of <class>/<image> files"
+        ) from None
 
 
-def estimated_bytes(dataset, max_resolution: int, write_mode: str, jpeg_quality: int, compress_probability: float,
-                    sample: int = 16) -> float:
+def estimated_bytes(
+    dataset, max_resolution: int, write_mode: str, jpeg_quality: int, compress_probability: float, sample: int = 16
+) -> float:
     """The bytes FFCV will write for ``dataset``'s images, from encoding a fixed sample of them
     as FFCV's writer does (its resizer and JPEG encoder)."""
     from ffcv.fields.rgb_image import encode_jpeg, resizer

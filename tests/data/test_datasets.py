@@ -35,12 +35,25 @@ def write_fake_cifar10(folder, per_batch=8):
 
 def test_cifar_conversion_from_the_on_disk_format(tmp_path):
     batches = write_fake_cifar10(tmp_path / "src" / "cifar-10-batches-py")
-    result = run_cli("data", "cifar10", "--out", str(tmp_path / "out"), "--source", str(tmp_path / "src"), "--no-download")
+    result = run_cli(
+        "data", "cifar10", "--out", str(tmp_path / "out"), "--source", str(tmp_path / "src"), "--no-download"
+    )
     assert result.returncode == 0, result.stderr
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["sizes"] == {"train": 36, "val": 4, "test": 8} and meta["classes"][3] == "class3"
-    test = MemberLoader(tmp_path / "out", "test", member=0, replica=0, replicas=1, seed=0, policy="none",
-                        batch_size=8, num_workers=1, device=torch.device("cpu"), train=False)
+    test = MemberLoader(
+        tmp_path / "out",
+        "test",
+        member=0,
+        replica=0,
+        replicas=1,
+        seed=0,
+        policy="none",
+        batch_size=8,
+        num_workers=1,
+        device=torch.device("cpu"),
+        train=False,
+    )
     batch = next(iter(test.epoch(0)))
     images, labels = batch.images, batch.labels
     data, expected_labels = batches["test_batch"]
@@ -71,22 +84,56 @@ def test_imagefolder_conversion_with_mixed_image_sizes(tmp_path):
                 size = (int(rng.integers(40, 90)), int(rng.integers(40, 90)))
                 pixels = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
-    result = run_cli("data", "imagefolder", "--out", str(tmp_path / "out"), "--train-dir", str(tmp_path / "train"),
-                     "--test-dir", str(tmp_path / "val"), "--max-resolution", "48", "--workers", "1")
+    result = run_cli(
+        "data",
+        "imagefolder",
+        "--out",
+        str(tmp_path / "out"),
+        "--train-dir",
+        str(tmp_path / "train"),
+        "--test-dir",
+        str(tmp_path / "val"),
+        "--max-resolution",
+        "48",
+        "--workers",
+        "1",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     meta = read_meta(tmp_path / "out")
     assert meta["classes"] == ["cat", "dog"] and meta["sizes"] == {"train": 59, "val": 1, "test": 8}
-    loader = MemberLoader(tmp_path / "out", "test", member=0, replica=0, replicas=1, seed=0, policy="none",
-                          batch_size=8, num_workers=1, device=torch.device("cpu"), train=False)
+    loader = MemberLoader(
+        tmp_path / "out",
+        "test",
+        member=0,
+        replica=0,
+        replicas=1,
+        seed=0,
+        policy="none",
+        batch_size=8,
+        num_workers=1,
+        device=torch.device("cpu"),
+        train=False,
+    )
     batch = next(iter(loader.epoch(0)))
     images, labels = batch.images, batch.labels
     assert images.shape == (8, 3, 48, 48) and labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
 def test_imagefolder_without_directories_is_a_one_line_error(tmp_path):
-    result = run_cli("data", "imagefolder", "--out", str(tmp_path / "out"), "--train-dir", str(tmp_path / "nope"),
-                     "--test-dir", str(tmp_path / "nope"))
-    assert result.returncode == 2 and result.stderr.strip() == f"cohort: error: {tmp_path / 'nope'} is not a directory of class folders"
+    result = run_cli(
+        "data",
+        "imagefolder",
+        "--out",
+        str(tmp_path / "out"),
+        "--train-dir",
+        str(tmp_path / "nope"),
+        "--test-dir",
+        str(tmp_path / "nope"),
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr.strip() == f"cohort: error: {tmp_path / 'nope'} is not a directory of class folders"
+    )
 
 
 def write_folders(root, layout: dict, seed: int = 0) -> None:
@@ -99,7 +146,9 @@ def write_folders(root, layout: dict, seed: int = 0) -> None:
             folder = root / split / cls
             folder.mkdir(parents=True)
             for i in range(count):
-                pixels = rng.integers(0, 256, size=(int(rng.integers(30, 70)), int(rng.integers(30, 70)), 3), dtype=np.uint8)
+                pixels = rng.integers(
+                    0, 256, size=(int(rng.integers(30, 70)), int(rng.integers(30, 70)), 3), dtype=np.uint8
+                )
                 Image.fromarray(pixels).save(folder / f"{i}.jpg")
 
 
@@ -112,9 +161,24 @@ def test_imagefolder_writer_options_and_its_size_estimate(tmp_path):
     write_folders(tmp_path, {"train": {"a": 7, "b": 7}, "val": {"a": 3, "b": 3}})
     stored = {}
     for mode in ("raw", "jpg"):
-        result = run_cli("data", "imagefolder", "--out", str(tmp_path / mode), "--train-dir", str(tmp_path / "train"),
-                         "--test-dir", str(tmp_path / "val"), "--max-resolution", "32", "--workers", "1",
-                         "--write-mode", mode, "--jpeg-quality", "50")
+        result = run_cli(
+            "data",
+            "imagefolder",
+            "--out",
+            str(tmp_path / mode),
+            "--train-dir",
+            str(tmp_path / "train"),
+            "--test-dir",
+            str(tmp_path / "val"),
+            "--max-resolution",
+            "32",
+            "--workers",
+            "1",
+            "--write-mode",
+            mode,
+            "--jpeg-quality",
+            "50",
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert f"writing 20 images into {tmp_path / mode}, about " in result.stdout
         assert f"{mode}, longest side 32, JPEG quality 50" in result.stdout
@@ -122,7 +186,9 @@ def test_imagefolder_writer_options_and_its_size_estimate(tmp_path):
         estimate = float(number) * 1024 ** ["B", "KiB", "MiB", "GiB"].index(unit)
         tables = [read_tables(tmp_path / mode / f"{split}.beton") for split in ("train", "val", "test")]
         stored[mode] = sum(int(t.allocation["size"].sum()) for t in tables)  # image bytes and labels
-        images = sum(int((t.metadata["f0"]["width"].astype(int) * t.metadata["f0"]["height"] * 3).sum()) for t in tables)
+        images = sum(
+            int((t.metadata["f0"]["width"].astype(int) * t.metadata["f0"]["height"] * 3).sum()) for t in tables
+        )
         assert {int(m) for t in tables for m in t.metadata["f0"]["mode"]} == {IMAGE_MODES[mode]}
         if mode == "raw":
             assert images == stored["raw"] and estimate == pytest.approx(images, rel=2e-3)  # 3 significant digits
@@ -133,14 +199,33 @@ def test_imagefolder_writer_options_and_its_size_estimate(tmp_path):
 
 def test_imagefolder_with_other_classes_or_no_images_is_a_one_line_error(tmp_path):
     write_folders(tmp_path, {"train": {"a": 2, "b": 2}, "val": {"a": 1, "c": 1}})
-    result = run_cli("data", "imagefolder", "--out", str(tmp_path / "out"), "--train-dir", str(tmp_path / "train"),
-                     "--test-dir", str(tmp_path / "val"))
+    result = run_cli(
+        "data",
+        "imagefolder",
+        "--out",
+        str(tmp_path / "out"),
+        "--train-dir",
+        str(tmp_path / "train"),
+        "--test-dir",
+        str(tmp_path / "val"),
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert f"{tmp_path / 'train'} and {tmp_path / 'val'} have different class folders (only in train: b; only in val: c)" \
-        in result.stderr and "give both the same class folders" in result.stderr
+    assert (
+        f"{tmp_path / 'train'} and {tmp_path / 'val'} have different class folders (only in train: b; only in val: c)"
+        in result.stderr
+        and "give both the same class folders" in result.stderr
+    )
     (tmp_path / "empty" / "a").mkdir(parents=True)
-    result = run_cli("data", "imagefolder", "--out", str(tmp_path / "out"), "--train-dir", str(tmp_path / "empty"),
-                     "--test-dir", str(tmp_path / "val"))
+    result = run_cli(
+        "data",
+        "imagefolder",
+        "--out",
+        str(tmp_path / "out"),
+        "--train-dir",
+        str(tmp_path / "empty"),
+        "--test-dir",
+        str(tmp_path / "val"),
+    )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert f"{tmp_path / 'empty'} holds no images in class folders" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -172,8 +257,11 @@ def tiny_root(tmp_path_factory):
 @pytest.mark.parametrize(
     "meta, message",
     [
-        ([], r"meta\.json must hold a JSON object \(num_classes, image_size, mean, std, \.\.\.\), not list; "
-             r"rewrite the folder with `cohort data <dataset> --out .*`$"),
+        (
+            [],
+            r"meta\.json must hold a JSON object \(num_classes, image_size, mean, std, \.\.\.\), not list; "
+            r"rewrite the folder with `cohort data <dataset> --out .*`$",
+        ),
         ({}, r"meta\.json has no key num_classes \(an integer >= 1\); rewrite the folder with `cohort data <dataset>"),
         ("drop:mean", r"meta\.json has no key mean \(a list of 3 numbers\); rewrite the folder with `cohort data tiny"),
         ("drop:image_size", r"meta\.json has no key image_size \(an integer >= 1\)"),
@@ -184,8 +272,18 @@ def tiny_root(tmp_path_factory):
         ({"mean": [0.5, 0.5]}, r"meta\.json: mean must be a list of 3 numbers, got \[0\.5, 0\.5\]"),
         ({"std": [0.2, 0.0, 0.2]}, r"meta\.json: std must be a list of 3 numbers > 0, got \[0\.2, 0\.0, 0\.2\]"),
     ],
-    ids=["list", "empty", "no-mean", "no-image-size", "classes-str", "classes-0", "size-float", "mean-str",
-         "mean-short", "std-zero"],
+    ids=[
+        "list",
+        "empty",
+        "no-mean",
+        "no-image-size",
+        "classes-str",
+        "classes-0",
+        "size-float",
+        "mean-str",
+        "mean-short",
+        "std-zero",
+    ],
 )
 def test_a_meta_json_without_its_fields_names_the_file_and_the_key(tmp_path, tiny_root, meta, message):
     import shutil
@@ -226,7 +324,10 @@ def test_splits_of_another_image_size_than_meta_json_says_are_refused(tmp_path, 
     shutil.copytree(tiny_root, root)
     tiny_folder(other, 6)
     shutil.copy(other / "val.beton", root / "val.beton")  # a val split written at another size
-    with pytest.raises(DataError, match=r"val\.beton holds images of 6×6 px \(sample 0\) but .*meta\.json says "
-                                        r"image_size 8: every split's images must be that size; rewrite the data "
-                                        r"folder with `cohort data tiny --out .*`$"):
+    with pytest.raises(
+        DataError,
+        match=r"val\.beton holds images of 6×6 px \(sample 0\) but .*meta\.json says "
+        r"image_size 8: every split's images must be that size; rewrite the data "
+        r"folder with `cohort data tiny --out .*`$",
+    ):
         check_data(root)
