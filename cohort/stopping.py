@@ -12,6 +12,10 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 ``scontrol requeue`` or ``scancel``; SIGUSR1/SIGUSR2 as SLURM's ``--signal`` before a time
 limit (SIGUSR2 is submitit's, which then requeues the job)."""
 
+LAUNCHER_PID_ENV = "COHORT_LAUNCHER_PID"
+"""Set by ``cohort train``'s launcher to its process id: its workers check that their parent
+is still this process once they asked to be signalled when it dies (``cohort.worker``)."""
+
 SIGNAL_CHECK_EVERY = 8
 """Steps between the collective checks for a stop signal: often enough to stop within
 seconds, rare enough not to lock independent members into step with each other."""

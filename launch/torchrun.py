@@ -15,6 +15,8 @@ import sys
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import get_args_parser, run
 
+from cohort.stopping import LAUNCHER_PID_ENV
+
 
 def launch_local(arguments: list[str], nproc: int, max_restarts: int = 0, module: str = "cohort.train") -> int:
     """Run ``python -m MODULE ARGUMENTS`` in ``nproc`` local processes (``cohort.train``:
@@ -38,10 +40,19 @@ def launch_local(arguments: list[str], nproc: int, max_restarts: int = 0, module
             *arguments,
         ]
     )
+    # The workers (this process's children) stop when it dies: ``cohort.worker.die_with_launcher``.
+    outer = os.environ.get(LAUNCHER_PID_ENV)
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     try:
         run(args)
     except ChildFailedError as failure:
         rank, info = failure.get_first_failure()
         print(f"cohort: rank {rank} exited with code {info.exitcode}; its error is printed above", file=sys.stderr)
         return info.exitcode if isinstance(info.exitcode, int) and info.exitcode > 0 else 1
+    finally:
+        # Not left behind for other torchrun cohorts this process may start (tests call main()).
+        if outer is None:
+            os.environ.pop(LAUNCHER_PID_ENV, None)
+        else:
+            os.environ[LAUNCHER_PID_ENV] = outer
     return 0
