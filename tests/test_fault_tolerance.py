@@ -290,3 +290,35 @@ def test_the_workers_stop_when_their_launcher_is_killed_and_resume_continues(dig
     step = stop_step(out)
     assert step < 120 and (run / "checkpoints" / f"step-{step:09d}" / MARKER).is_file()
     resume_to_the_end(config, run, step)
+
+
+def test_sigterm_to_the_launcher_saves_at_an_agreed_step_exits_0_and_resume_continues(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, train=SIGNAL_TRAIN)
+    run = tmp_path / "run"
+    launcher = start_cli("train", str(config))
+    wait_for(lambda: trace_steps(run, 0) >= 2, 180, "2 steps")
+    launcher.send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("cohort:")] == [
+        "cohort: stopped by SIGTERM to the launcher; every rank ended cleanly (where it saved is printed above); "
+        "continue with resume=auto"
+    ], err[-3000:]
+    step = stop_step(out)
+    assert step < 120 and (run / "checkpoints" / f"step-{step:09d}" / MARKER).is_file()
+    resume_to_the_end(config, run, step)
+
+
+def test_ctrl_c_to_the_launchers_process_group_saves_and_exits_0(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, train=SIGNAL_TRAIN)
+    run = tmp_path / "run"
+    launcher = start_cli("train", str(config), start_new_session=True)
+    wait_for(lambda: trace_steps(run, 0) >= 2, 180, "2 steps")
+    os.killpg(launcher.pid, signal.SIGINT)  # as Ctrl-C in a terminal
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "cohort: stopped by SIGINT to the launcher; every rank ended cleanly" in err, err[-3000:]
+    step = stop_step(out)
+    assert (run / "checkpoints" / f"step-{step:09d}" / MARKER).is_file()
