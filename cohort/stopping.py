@@ -3,14 +3,25 @@ at the same step and stop cleanly (SLURM's preemption and time limits, ``scancel
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 
 from cohort.mesh import CohortMesh
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 """Each asks for an agreed checkpoint and a clean stop: SIGTERM from SLURM's preemption,
-``scontrol requeue`` or ``scancel``; SIGUSR1/SIGUSR2 as SLURM's ``--signal`` before a time
-limit (SIGUSR2 is submitit's, which then requeues the job)."""
+``scontrol requeue`` or ``scancel``, or from ``cohort train``'s launcher when it is stopped
+(``launch/torchrun.py``) or dies; SIGINT from Ctrl-C; SIGUSR1/SIGUSR2 as SLURM's ``--signal``
+before a time limit (SIGUSR2 is submitit's, which then requeues the job)."""
+
+INTERRUPTED_EXIT = 130
+"""The exit code of a rank that a second Ctrl-C (SIGINT) stopped at once, without saving:
+128 + SIGINT, as a shell reports a process that Ctrl-C ended."""
+
+LAUNCHER_PID_ENV = "COHORT_LAUNCHER_PID"
+"""Set by ``cohort train``'s launcher to its process id: its workers check that their parent
+is still this process once they asked to be signalled when it dies (``cohort.worker``)."""
 
 SIGNAL_CHECK_EVERY = 8
 """Steps between the collective checks for a stop signal: often enough to stop within
@@ -37,9 +48,23 @@ class StopSignals:
             signal.signal(signum, self.request)
 
     def request(self, signum, frame) -> None:
-        """One of STOP_SIGNALS: finish the step, agree with the other ranks, checkpoint, stop."""
+        """One of STOP_SIGNALS: finish the step, agree with the other ranks, checkpoint, stop.
+        A SIGINT after a stop was asked for (a second Ctrl-C) stops this rank at once: no
+        checkpoint, no traceback, exit code ``INTERRUPTED_EXIT``."""
         if not self.received:
             self.received = signum
+        elif signum == signal.SIGINT:
+            if self.mesh.is_main:
+                print(
+                    "cohort: stopped at once by a second SIGINT, without saving; "
+                    "continue with resume=auto from the last complete checkpoint",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            sys.stdout.flush()
+            # At once: not through the trainer's cleanup, whose collectives would wait for
+            # peers that are exiting too.
+            os._exit(INTERRUPTED_EXIT)
 
     def agreed(self, step: int) -> int:
         """At every ``SIGNAL_CHECK_EVERY``-th step, the stop signal any rank received (the highest

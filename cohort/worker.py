@@ -8,7 +8,10 @@ rank prints an error, or of how a lost peer is diagnosed.
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +22,7 @@ from cohort.config import CohortConfig, load_config
 from cohort.errors import CohortError
 from cohort.mesh import Launch, detect_launch, join_cohort
 from cohort.preflight import plan_run
-from cohort.stopping import Stopped, ignore_stop_signals
+from cohort.stopping import LAUNCHER_PID_ENV, Stopped, ignore_stop_signals
 from cohort.trainer import Trainer
 
 USAGE = """Train a cohort: one member per rank (R replica ranks with DDP), learning from each other
@@ -49,6 +52,8 @@ class WorkerExit:
 def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
     """Train this rank's part of the cohort (``argv``: CONFIG [key=value ...]); never raises
     for the errors a user can fix, and prints each of them once, as one line."""
+    if launch.launcher == "torchrun":
+        die_with_launcher()
     trainer = None
     try:
         config = load_config(argv[0], argv[1:])
@@ -86,6 +91,38 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
         )
         return WorkerExit(1)
     return WorkerExit(0)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+LAUNCHER_DEATH_SIGNAL = signal.SIGTERM
+"""What a torchrun worker receives when its launcher dies (``kill -9`` of ``cohort train``, or
+of torchrun's agent). SIGTERM is a stop signal (``cohort.stopping``): every rank gets it at
+once, and the gloo process groups connect the ranks to each other, not through the agent,
+so they can still agree on a step, save there and exit 0, ready for ``resume=auto``. Where
+that cannot complete (a peer already gone), the collective fails or times out and the rank
+exits non-zero within ``train.dist_timeout_s``, so a worker never outlives its launcher for
+long. SIGKILL would end the workers at once, but throw away the steps since the last
+checkpoint; before training starts (no stop handler yet), SIGTERM ends a worker at once."""
+
+
+def die_with_launcher(signum: int = LAUNCHER_DEATH_SIGNAL) -> None:
+    """Ask Linux to send ``signum`` to this process when its parent (torchrun's agent) dies;
+    if the parent died before the call, send it now. Nothing elsewhere than Linux.
+
+    The kernel signals on the exit of the parent *thread* that forked this process: the
+    agent starts its workers from its main thread, which lives as long as the agent."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+        return  # not worth failing a run over: the worker then only lacks this guarantee
+    # The parent may have died between this process's start and the call: it was then
+    # reparented (to init or a subreaper). ``cohort train`` says which parent to expect; under
+    # a bare torchrun, whose agent may itself be process 1 in a container, nothing is checked.
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if launcher.isdigit() and os.getppid() != int(launcher):
+        os.kill(os.getpid(), signum)
 
 
 def is_collective_failure(error: RuntimeError) -> bool:

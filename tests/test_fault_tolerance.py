@@ -1,8 +1,9 @@
 """Crashes, stalls and signals in real torchrun cohorts: nothing hangs, and resuming is exact.
 
 Faults are real: SIGKILL, SIGSTOP and SIGTERM sent to worker processes found by their
-LOCAL_RANK. The only test hook is COHORT_TEST_PAUSE_BEFORE_RENAME_S, which holds a
-written checkpoint part before its rename so a kill can land mid-checkpoint.
+LOCAL_RANK, and SIGKILL, SIGTERM and SIGINT sent to ``cohort train``'s launcher. The only
+test hook is COHORT_TEST_PAUSE_BEFORE_RENAME_S, which holds a written checkpoint part
+before its rename so a kill can land mid-checkpoint.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import pytest
 import torch
 
 from cohort.checkpoint import MARKER
-from tests.conftest import REPO, run_torchrun, tiny_config
+from tests.conftest import REPO, run_cli, run_torchrun, tiny_config
 
 pytestmark = pytest.mark.multiprocess
 
 FAULT_TRAIN = {"epochs": 2, "max_steps_per_epoch": 8, "trace": True, "checkpoint_every_steps": 3, "keep_last": 0}
+# Long enough to signal the launcher well before the end; no periodic checkpoints: any
+# checkpoint is the stop's own.
+SIGNAL_TRAIN = {"epochs": 3, "max_steps_per_epoch": 40, "trace": True, "dist_timeout_s": 20}
 
 
 def start_torchrun(*args: str, restarts: int = 0, env: dict | None = None) -> subprocess.Popen:
@@ -53,6 +57,50 @@ def start_torchrun(*args: str, restarts: int = 0, env: dict | None = None) -> su
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def start_cli(*args: str, **popen) -> subprocess.Popen:
+    """``cohort ARGS`` in a subprocess (as ``tests.conftest.run_cli``), not waited for."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cohort.cli", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def cohort_workers(launcher: subprocess.Popen, count: int) -> list[psutil.Process]:
+    """The launcher's ``count`` worker processes (``python -m cohort.train``)."""
+    found: list[psutil.Process] = []
+
+    def all_started():
+        found[:] = []
+        for child in psutil.Process(launcher.pid).children(recursive=True):
+            try:
+                if "cohort.train" in " ".join(child.cmdline()):
+                    found.append(child)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return len(found) == count
+
+    wait_for(all_started, 60, f"{count} workers")
+    return found
+
+
+def stop_step(out: str) -> int:
+    """The step rank 0 says the cohort saved at and stopped."""
+    assert "cohort: stopped by SIGTERM at step " in out, out[-2000:]
+    return int(out.split("cohort: stopped by SIGTERM at step ")[1].split()[0])
+
+
+def resume_to_the_end(config: Path, run: Path, step: int) -> None:
+    result = run_cli("train", str(config), "resume=auto")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"(step {step})" in result.stdout, result.stdout[-2000:]
+    assert len(final_digests(run)) == 2  # every member finished its epochs
 
 
 def worker(launcher: subprocess.Popen, local_rank: int) -> psutil.Process:
@@ -224,3 +272,53 @@ def test_non_finite_steps_are_skipped_and_counted_or_stop_the_run(digits_root, t
     assert lines == [
         "cohort: error: member 0 produced non-finite logits at step 1; lower the learning rate or check the data"
     ], stopping.stderr[-2000:]
+
+
+def test_the_workers_stop_when_their_launcher_is_killed_and_resume_continues(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, train=SIGNAL_TRAIN)
+    run = tmp_path / "run"
+    launcher = start_cli("train", str(config))
+    wait_for(lambda: trace_steps(run, 0) >= 2, 180, "2 steps")
+    ranks = cohort_workers(launcher, 2)
+    launcher.kill()
+    _, alive = psutil.wait_procs(ranks, timeout=30)
+    for rank in alive:
+        rank.kill()
+    assert not alive, f"{len(alive)} of 2 workers outlived their SIGKILLed launcher by 30 s"
+    out, _ = launcher.communicate(timeout=30)
+    # The launcher's death is a SIGTERM to its workers: they still agree on a step and save.
+    step = stop_step(out)
+    assert step < 120 and (run / "checkpoints" / f"step-{step:09d}" / MARKER).is_file()
+    resume_to_the_end(config, run, step)
+
+
+def test_sigterm_to_the_launcher_saves_at_an_agreed_step_exits_0_and_resume_continues(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, train=SIGNAL_TRAIN)
+    run = tmp_path / "run"
+    launcher = start_cli("train", str(config))
+    wait_for(lambda: trace_steps(run, 0) >= 2, 180, "2 steps")
+    launcher.send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("cohort:")] == [
+        "cohort: stopped by SIGTERM to the launcher; every rank ended cleanly (where it saved is printed above); "
+        "continue with resume=auto"
+    ], err[-3000:]
+    step = stop_step(out)
+    assert step < 120 and (run / "checkpoints" / f"step-{step:09d}" / MARKER).is_file()
+    resume_to_the_end(config, run, step)
+
+
+def test_ctrl_c_to_the_launchers_process_group_saves_and_exits_0(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, train=SIGNAL_TRAIN)
+    run = tmp_path / "run"
+    launcher = start_cli("train", str(config), start_new_session=True)
+    wait_for(lambda: trace_steps(run, 0) >= 2, 180, "2 steps")
+    os.killpg(launcher.pid, signal.SIGINT)  # as Ctrl-C in a terminal
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert "cohort: stopped by SIGINT to the launcher; every rank ended cleanly" in err, err[-3000:]
+    step = stop_step(out)
+    assert (run / "checkpoints" / f"step-{step:09d}" / MARKER).is_file()
