@@ -497,20 +497,26 @@ class CohortConfig:
         return {need for name in self.enabled_terms(member) for need in terms[name].NEEDS}
 
     @property
+    def cohort_needs(self) -> set[str]:
+        """Every input some member's objective reads; each selects a provider of the training
+        step for the whole cohort (``cohort.inputs``)."""
+        return set().union(*(self.needs(m) for m in range(self.num_members)))
+
+    @property
     def exchanges_logits(self) -> bool:
         """Whether the members all-gather their logits: some member's objective reads its peers'.
         Every member then takes part, whether or not its own objective reads them."""
-        return any("peers" in self.needs(m) for m in range(self.num_members))
+        return "peers" in self.cohort_needs
 
     @property
     def pairs_partners(self) -> bool:
         """Whether training batches carry CS-KD's same-class partners (some member reads them)."""
-        return any("partners" in self.needs(m) for m in range(self.num_members))
+        return "partners" in self.cohort_needs
 
     @property
     def distils(self) -> bool:
         """Whether some member's objective reads teachers (``loss.distill``)."""
-        return any("teachers" in self.needs(m) for m in range(self.num_members))
+        return "teachers" in self.cohort_needs
 
     @property
     def trains_on_unlabelled(self) -> bool:

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import torch
 
 from cohort.batch import Batch
-from cohort.config import CohortConfig
 from cohort.exchange import LogitExchange
 from cohort.mesh import CohortMesh
 from cohort.preflight import RunPlan
@@ -142,14 +141,9 @@ exchange, the partners' forward. The order is part of what a run computes (each 
 forward moves BatchNorm's running statistics), so it never depends on the config."""
 
 
-def cohort_needs(config: CohortConfig) -> set[str]:
-    """Every input some member's objective reads."""
-    return set().union(*(config.needs(m) for m in range(config.num_members)))
-
-
 def build_providers(plan: RunPlan, rt: MemberRuntime) -> list[Provider]:
     """The providers of the cohort's needs, in ``PROVIDERS``' order."""
-    needs = cohort_needs(plan.config)
+    needs = plan.config.cohort_needs
     unknown = needs - set(PROVIDERS)
     if unknown:  # a term declared a need no provider serves: a programming error, not a user's
         raise RuntimeError(f"no provider for the objective's need(s) {sorted(unknown)}; register one in PROVIDERS")

@@ -9,7 +9,7 @@ from torch import nn
 
 from cohort.batch import Batch
 from cohort.config import LossConfig, load_config
-from cohort.inputs import PROVIDERS, Partners, StepView, cohort_needs
+from cohort.inputs import PROVIDERS, Partners, StepView
 from tests.conftest import tiny_config
 
 
@@ -22,11 +22,11 @@ def test_every_need_a_term_declares_has_a_provider_in_a_fixed_order():
 
 def test_the_cohorts_needs_are_every_members(tmp_path, digits_root):
     path = tiny_config(tmp_path, digits_root)
-    assert cohort_needs(load_config(path, ["loss.mimicry.weight=0"])) == set()
+    assert load_config(path, ["loss.mimicry.weight=0"]).cohort_needs == set()
     # Member 0 alone reads its peers, member 1 alone its partners: the cohort needs both.
     mixed = load_config(path, ["loss.cskd.weight=1", "members.0.loss.cskd=0", "members.1.loss.mimicry=0"])
     assert mixed.needs(0) == {"peers"} and mixed.needs(1) == {"partners"}
-    assert cohort_needs(mixed) == {"peers", "partners"}
+    assert mixed.cohort_needs == {"peers", "partners"}
 
 
 class Runtime:
