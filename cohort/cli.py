@@ -8,9 +8,11 @@ from pathlib import Path
 
 from cohort.config import ConfigError, load_config
 from cohort.data.datasets import DataError
+from cohort.errors import CohortError
 from cohort.placement import PlacementError, place
 from cohort.preflight import plan_eval, plan_run
-from cohort.run_dir import RunDirError
+from cohort.run_hold import RunHold
+from cohort.stopping import INTERRUPTED_EXIT
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -50,7 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Checked here, before any process starts: in the workers each rank would report it.
     plan_run(config, write_data=True, local=True)
     check_local_gpus(config, config.replicas)
-    return launch_local([args.config, *args.overrides], config.world_size, max_restarts=args.max_restarts)
+    with RunHold.acquire(config.run_dir, "cohort train") as hold, hold.for_children():
+        return launch_local([args.config, *args.overrides], config.world_size, max_restarts=args.max_restarts)
 
 
 def check_local_gpus(config, replicas: int) -> None:
@@ -94,16 +97,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from cohort.evaluate import run_eval
 
-    if not args.distributed:
-        run_eval(args.run_dir, args.checkpoint, args.split, args.data)
-        return 0
+    if args.replicas is not None and not args.distributed:
+        raise ConfigError("--replicas splits a --distributed evaluation; add --distributed, or drop --replicas")
+    # Checked before any process starts, as for training; the hold keeps a training run from
+    # starting here (or resuming) while the evaluation writes eval/.
+    plan = plan_eval(args.run_dir, args.checkpoint, args.split, args.data, args.replicas)
+    if args.distributed:
+        check_local_gpus(plan.config, plan.replicas)
+    with RunHold.acquire(plan.run.path, "cohort eval") as hold:
+        if not args.distributed:
+            run_eval(args.run_dir, args.checkpoint, args.split, args.data)
+            return 0
+        with hold.for_children():
+            return eval_distributed(args, plan)
+
+
+def eval_distributed(args: argparse.Namespace, plan) -> int:
+    """``cohort eval --distributed``: K×R ranks of ``cohort.eval_worker`` through torchrun."""
     from cohort.launch.torchrun import launch_local
 
-    # Checked before any process starts, as for training.
-    plan = plan_eval(args.run_dir, args.checkpoint, args.split, args.data, args.replicas)
-    if plan.replicas < 1:
-        raise ConfigError(f"--replicas must be at least 1, not {plan.replicas}")
-    check_local_gpus(plan.config, plan.replicas)
     options = [
         "--checkpoint",
         args.checkpoint,
@@ -264,9 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.run(args)
-    except (ConfigError, DataError, RunDirError) as error:
+    except CohortError as error:
         print(f"cohort: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before the launcher's own handling (cohort.launch.torchrun)
+        print(f"cohort: interrupted (Ctrl-C) during `cohort {args.command}`; no run started", file=sys.stderr)
+        return INTERRUPTED_EXIT
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -575,6 +576,12 @@ class CohortConfig:
             raise ConfigError("members is empty: a cohort needs at least one member")
         if self.replicas < 1:
             raise ConfigError(f"replicas must be >= 1, got {self.replicas}")
+        if not re.fullmatch(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*", self.name):
+            # A folder name too (cohort study's OUT/<name>/, SLURM's job name): no path of its own.
+            raise ConfigError(
+                f"name {self.name!r} must be a plain folder name (letters, digits, . _ + -, not starting with .); "
+                f"rename it, e.g. name: {re.sub(r'[^A-Za-z0-9._+-]+', '-', self.name).strip('.-') or 'cohort'}"
+            )
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0 (numpy's seeds are not negative), got {self.seed}")
         _choose("resume", self.resume, ("never", "auto"))

@@ -221,7 +221,11 @@ class CohortMesh:
 
     def main_says(self, flag: bool) -> bool:
         """Rank 0's ``flag``, on every rank (a collective)."""
-        message = [flag]
+        return bool(self.from_main(flag))
+
+    def from_main(self, value):
+        """Rank 0's ``value`` (any picklable object), on every rank (a collective)."""
+        message = [value]
         dist.broadcast_object_list(message, src=0)
         return message[0]
 

@@ -167,7 +167,10 @@ def plan_eval(
     config = run.load_config()
     folder = checkpoint_folder(run, which)
     meta = check_data(config.data.root)  # a truncated .beton is reported, not crashed on
-    return EvalPlan(run, config, meta, folder, split, eval_betons(config, split, data), replicas or config.replicas)
+    if replicas is not None and replicas < 1:
+        raise ConfigError(f"--replicas must be at least 1, not {replicas} (leave it out for the run's R)")
+    replicas = config.replicas if replicas is None else replicas
+    return EvalPlan(run, config, meta, folder, split, eval_betons(config, split, data), replicas)
 
 
 def checkpoint_folder(run: RunDir, which: str) -> Path:

@@ -6,6 +6,7 @@
     RUN_DIR/checkpoints/step-NNNNNNNNN/ see cohort.checkpoint (best/: train.select_by's choice)
     RUN_DIR/trace/                      per-step traces (train.trace=true)
     RUN_DIR/submission.json             the SLURM job that trains it (cohort submit)
+    RUN_DIR/HOLD.json                   who uses it now (cohort.run_hold), while a run or an eval lives
 
 Only global rank 0 writes here, except checkpoint parts and traces (each rank its own).
 """
@@ -30,6 +31,13 @@ from cohort.config import (
 )
 from cohort.errors import CohortError
 from cohort.typed_tree import config_to_dict, dump_config
+
+HOLD_FILE = "HOLD.json"
+
+
+def is_hold_file(name: str) -> bool:
+    """The hold a live run keeps here (``cohort.run_hold``), and its temporary files: not a run's content."""
+    return name == HOLD_FILE or name.startswith(f".{HOLD_FILE}.")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -144,7 +152,9 @@ class RunDir:
                     f"{self.path} holds a run of a different config "
                     f"({_first_difference(existing, config_to_dict(config))}); choose another run_dir="
                 )
-        elif self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+        elif self.path.exists() and (
+            not self.path.is_dir() or any(not is_hold_file(p.name) for p in self.path.iterdir())
+        ):
             raise RunDirError(f"{self.path} exists and is not a cohort run directory; choose another run_dir=")
         parent = self.path if self.path.exists() else next(p for p in self.path.parents if p.exists())
         # A file on the way (run_dir=notes.txt/run) would only fail at mkdir, in every rank;

@@ -12,14 +12,16 @@ table each of the disagreement and the mean pairwise KL against training progres
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from cohort.config import CohortConfig, ConfigError, load_config
-from cohort.data.datasets import ensure_data
+from cohort.preflight import plan_run
 from cohort.report import Run
 from cohort.run_dir import RunDirError
+from cohort.run_hold import RunHold
 
 
 def members_mean(metric: str):
@@ -42,6 +44,17 @@ def finished(run_dir: Path, config: CohortConfig) -> bool:
         return max(r["epoch"] for r in Run.load(run_dir).rows) == config.train.epochs - 1
     except Exception:  # no run yet, or an incomplete one: train (resume=auto picks up its checkpoints)
         return False
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot hold the study's folders, before anything starts."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"--out {out}: cannot write into {parent}; choose a writable --out")
 
 
 def study_table(names: list[str], runs: dict[str, list[Run]]) -> str:
@@ -83,28 +96,31 @@ def curve_table(names: list[str], runs: dict[str, list[Run]], metric: str = "dis
 def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: list[str]) -> str:
     from cohort.launch.torchrun import launch_local  # torch's launcher: imported when a study runs
 
-    # Every config is checked before anything trains.
+    # Every run is checked before anything trains (as `cohort train` checks one).
     configs = {path: load_config(path, overrides) for path in config_paths}
     names = [config.name for config in configs.values()]
     if len(set(names)) != len(names):
         raise ConfigError(f"the study's configs share names ({', '.join(names)}); give each config its own name")
-    runs: dict[str, list[Run]] = {}
+    check_out(Path(out))
+    todo: list[tuple[list[str], CohortConfig]] = []
     for path, config in configs.items():
-        ensure_data(config.data.root, config.data.dataset)
         for seed in seeds:
             run_dir = Path(out) / config.name / f"seed{seed}"
             if not finished(run_dir, config):
-                print(f"study: training {config.name} with seed {seed} in {run_dir}", flush=True)
-                code = launch_local(
-                    [path, *overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto", "train.progress=false"],
-                    config.world_size,
-                )
-                if code != 0:
-                    raise RunDirError(
-                        f"{config.name} with seed {seed} failed (exit {code}; its error is above); "
-                        f"fix it and rerun the study: finished runs are kept"
-                    )
-            runs.setdefault(config.name, []).append(Run.load(run_dir))
+                argv = [path, *overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto", "train.progress=false"]
+                run_config = load_config(argv[0], argv[1:])
+                plan_run(run_config, write_data=True, local=True)
+                todo.append((argv, run_config))
+    for argv, config in todo:
+        print(f"study: training {config.name} with seed {config.seed} in {config.run_dir}", flush=True)
+        with RunHold.acquire(config.run_dir, "cohort study") as hold, hold.for_children():
+            code = launch_local(argv, config.world_size)
+        if code != 0:
+            raise RunDirError(
+                f"{config.name} with seed {config.seed} failed (exit {code}; its error is above); "
+                f"fix it and rerun the study: finished runs are kept"
+            )
+    runs = {name: [Run.load(Path(out) / name / f"seed{seed}") for seed in seeds] for name in names}
     table = study_table(names, runs)
     curves = "\n\n".join(curve_table(names, runs, metric) for metric in CURVES)
     Path(out, "study.md").write_text(

@@ -33,7 +33,8 @@ from cohort.optim import build_optimizer, lr_factor, parameter_groups, set_lr
 from cohort.predict import cohort_logits
 from cohort.preflight import RunPlan
 from cohort.recorder import Recorder
-from cohort.run_dir import RunDir, write_json
+from cohort.run_dir import RunDir, RunDirError, write_json
+from cohort.run_hold import RunHold
 from cohort.stopping import StopSignals, stopped
 from cohort.teacher_run import check_teacher_record
 from cohort.trace import StepTrace
@@ -112,13 +113,14 @@ class Trainer:
         self.trace: StepTrace | None = None
         self.start = Position()
         self.step = 0
+        self.hold: RunHold | None = None
 
     def prepare_run_dir(self) -> None:
         """Rank 0 creates the run directory (every rank checked it before: ``cohort.preflight``);
         with ``resume=auto`` every rank continues from the newest complete checkpoint."""
         if self.plan.teachers is not None:
             check_teacher_record(self.run.path, self.plan.teachers)
-        self.mesh.barrier()
+        self.take_hold()
         if self.mesh.is_main:
             self.run.create(self.config)
             if self.plan.teachers is not None:
@@ -131,6 +133,25 @@ class Trainer:
         self.recorder.start(resumed)
         if self.config.train.trace:
             self.trace = StepTrace(self.run, self.member, self.mesh.replica, resumed is not None)
+
+    def take_hold(self) -> None:
+        """Rank 0 takes the run directory's hold (or joins its launcher's: ``cohort.run_hold``);
+        every rank learns whether it may go on (a collective, so also the barrier before creating)."""
+        refusal = None
+        if self.mesh.is_main:
+            try:
+                self.hold = RunHold.acquire(self.run.path, "cohort train")
+            except RunDirError as error:  # printed by rank 0 alone, like every shared error
+                refusal = str(error)
+        refusal = self.mesh.from_main(refusal)
+        if refusal is not None:
+            raise RunDirError(refusal, shared=True)
+
+    def close(self) -> None:
+        """Release what outlives a step: the run directory's hold."""
+        if self.hold is not None:
+            self.hold.release()
+            self.hold = None
 
     # --- training -------------------------------------------------------------------------
 

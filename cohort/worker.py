@@ -22,7 +22,7 @@ from cohort.config import CohortConfig, load_config
 from cohort.errors import CohortError
 from cohort.mesh import Launch, detect_launch, join_cohort
 from cohort.preflight import plan_run
-from cohort.stopping import LAUNCHER_PID_ENV, Stopped, ignore_stop_signals
+from cohort.stopping import INTERRUPTED_EXIT, LAUNCHER_PID_ENV, Stopped, ignore_stop_signals
 from cohort.trainer import Trainer
 
 USAGE = """Train a cohort: one member per rank (R replica ranks with DDP), learning from each other
@@ -54,7 +54,7 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
     for the errors a user can fix, and prints each of them once, as one line."""
     if launch.launcher == "torchrun":
         die_with_launcher()
-    trainer = None
+    trainer = mesh = None
     try:
         config = load_config(argv[0], argv[1:])
         # Before the process group: an error every rank meets alike is printed once, by rank 0.
@@ -63,7 +63,14 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
         try:
             trainer = Trainer(plan, mesh)
             trainer.fit()
+        except Exception as error:
+            shared = isinstance(error, Stopped) or (isinstance(error, CohortError) and error.shared)
+            if not shared and not is_collective_failure(error):
+                tell_peers_of_failure(mesh.store, launch.rank, error)  # this rank's own error
+            raise
         finally:
+            if trainer is not None:
+                trainer.close()
             mesh.close()
             ignore_stop_signals()
     except CohortError as error:
@@ -76,16 +83,21 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
             # could get rank 0 stopped before it prints the error they share.
             time.sleep(2.0)
         return WorkerExit(1)
+    except KeyboardInterrupt:  # Ctrl-C before the stop handlers are installed (``Trainer.fit``)
+        if launch.rank == 0:
+            print("cohort: interrupted (Ctrl-C) before training started; nothing was saved", file=sys.stderr)
+        return WorkerExit(INTERRUPTED_EXIT)
     except Stopped as stop:
         if launch.rank == 0:
             print(f"cohort: {stop}", flush=True)
         return WorkerExit(0, stop.signum)
     except RuntimeError as error:
         # gloo and NCCL report a dead or stalled peer as a RuntimeError from the collective.
-        if trainer is None or not is_collective_failure(error):
+        if mesh is None or not is_collective_failure(error):
             raise
+        step = trainer.step if trainer is not None else 0
         print(
-            f"cohort: error: {lost_peers_message(trainer.mesh.store, launch, config, trainer.step)}",
+            f"cohort: error: {lost_peers_message(mesh.store, launch, config, step)}",
             file=sys.stderr,
             flush=True,
         )
@@ -125,27 +137,55 @@ def die_with_launcher(signum: int = LAUNCHER_DEATH_SIGNAL) -> None:
         os.kill(os.getpid(), signum)
 
 
-def is_collective_failure(error: RuntimeError) -> bool:
+def is_collective_failure(error: Exception) -> bool:
+    if not isinstance(error, RuntimeError):
+        return False
     text = str(error)
     return isinstance(error, dist.DistError) or any(
         marker in text for marker in ("gloo", "Timed out", "Connection closed by peer", "NCCL", "timed out")
     )
 
 
+FAILED_KEY = "cohort/failed/{rank}"
+"""Where a rank that fails with an error of its own says so, for its peers' message."""
+
+
+def tell_peers_of_failure(store: dist.Store, rank: int, error: Exception) -> None:
+    """Record ``error`` (its type and first line) in the rendezvous store before this rank exits,
+    so that its peers, whose collectives then fail, name it instead of reporting a lost peer."""
+    text = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:200]
+    try:
+        store.set_timeout(datetime.timedelta(seconds=5))
+        store.set(FAILED_KEY.format(rank=rank), text)
+    except Exception:  # the store is gone: the peers will say they lost this rank
+        pass
+
+
 def lost_peers_message(store: dist.Store, launch: Launch, config: CohortConfig, step: int) -> str:
-    """Name the members that stopped answering, through the rendezvous store.
+    """Say why this rank's collective failed, through the rendezvous store: a peer that failed
+    with an error of its own (``tell_peers_of_failure``) is named with its error; otherwise,
+    the members that stopped answering.
 
     Every surviving rank records itself in the store and waits a moment for the others;
     the ranks that never appear are the dead or stalled ones. The store is torchrun's
     agent's (it outlives the workers); elsewhere it may be gone, and then we say so.
     """
-    member = launch.rank // config.replicas
+    member, replicas = launch.rank // config.replicas, config.replicas
+    here = f"member {member} (rank {launch.rank}) stopped at step {step}"
     try:
         store.set_timeout(datetime.timedelta(seconds=5))
+        failed = [r for r in range(launch.world_size) if store.check([FAILED_KEY.format(rank=r)])]
+        if failed:
+            rank = failed[0]
+            error = store.get(FAILED_KEY.format(rank=rank)).decode(errors="replace")
+            return (
+                f"{here}: member {rank // replicas} (rank {rank}) failed with an error ({error}), printed in "
+                f"full above; fix that, then continue with resume=auto"
+            )
         store.set(f"cohort/alive/{launch.rank}", str(step))
         time.sleep(2.0)
         silent = [r for r in range(launch.world_size) if not store.check([f"cohort/alive/{r}"])]
-        missing = sorted({r // config.replicas for r in silent})
+        missing = sorted({r // replicas for r in silent})
         who = f"member(s) {', '.join(map(str, missing))} stopped answering" if missing else "a peer failed"
     except Exception:  # the store went down with its host rank
         who = "a peer died or stalled (the rendezvous store is gone too)"

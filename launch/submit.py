@@ -33,6 +33,7 @@ import submitit
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.preflight import plan_run
 from cohort.run_dir import RunDir
+from cohort.run_hold import RunHold
 
 
 class SubmitError(ConfigError):
@@ -195,6 +196,7 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
     check_partition(resources)
     for _, config in runs:
         plan_run(config, write_data=True)
+        RunHold.check_free(config.run_dir)  # the job's rank 0 takes the hold when it starts
 
     # Nothing was written or queued before this point. The run directories exist before the
     # job can start (a worker refuses a folder that holds only submitit's files).

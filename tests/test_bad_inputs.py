@@ -20,6 +20,8 @@ import pytest
 import torch
 import yaml
 
+from cohort.run_dir import HOLD_FILE
+from cohort.run_hold import Holder, create_whole
 from tests.conftest import run_cli, run_torchrun, tiny_config
 
 pytestmark = pytest.mark.multiprocess
@@ -172,6 +174,18 @@ def label_file_with_a_repeated_index(b: Bench) -> Situation:
     situation = b.train(f"data.labelled_indices={labels}")
     situation.paths["labels"] = labels
     return situation
+
+
+def run_in_use(b: Bench, *args: str) -> Situation:
+    """A copy of the dml_pair run held by a live ``cohort train`` (this test's process, which
+    stays alive), and ``cohort ARGS`` on it: ``{run}`` in ARGS is the copy; ``train`` adds the
+    config and resume=auto."""
+    config, run = b.run_copy()
+    create_whole(run / HOLD_FILE, Holder.here("cohort train"))
+    args = tuple(a.format(run=run) for a in args)
+    if args[0] == "train":
+        args = ("train", str(config), f"run_dir={run}", "resume=auto", *args[1:])
+    return Situation(list(args), run)
 
 
 def eval_of_a_missing_checkpoint(b: Bench) -> Situation:
@@ -353,6 +367,26 @@ CASES = {
         eval_or_report_on_a_folder_that_is_not_a_run("report"),
         "{folder}/config.yaml is missing",
         "pass a folder that `cohort train` wrote",
+    ),
+    "train_resume_on_a_run_in_use": Case(
+        lambda b: run_in_use(b, "train"),
+        "{run} is in use by cohort train (process " + str(os.getpid()),
+        "wait for it to end or stop it",
+    ),
+    "eval_of_a_run_in_use": Case(
+        lambda b: run_in_use(b, "eval", "{run}", "--checkpoint", "last"),
+        "{run} is in use by cohort train (process",
+        "wait for it to end or stop it",
+    ),
+    "eval_with_zero_replicas": Case(
+        lambda b: Situation(["eval", str(b.run_copy()[1]), "--distributed", "--replicas", "0"], b.tmp / "existing"),
+        "--replicas must be at least 1, not 0",
+        "leave it out for the run's R",
+    ),
+    "eval_replicas_without_distributed": Case(
+        lambda b: Situation(["eval", str(b.run_copy()[1]), "--replicas", "2"], b.tmp / "existing"),
+        "--replicas splits a --distributed evaluation",
+        "add --distributed, or drop --replicas",
     ),
     "eval_of_a_missing_checkpoint": Case(
         eval_of_a_missing_checkpoint, "{tmp}/nowhere/COMPLETE.json is missing", "pick a complete checkpoint"

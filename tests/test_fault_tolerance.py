@@ -96,11 +96,14 @@ def stop_step(out: str) -> int:
     return int(out.split("cohort: stopped by SIGTERM at step ")[1].split()[0])
 
 
-def resume_to_the_end(config: Path, run: Path, step: int) -> None:
+def resume_to_the_end(config: Path, run: Path, step: int) -> str:
+    """Finish the run with ``cohort train resume=auto``; returns its stderr."""
     result = run_cli("train", str(config), "resume=auto")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"(step {step})" in result.stdout, result.stdout[-2000:]
     assert len(final_digests(run)) == 2  # every member finished its epochs
+    assert not (run / "HOLD.json").exists(), "a finished run releases its hold"
+    return result.stderr
 
 
 def worker(launcher: subprocess.Popen, local_rank: int) -> psutil.Process:
@@ -280,6 +283,11 @@ def test_the_workers_stop_when_their_launcher_is_killed_and_resume_continues(dig
     launcher = start_cli("train", str(config))
     wait_for(lambda: trace_steps(run, 0) >= 2, 180, "2 steps")
     ranks = cohort_workers(launcher, 2)
+    # While it trains, the run directory is its own: a second run is refused before it starts.
+    second = run_cli("train", str(config), "resume=auto")
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-3000:]
+    assert second.stderr.startswith(f"cohort: error: {run} is in use by cohort train (process {launcher.pid} on ")
+    assert len(second.stderr.splitlines()) == 1, second.stderr[-3000:]
     launcher.kill()
     _, alive = psutil.wait_procs(ranks, timeout=30)
     for rank in alive:
@@ -289,7 +297,8 @@ def test_the_workers_stop_when_their_launcher_is_killed_and_resume_continues(dig
     # The launcher's death is a SIGTERM to its workers: they still agree on a step and save.
     step = stop_step(out)
     assert step < 120 and (run / "checkpoints" / f"step-{step:09d}" / MARKER).is_file()
-    resume_to_the_end(config, run, step)
+    # Its hold outlived it (SIGKILL), but names processes that are gone: the resume takes it over.
+    assert "cohort: took over" in resume_to_the_end(config, run, step)
 
 
 def test_sigterm_to_the_launcher_saves_at_an_agreed_step_exits_0_and_resume_continues(digits_root, tmp_path):

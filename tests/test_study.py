@@ -34,11 +34,27 @@ def test_study_trains_each_seed_once_and_tabulates(digits_root, tmp_path):
     assert again.returncode == 0 and "study: training" not in again.stdout and table_row in again.stdout
 
 
-def test_study_rejects_bad_configs_before_training(digits_root, tmp_path):
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--set", "members.0.policy=sharpen"], "members.0.policy 'sharpen'"),
+        (["--set", "name=../../x"], "name '../../x' must be a plain folder name"),  # would escape --out
+        (["--out", "{tmp}/notes.txt"], "--out {tmp}/notes.txt is a file, not a folder; choose another --out"),
+        (["--out", "{tmp}/notes.txt/s"], "--out {tmp}/notes.txt/s: {tmp}/notes.txt is a file, not a folder"),
+    ],
+    ids=["bad_policy", "name_escaping_out", "out_is_a_file", "out_under_a_file"],
+)
+def test_study_rejects_bad_input_in_one_line_before_anything_starts(digits_root, tmp_path, capsys, args, error):
+    from cohort.cli import main
+
     config = tiny_config(tmp_path, digits_root, members=2)
-    result = run_cli("study", str(config), "--set", "members.0.policy=sharpen", "--out", str(tmp_path / "s"))
-    assert result.returncode == 2 and result.stderr.startswith("cohort: error: members.0.policy 'sharpen'")
-    assert not (tmp_path / "s").exists()
+    (tmp_path / "notes.txt").write_text("not a folder\n")
+    args = [a.format(tmp=tmp_path) for a in args]
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["study", str(config), "--out", str(tmp_path / "s"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cohort: error: {error.format(tmp=tmp_path)}") and err.count("\n") == 1, err
+    assert sorted(tmp_path.rglob("*")) == before, "nothing written"
 
 
 def test_a_failing_run_stops_the_study_with_one_line(digits_root, tmp_path):

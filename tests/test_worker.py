@@ -1,0 +1,45 @@
+"""How a rank's end is reported (``cohort.worker``), in-process on a real TCPStore: a peer
+that failed with an error of its own is named with that error, not as a lost peer."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+import torch.distributed as dist
+
+from cohort.config import load_config
+from cohort.mesh import Launch, _free_port
+from cohort.worker import lost_peers_message, tell_peers_of_failure
+from tests.conftest import tiny_config
+
+
+@pytest.fixture
+def store():
+    port = _free_port()
+    return dist.PrefixStore(
+        "cohort/attempt-0",
+        dist.TCPStore("127.0.0.1", port, 1, is_master=True, timeout=datetime.timedelta(seconds=10)),
+    )
+
+
+def rank_of(rank: int, world: int = 4) -> Launch:
+    return Launch("torchrun", rank, world, rank, world, "127.0.0.1", 0)
+
+
+def test_a_peer_that_failed_with_an_error_is_named_with_it(store, tmp_path, digits_root):
+    config = load_config(tiny_config(tmp_path, digits_root, members=2), ["replicas=2"])
+    tell_peers_of_failure(store, 3, ValueError("the trace folder is a file\nsecond line"))
+    message = lost_peers_message(store, rank_of(0), config, step=7)
+    assert message == (
+        "member 0 (rank 0) stopped at step 7: member 1 (rank 3) failed with an error (ValueError: the trace "
+        "folder is a file), printed in full above; fix that, then continue with resume=auto"
+    )
+
+
+def test_without_a_failure_record_the_silent_members_are_named(store, tmp_path, digits_root):
+    config = load_config(tiny_config(tmp_path, digits_root, members=2))
+    store.set("cohort/alive/1", "7")  # rank 1 answers; ranks 2 and 3 (of a 4-rank cohort) never do
+    message = lost_peers_message(store, rank_of(0), config, step=7)
+    assert message.startswith("member 0 (rank 0) lost the cohort at step 7: member(s) 2, 3 stopped answering")
+    assert message.endswith("continue with resume=auto")
