@@ -8,13 +8,16 @@ next batches in numba's compiled, TBB-parallel pipeline. If the process then exi
 thread is done, the C++ runtime tears TBB down under it and the process dies with SIGABRT,
 "terminate called without an active exception": a finished rank reported as failed (it
 happened to a distillation test in the suite, on a busy machine). ``MemberLoader.epoch`` now
-waits for the thread after closing it (``PREFETCH_STOP_TIMEOUT_S``).
+stops the thread and waits for it (``cohort.data.loader.stop_prefetch``).
 
 Each run is a fresh process that reads one batch of a training epoch, closes it and exits at
-once, while ``--burners`` processes spin on the cores. The two variants alternate:
-``close-only`` (FFCV's close() alone, as before: the wait set to 0 s) and ``close-and-join``
-(cohort's). It prints the aborts of each, side by side. A probe, not a test: the abort needs
-the thread to be mid-batch at exit, which a busy machine makes likely, not certain.
+once, while ``--burners`` processes spin on the cores. The variants alternate:
+``close-only`` (FFCV's close() alone, as at first: the wait set to 0 s), ``close-and-join``
+(close(), then wait for the thread, which notices the close after its queue's 0.5 s put
+timeout) and ``stop-prefetch`` (cohort's now: the thread's batch list emptied and its queue
+drained until it ends). It prints the aborts of each and the mean time the close took, side
+by side. A probe, not a test: the abort needs the thread to be mid-batch at exit, which a
+busy machine makes likely, not certain.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("close-only", "close-and-join")
+VARIANTS = ("close-only", "close-and-join", "stop-prefetch")
+CLOSE_TOOK = "close took "
 
 
 def child(root: Path, variant: str, batch: int) -> None:
@@ -37,6 +41,13 @@ def child(root: Path, variant: str, batch: int) -> None:
 
     if variant == "close-only":
         loader_module.PREFETCH_STOP_TIMEOUT_S = 0.0
+    elif variant == "close-and-join":
+
+        def close_and_join(batches) -> None:
+            batches.close()
+            batches.join(timeout=60.0)
+
+        loader_module.stop_prefetch = close_and_join
     loader = loader_module.MemberLoader(
         root,
         "train",
@@ -52,7 +63,9 @@ def child(root: Path, variant: str, batch: int) -> None:
     )
     batches = loader.epoch(0)
     next(batches)
+    started = time.perf_counter()
     batches.close()  # the process exits right after
+    print(f"{CLOSE_TOOK}{time.perf_counter() - started:.4f}", flush=True)
 
 
 def burn(stop_at: float) -> None:
@@ -76,6 +89,7 @@ def main() -> None:
 
     ensure_data(str(root), "digits")
     aborts = dict.fromkeys(VARIANTS, 0)
+    took: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     burners = [
         multiprocessing.Process(target=burn, args=(time.time() + 3600,), daemon=True) for _ in range(args.burners)
     ]
@@ -92,6 +106,9 @@ def main() -> None:
                     text=True,
                     timeout=600,
                 )
+                took[variant] += [
+                    float(line[len(CLOSE_TOOK) :]) for line in done.stdout.splitlines() if line.startswith(CLOSE_TOOK)
+                ]
                 if done.returncode != 0:
                     aborts[variant] += 1
                     last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -104,7 +121,8 @@ def main() -> None:
         f"{time.perf_counter() - started:.0f} s"
     )
     for variant in VARIANTS:
-        print(f"{variant:<15} {aborts[variant]:>3} / {args.runs} aborted")
+        mean = sum(took[variant]) / max(1, len(took[variant]))
+        print(f"{variant:<15} {aborts[variant]:>3} / {args.runs} aborted, close took {mean * 1000:6.1f} ms on average")
 
 
 if __name__ == "__main__":
