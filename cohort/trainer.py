@@ -35,7 +35,6 @@ from cohort.preflight import RunPlan
 from cohort.recorder import Recorder
 from cohort.run_dir import RunDir, write_json
 from cohort.stopping import StopSignals, stopped
-from cohort.teacher_run import check_teacher_record
 from cohort.trace import StepTrace
 
 
@@ -114,23 +113,25 @@ class Trainer:
         self.step = 0
 
     def prepare_run_dir(self) -> None:
-        """Rank 0 creates the run directory (every rank checked it before: ``cohort.preflight``);
-        with ``resume=auto`` every rank continues from the newest complete checkpoint."""
-        if self.plan.teachers is not None:
-            check_teacher_record(self.run.path, self.plan.teachers)
-        self.mesh.barrier()
-        if self.mesh.is_main:
-            self.run.create(self.config)
-            if self.plan.teachers is not None:
-                write_json(self.run.path / "teacher.json", self.plan.teachers.record())
-        self.mesh.barrier()
+        """Rank 0 creates the run directory (every rank checked it before, its teachers' record
+        too: ``cohort.preflight``); with ``resume=auto`` every rank continues from the newest
+        complete checkpoint. What rank 0 writes, every rank waits for (``CohortMesh.main_does``):
+        a full disk stops them all with one line."""
+        self.mesh.barrier()  # every rank has checked the folder (``plan_run``) before it changes
+        self.mesh.main_does(self.create_run_dir)
         resumed = self.checkpointer.resume() if self.config.resume == "auto" else None
         if resumed is not None:
             self.start = resumed[1]
             self.step = self.start.step
-        self.recorder.start(resumed)
+        self.mesh.main_does(lambda: self.recorder.start(resumed))
         if self.config.train.trace:
             self.trace = StepTrace(self.run, self.member, self.mesh.replica, resumed is not None)
+
+    def create_run_dir(self) -> None:
+        """Rank 0: the run directory's folders, its config.yaml and its teachers' record."""
+        self.run.create(self.config)
+        if self.plan.teachers is not None:
+            write_json(self.run.path / "teacher.json", self.plan.teachers.record())
 
     # --- training -------------------------------------------------------------------------
 
@@ -243,8 +244,8 @@ class Trainer:
         logits, labels = {}, {}
         for split, loader in self.eval_loaders.items():
             logits[split], labels[split] = self.predict(loader)
-        improved = self.recorder.record(epoch, per_member, logits, labels)
-        if self.recorder.selects and self.mesh.main_says(improved):
+        improved = self.mesh.main_does(lambda: self.recorder.record(epoch, per_member, logits, labels))
+        if self.recorder.selects and improved:
             self.checkpointer.save_best(Position(epoch + 1, 0, self.step))
 
     def predict(self, loader: MemberLoader) -> tuple[np.ndarray, np.ndarray]:
