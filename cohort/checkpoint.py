@@ -6,21 +6,25 @@
 A folder is named by the optimiser steps taken; its marker holds the position to continue
 from (epoch, batch within it).
 Parts are keyed by member id, not rank: a restarted job may number its ranks differently.
-Each part is written to a temporary name and renamed, so a crash never leaves a torn file;
-a folder without its marker is ignored by ``latest_complete``.
+Each part and the marker are written to a temporary name, synced and renamed
+(``cohort.run_dir.replacing``), so a crash never leaves a torn file; a folder without its
+marker is ignored by ``latest_complete``. A write that fails (a full disk) removes its
+temporary file and is a one-line RunDirError naming the disk and the file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
-from cohort.run_dir import RunDirError
+from cohort.run_dir import RunDirError, read_json, replacing, write_error, write_json
 
 MARKER = "COMPLETE.json"
+
+MARKER_KEYS = {"members": int, "epoch": int, "batch": int, "step": int}
+"""What a marker holds: the member count, and the position to continue from."""
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -38,15 +42,22 @@ def unmark(folder: Path) -> None:
 
 
 def save_part(folder: Path, member: int, state: dict) -> Path:
+    """Member ``member``'s part of checkpoint ``folder``, written whole or not at all: any
+    failure removes its temporary file, and a file-system error (a full disk, where torch
+    itself says only "unexpected pos 64 vs 0") is a one-line RunDirError naming the disk."""
     import torch  # here, not above: the teachers' check reads markers before torch is imported
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path, tmp = folder / f"member-{member}.pt", folder / f".member-{member}.pt.tmp"
-    torch.save(state, tmp)
-    # Fault injection for the tests: hold the written-but-unrenamed part long enough for a
-    # test to kill this process mid-checkpoint. Unset in normal use.
-    time.sleep(float(os.environ.get("COHORT_TEST_PAUSE_BEFORE_RENAME_S", "0")))
-    os.replace(tmp, path)
+    path = folder / f"member-{member}.pt"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(path, error) from None
+    # Into a Python file, not a path: a failed write then keeps its errno (``os_error_in``).
+    with replacing(path, "wb", tmp=folder / f".member-{member}.pt.tmp") as f:
+        torch.save(state, f)
+        # Fault injection for the tests: hold the written-but-unrenamed part long enough for a
+        # test to kill this process mid-checkpoint. Unset in normal use.
+        time.sleep(float(os.environ.get("COHORT_TEST_PAUSE_BEFORE_RENAME_S", "0")))
     return path
 
 
@@ -55,16 +66,36 @@ def mark_complete(folder: Path, members: int, info: dict) -> None:
     missing = [m for m in range(members) if not (folder / f"member-{m}.pt").is_file()]
     if missing:
         raise RuntimeError(f"checkpoint {folder} lacks the parts of members {missing}")
-    tmp = folder / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps({"members": members, **info}))
-    os.replace(tmp, folder / MARKER)
+    write_json(folder / MARKER, {"members": members, **info})
+
+
+def damaged(folder: Path) -> str:
+    """The fix for a damaged checkpoint ``folder``."""
+    if folder.name == "best":
+        return f"delete {folder} and use another checkpoint (last, or a step-* folder)"
+    return f"delete {folder} to resume from an earlier one"
+
+
+def read_marker(folder: Path) -> dict:
+    """The marker of a complete checkpoint ``folder``: the member count and the position to
+    continue from. A malformed one is a one-line RunDirError naming it and ``damaged``'s fix."""
+    return read_json(Path(folder) / MARKER, f"the checkpoint is damaged; {damaged(Path(folder))}", MARKER_KEYS)
 
 
 def latest_complete(run_dir: Path) -> Path | None:
-    """The newest checkpoint folder that has its marker, or None."""
+    """The newest checkpoint folder that has its marker, or None.
+
+    Its marker is read: a malformed one is a RunDirError ("delete the folder to resume from
+    an earlier one"), not a reason to fall back silently. A marker is written whole through
+    a rename after an fsync (``mark_complete``), so no crash tears one; a malformed marker is
+    damage (a failing disk, a hand edit), which a user should see before training goes on
+    from an older checkpoint and overwrites the newer one. Deleting the folder is that choice."""
     root = Path(run_dir) / "checkpoints"
     complete = sorted(d for d in root.glob("step-*") if (d / MARKER).is_file()) if root.is_dir() else []
-    return complete[-1] if complete else None
+    if not complete:
+        return None
+    read_marker(complete[-1])
+    return complete[-1]
 
 
 def prune(run_dir: Path, keep_last: int) -> None:
@@ -105,7 +136,7 @@ def load_part(folder: Path, member: int, device) -> dict:
 def weights_epoch(folder: Path) -> int:
     """The epoch whose weights a complete checkpoint holds. Its marker holds the position to
     continue from: at a batch boundary of 0, the epoch before it is the one these weights end."""
-    marker = json.loads((Path(folder) / MARKER).read_text())
+    marker = read_marker(folder)
     return marker["epoch"] - 1 if marker["batch"] == 0 else marker["epoch"]
 
 

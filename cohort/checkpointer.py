@@ -78,10 +78,8 @@ class Checkpointer:
         # Each rank reads only its own member's part. Agree before anything changes, so that
         # every rank stops with the same (shared) error instead of one failing while its
         # peers start training and die in the exchange with errors of their own.
-        problems = [""] * self.mesh.world_size
-        dist.all_gather_object(problems, problem)
-        if any(problems):
-            raise RunDirError(next(p for p in problems if p))
+        if problem := self.mesh.first_problem(problem):
+            raise RunDirError(problem)
         return self.load_state_dict(state)
 
     def sync_buffers(self) -> None:
@@ -98,25 +96,31 @@ class Checkpointer:
         """A step checkpoint to continue from ``position``; older ones beyond ``keep_last`` go."""
         self.save_to(checkpoint.checkpoint_dir(self.run.path, position.step), position)
         if self.mesh.is_main:
-            checkpoint.prune(self.run.path, self.keep_last)
+            checkpoint.prune(self.run.path, self.keep_last)  # removes only, ignoring errors
 
     def save_best(self, position: Position) -> None:
         """``checkpoints/best``: the weights of the epoch ``train.select_by`` chose."""
         self.save_to(checkpoint.best_dir(self.run.path), position)
 
     def save_to(self, folder: Path, position: Position) -> None:
-        """Every member writes its part (``state_dict``), then rank 0 marks the folder complete."""
+        """Every member writes its part (``state_dict``), then rank 0 marks the folder complete.
+
+        A part that cannot be written (a full disk) stops every rank with its one-line error,
+        printed once: the ranks agree on each part's outcome, and on the marker's, before any
+        goes on (a rank failing alone would leave its peers to report it lost instead)."""
         self.sync_buffers()
-        if self.mesh.is_main:
-            checkpoint.unmark(folder)  # "best" is rewritten in place: incomplete until re-marked
-        self.mesh.barrier()
+        # "best" is rewritten in place: incomplete until re-marked.
+        self.mesh.main_does(lambda: checkpoint.unmark(folder))
+        problem = ""
         if self.mesh.replica == 0:
-            checkpoint.save_part(folder, self.member, self.state_dict(position))
-        self.mesh.barrier()
-        if self.mesh.is_main:
-            checkpoint.mark_complete(
-                folder, self.mesh.members, {"epoch": position.epoch, "batch": position.batch, "step": position.step}
-            )
+            try:
+                checkpoint.save_part(folder, self.member, self.state_dict(position))
+            except RunDirError as error:
+                problem = str(error)
+        if problem := self.mesh.first_problem(problem):
+            raise RunDirError(problem)
+        info = {"epoch": position.epoch, "batch": position.batch, "step": position.step}
+        self.mesh.main_does(lambda: checkpoint.mark_complete(folder, self.mesh.members, info))
 
     def state_dict(self, position: Position) -> dict:
         """All this member needs to continue exactly from ``position``: weights, optimiser, RNG

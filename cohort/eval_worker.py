@@ -49,9 +49,8 @@ def evaluate_rank(plan: EvalPlan, launch: Launch) -> None:
             logits[name], labels[name] = cohort_logits(
                 net, loader, mesh, config.train.flip_tta, autocast, channels_last
             )
-        if mesh.is_main:
-            write_eval(plan, logits, labels)
-        mesh.barrier()
+        # Every rank waits for rank 0's files: a full disk there stops them all with its one line.
+        mesh.main_does(lambda: write_eval(plan, logits, labels))
     finally:
         mesh.close()
 

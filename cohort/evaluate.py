@@ -23,6 +23,10 @@ import yaml
 from cohort import checkpoint
 from cohort.predict import predict
 from cohort.preflight import EvalPlan, plan_eval
+from cohort.run_dir import replacing, writing
+
+RERUN = "rerun `cohort eval`"
+"""What to do once a failed write's cause (a full disk) is fixed."""
 
 
 def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str | None = None):
@@ -53,8 +57,10 @@ def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, 
     results = evaluate_cohort(logits, labels)
     out = plan.run.path / "eval" / plan.folder.name
     epoch = checkpoint.weights_epoch(plan.folder)
-    (out / "predictions").mkdir(parents=True, exist_ok=True)
-    with open(out / "metrics.jsonl", "w") as f:
+    # Each file whole or not at all (``replacing``); a full disk is one line naming it.
+    with writing(out / "predictions", then=RERUN):
+        (out / "predictions").mkdir(parents=True, exist_ok=True)
+    with replacing(out / "metrics.jsonl", then=RERUN) as f:
         for name, table in results.items():
             for member, row in table.items():
                 f.write(
@@ -62,10 +68,12 @@ def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, 
                     + "\n"
                 )
     for name in logits:
-        np.savez(out / "predictions" / f"{name}.npz", logits=logits[name].astype(np.float32), labels=labels[name])
-    (out / "source.yaml").write_text(
-        yaml.safe_dump({"checkpoint": str(plan.folder), "split": plan.split, "data": str(plan.betons[plan.split])})
-    )
+        with replacing(out / "predictions" / f"{name}.npz", "wb", then=RERUN) as f:
+            np.savez(f, logits=logits[name].astype(np.float32), labels=labels[name])
+    with replacing(out / "source.yaml", then=RERUN) as f:
+        f.write(
+            yaml.safe_dump({"checkpoint": str(plan.folder), "split": plan.split, "data": str(plan.betons[plan.split])})
+        )
     table = results[plan.split]
     print(f"{'':<10} {'acc':>7} {'nll':>7} {'ece':>7} {'c_nll':>7} {'c_ece':>7}")
     for member in table:

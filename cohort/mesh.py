@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -219,15 +221,34 @@ class CohortMesh:
         """Whether ``flag`` is set on any rank (a collective)."""
         return self.max_over_ranks(int(flag)) > 0
 
-    def main_says(self, flag: bool) -> bool:
-        """Rank 0's ``flag``, on every rank (a collective)."""
-        return bool(self.from_main(flag))
+    def main_does(self, work: Callable[[], Any]) -> Any:
+        """``work()`` on rank 0 only (it writes the run's shared files); its result on every
+        rank, or the CohortError it raised (a full disk) raised on every rank as a shared one,
+        printed once (``cohort.errors``). A collective: the other ranks wait for it; without
+        the agreement they would run on into their next collective and each report rank 0 lost."""
+        outcome: list = [(None, "")]
+        failed = None
+        if self.is_main:
+            try:
+                outcome = [(work(), "")]
+            except CohortError as error:
+                failed, outcome = error, [(None, str(error))]
+        dist.broadcast_object_list(outcome, src=0)
+        result, problem = outcome[0]
+        if failed is not None:
+            failed.shared = True
+            raise failed
+        if problem:  # the same error here, for the exit code; rank 0 prints it
+            raise CohortError(problem, shared=True)
+        return result
 
-    def from_main(self, value):
-        """Rank 0's ``value`` (any picklable object), on every rank (a collective)."""
-        message = [value]
-        dist.broadcast_object_list(message, src=0)
-        return message[0]
+    def first_problem(self, problem: str) -> str:
+        """The first non-empty ``problem`` of any rank (by rank), or "" (a collective): ranks
+        that each did their own part (read or wrote their member's checkpoint part) agree on
+        whether every part went well before any of them goes on."""
+        problems = [""] * self.world_size
+        dist.all_gather_object(problems, problem)
+        return next((p for p in problems if p), "")
 
     def close(self) -> None:
         if dist.is_initialized():

@@ -25,7 +25,8 @@ from cohort.config import CohortConfig, ConfigError
 from cohort.data.datasets import DataError, check_data, ensure_data
 from cohort.data.labelled import check_labelled
 from cohort.run_dir import RunDir, RunDirError
-from cohort.teacher_run import TeacherPlan, check_teacher
+from cohort.selection import read_selection
+from cohort.teacher_run import TeacherPlan, check_teacher, check_teacher_record
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,23 @@ def plan_run(config: CohortConfig, write_data: bool = False, local: bool = False
     check_input_size(config, meta)
     labelled = check_labelled(config)
     teachers = check_teacher(config, meta)
-    continues = RunDir(config.run_dir).check(config)
+    run = RunDir(config.run_dir)
+    continues = run.check(config)
+    if continues and config.resume == "auto":
+        check_records(run, teachers)
     return RunPlan(config, meta, labelled, teachers, continues)
+
+
+def check_records(run: RunDir, teachers: TeacherPlan | None) -> None:
+    """The files a resumed run reads back, each read as it will be (a damaged one is one line
+    naming it, before any process starts): ``metrics.jsonl`` (a torn last line is recovered
+    later, by rank 0), ``selection.json``, the teachers' record, the newest checkpoint's marker."""
+    run.read_metrics(notice=False)
+    if (run.path / "selection.json").is_file():
+        read_selection(run.path / "selection.json")
+    if teachers is not None:
+        check_teacher_record(run.path, teachers)
+    checkpoint.latest_complete(run.path)
 
 
 LOCAL_RANKS_PER_CORE = 4
@@ -190,6 +206,7 @@ def checkpoint_folder(run: RunDir, which: str) -> Path:
             else "pick a complete checkpoint"
         )
         raise RunDirError(f"{folder / checkpoint.MARKER} is missing: not a complete checkpoint; {hint}")
+    checkpoint.read_marker(folder)  # a damaged one is named now, not after predicting
     return folder
 
 

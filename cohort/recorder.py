@@ -4,7 +4,6 @@ table. Other ranks hold a recorder that records nothing."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from cohort.epoch_meter import EPOCH_STATS
 from cohort.metrics import evaluate_cohort
 from cohort.run_dir import RunDir, write_json
 from cohort.selection import Selection
-from cohort.teacher_run import TeacherPlan, teacher_predictions
+from cohort.teacher_run import TeacherPlan, read_teachers_metrics, teacher_predictions
 
 TENSORBOARD_METRICS = ("acc", "nll", "ece", "c_nll", "c_ece", "disagreement", "pairwise_kl")
 """The evaluation metrics written to TensorBoard, per split and member (and the ensemble)."""
@@ -170,7 +169,7 @@ def print_summary(results: dict[str, dict], run_dir: Path, names: list[str]) -> 
         )
     teachers = Path(run_dir) / "teachers.json"
     if teachers.is_file():
-        saved = json.loads(teachers.read_text())["results"]
+        saved = read_teachers_metrics(teachers)["results"]
         v, t = saved["val"]["ensemble"], saved["test"]["ensemble"]
         lines.append(
             f"{'teachers':<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}"

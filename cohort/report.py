@@ -8,16 +8,20 @@ disagreement against epoch, and the ensemble-size curve.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cohort.metrics import ensemble_logits, equal_width_bins, probabilities
-from cohort.run_dir import RunDir, RunDirError
+from cohort.run_dir import RunDir, RunDirError, replacing
+from cohort.selection import read_selection
+from cohort.teacher_run import read_teachers_metrics
 
 COLUMNS = ("acc", "nll", "ece", "c_nll", "c_ece")
+
+RERUN = "rerun `cohort report`"
+"""What to do once a failed write's cause (a full disk) is fixed."""
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Run:
         config = run.load_config()
         selection = run.path / "selection.json"
         selected = selection.is_file()
-        epoch = json.loads(selection.read_text())["epoch"] if selected else max(r["epoch"] for r in rows)
+        epoch = read_selection(selection)["epoch"] if selected else max(r["epoch"] for r in rows)
         return cls(run.path, config.name, config.independent, rows, epoch, selected)
 
     @property
@@ -60,7 +64,7 @@ class Run:
     def teachers(self) -> dict | None:
         """A student run's ``teachers.json`` (its teachers' metrics on val and test), or None."""
         path = self.path / "teachers.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return read_teachers_metrics(path) if path.is_file() else None
 
     def predictions(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
         folder = self.path / "predictions" / ("best" if self.selected else "")
@@ -124,10 +128,7 @@ def reliability_figure(run: Run, out: Path) -> Path:
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=9)
     fig.suptitle(f"Reliability on test, {run.label}, epoch {run.epoch}")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path = out / "reliability.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "reliability.png")
 
 
 def curves_figure(runs: list[Run], out: Path) -> Path:
@@ -154,10 +155,7 @@ def curves_figure(runs: list[Run], out: Path) -> Path:
             ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    path = out / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "curves.png")
 
 
 def ensemble_size_figure(runs: list[Run], out: Path) -> Path:
@@ -173,9 +171,18 @@ def ensemble_size_figure(runs: list[Run], out: Path) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "ensemble_size.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return save_figure(fig, out / "ensemble_size.png")
+
+
+def save_figure(fig, path: Path) -> Path:
+    """``fig`` as a PNG at ``path``, whole or not at all (``replacing``); the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with replacing(path, "wb", then=RERUN) as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -198,7 +205,8 @@ def write_report(paths: list[str]) -> Path:
         "",
     ]
     text += [f"![{f.stem}]({f.name})" for f in figures]
-    (out / "report.md").write_text("\n".join(text) + "\n")
+    with replacing(out / "report.md", then=RERUN) as f:
+        f.write("\n".join(text) + "\n")
     print(table)
     print(f"\nwrote {out / 'report.md'} and {', '.join(f.name for f in figures)}")
     return out / "report.md"

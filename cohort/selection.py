@@ -5,12 +5,26 @@ Rank 0 keeps the best value seen and records the chosen epoch in ``RUN_DIR/selec
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cohort.config import parse_select_by
 from cohort.metric_names import LOWER_IS_BETTER
-from cohort.run_dir import write_json
+from cohort.run_dir import read_json, write_json
+
+SELECTION_KEYS = {"select_by": str, "epoch": int, "value": float}
+"""What ``selection.json`` holds: the criterion, the chosen epoch and its value."""
+
+
+def read_selection(path: Path) -> dict:
+    """A run's ``selection.json``; a malformed one (damage: it is written whole, ``write_json``)
+    is a one-line RunDirError naming it and the fix."""
+    return read_json(
+        path,
+        "delete it: `cohort report` then reads the run's last evaluation, and a resumed run selects again "
+        "from its next one",
+        SELECTION_KEYS,
+        "the epoch train.select_by chose",
+    )
 
 
 class Selection:
@@ -44,7 +58,7 @@ class Selection:
     def restore(self, resumed_epoch: int) -> None:
         """After a resume: keep a selection made at or before the resumed epoch."""
         if self.file.is_file():
-            saved = json.loads(self.file.read_text())
+            saved = read_selection(self.file)
             if saved["epoch"] <= resumed_epoch:
                 self.best = saved["value"]
             else:

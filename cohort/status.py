@@ -6,15 +6,12 @@ Reads only: safe to call while the run trains.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
-import yaml
-
 from cohort import checkpoint
-from cohort.run_dir import RunDir
+from cohort.run_dir import RunDir, read_json
 
 
 def slurm_job_line(job_id: str) -> str:
@@ -54,23 +51,27 @@ def last_evaluation(rows: list[dict]) -> str | None:
 def run_status(run_dir: str | Path) -> str:
     """A few lines saying where the run in ``run_dir`` stands."""
     run = RunDir(run_dir)
-    run.require_run()
-    config = yaml.safe_load(run.config_file.read_text())
-    epochs = config["train"]["epochs"]
+    config = run.load_config()
+    epochs = config.train.epochs
     lines = [
-        f"run {run.path}: {config['name']}, {len(config['members'])} member(s) × {config['replicas']} "
-        f"replica(s), {epochs} epochs"
+        f"run {run.path}: {config.name}, {config.num_members} member(s) × {config.replicas} replica(s), {epochs} epochs"
     ]
 
     if run.submission_file.is_file():
-        submission = json.loads(run.submission_file.read_text())
+        submission = read_json(
+            run.submission_file,
+            "delete it to see the run's own files without its SLURM job (`cohort submit` writes it)",
+            {"job_id": str, "logs": list},
+            "the SLURM job that trains the run",
+        )
+        logs = submission["logs"] or ["(none)"]
         lines.append(slurm_job_line(submission["job_id"]))
-        lines.append(f"logs: {submission['logs'][0]} (task 0 of {len(submission['logs'])})")
+        lines.append(f"logs: {logs[0]} (task 0 of {len(submission['logs'])})")
 
     rows = run.read_metrics()
     evaluated = sorted({row["epoch"] for row in rows})
     newest = checkpoint.latest_complete(run.path)
-    info = json.loads((newest / checkpoint.MARKER).read_text()) if newest is not None else None
+    info = checkpoint.read_marker(newest) if newest is not None else None
     if info is not None:
         position = (
             f"epoch {info['epoch'] + 1}, batch {info['batch']}"

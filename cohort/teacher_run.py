@@ -10,7 +10,6 @@ count, dataset, split sizes), and there are enough teachers for the mapping. The
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 from cohort import checkpoint
 from cohort.config import CohortConfig, ConfigError
 from cohort.data.datasets import DataError, read_meta
-from cohort.run_dir import RunDir, RunDirError
+from cohort.run_dir import RunDir, RunDirError, read_json
 
 DATA_KEYS = ("dataset", "num_classes", "image_size", "sizes")
 """What of two data folders' ``meta.json`` must agree for a teacher to teach on the other."""
@@ -84,10 +83,8 @@ def check_teacher(config: CohortConfig, meta: dict) -> TeacherPlan | None:
             f"teacher.run_dir {run.path} is not a cohort run directory ({run.config_file} is missing); "
             f"name the run_dir of a finished `cohort train`"
         )
-    try:  # validation names a teacher architecture this version does not know
-        teacher_config = run.load_config()
-    except ConfigError as error:
-        raise RunDirError(f"{run.config_file} (teacher.run_dir) is not a valid config: {error}") from None
+    # Validation names a teacher architecture this version does not know.
+    teacher_config = run.load_config(role="teacher.run_dir")
     folder = choose_checkpoint(run, config.teacher.checkpoint)
     teachers = teacher_config.num_members
     missing = [j for j in range(teachers) if not (folder / f"member-{j}.pt").is_file()]
@@ -145,7 +142,13 @@ def check_teacher_record(run_dir: Path, plan: TeacherPlan) -> None:
     record = Path(run_dir) / "teacher.json"
     if not record.is_file():
         return
-    before = json.loads(record.read_text())
+    before = read_json(
+        record,
+        "delete it if teacher.run_dir and teacher.checkpoint still name the teachers this run started with "
+        "(it is written again), or choose another run_dir=",
+        {"checkpoint": str, "epoch": int},
+        "the teachers this run distils",
+    )
     if before != plan.record():
         raise RunDirError(
             f"{record} says this run distils {before['checkpoint']} (epoch {before['epoch']}), but "
@@ -171,3 +174,16 @@ def teacher_predictions(plan: TeacherPlan) -> dict[str, tuple[np.ndarray, np.nda
         saved = np.load(path)
         found[split] = (saved["logits"], saved["labels"])
     return found
+
+
+def read_teachers_metrics(path: Path) -> dict:
+    """A student run's ``teachers.json`` (``cohort.recorder``): its teachers' epoch, and their
+    metrics on val and test by member (``results[split]["ensemble"]``); a malformed one is a
+    one-line RunDirError naming it and the fix."""
+    fix = "delete it: reports then have no teachers' row, and a resumed run writes it again at its next evaluation"
+    saved = read_json(path, fix, {"epoch": int, "results": dict}, "the teachers' metrics")
+    for split in ("val", "test"):
+        table = saved["results"].get(split)
+        if not isinstance(table, dict) or not isinstance(table.get("ensemble"), dict):
+            raise RunDirError(f"{path} has no {split} results of the teachers' ensemble; {fix}")
+    return saved

@@ -33,10 +33,9 @@ from cohort.optim import build_optimizer, lr_factor, parameter_groups, set_lr
 from cohort.predict import cohort_logits
 from cohort.preflight import RunPlan
 from cohort.recorder import Recorder
-from cohort.run_dir import RunDir, RunDirError, write_json
+from cohort.run_dir import RunDir, write_json
 from cohort.run_hold import RunHold
 from cohort.stopping import StopSignals, stopped
-from cohort.teacher_run import check_teacher_record
 from cohort.trace import StepTrace
 
 
@@ -116,36 +115,30 @@ class Trainer:
         self.hold: RunHold | None = None
 
     def prepare_run_dir(self) -> None:
-        """Rank 0 creates the run directory (every rank checked it before: ``cohort.preflight``);
-        with ``resume=auto`` every rank continues from the newest complete checkpoint."""
-        if self.plan.teachers is not None:
-            check_teacher_record(self.run.path, self.plan.teachers)
-        self.take_hold()
-        if self.mesh.is_main:
-            self.run.create(self.config)
-            if self.plan.teachers is not None:
-                write_json(self.run.path / "teacher.json", self.plan.teachers.record())
-        self.mesh.barrier()
+        """Rank 0 takes the run directory's hold (``cohort.run_hold``) and creates it (every rank
+        checked it before, its teachers' record too: ``cohort.preflight``); with ``resume=auto``
+        every rank continues from the newest complete checkpoint. What rank 0 does, every rank
+        waits for (``CohortMesh.main_does``): a held folder or a full disk stops them all with one line."""
+        self.mesh.barrier()  # every rank has checked the folder (``plan_run``) before it changes
+        self.mesh.main_does(self.take_hold)
+        self.mesh.main_does(self.create_run_dir)
         resumed = self.checkpointer.resume() if self.config.resume == "auto" else None
         if resumed is not None:
             self.start = resumed[1]
             self.step = self.start.step
-        self.recorder.start(resumed)
+        self.mesh.main_does(lambda: self.recorder.start(resumed))
         if self.config.train.trace:
             self.trace = StepTrace(self.run, self.member, self.mesh.replica, resumed is not None)
 
     def take_hold(self) -> None:
-        """Rank 0 takes the run directory's hold (or joins its launcher's: ``cohort.run_hold``);
-        every rank learns whether it may go on (a collective, so also the barrier before creating)."""
-        refusal = None
-        if self.mesh.is_main:
-            try:
-                self.hold = RunHold.acquire(self.run.path, "cohort train")
-            except RunDirError as error:  # printed by rank 0 alone, like every shared error
-                refusal = str(error)
-        refusal = self.mesh.from_main(refusal)
-        if refusal is not None:
-            raise RunDirError(refusal, shared=True)
+        """Rank 0: take the run directory's hold, or join its launcher's (``cohort.run_hold``)."""
+        self.hold = RunHold.acquire(self.run.path, "cohort train")
+
+    def create_run_dir(self) -> None:
+        """Rank 0: the run directory's folders, its config.yaml and its teachers' record."""
+        self.run.create(self.config)
+        if self.plan.teachers is not None:
+            write_json(self.run.path / "teacher.json", self.plan.teachers.record())
 
     def close(self) -> None:
         """Release what outlives a step: the run directory's hold."""
@@ -264,8 +257,8 @@ class Trainer:
         logits, labels = {}, {}
         for split, loader in self.eval_loaders.items():
             logits[split], labels[split] = self.predict(loader)
-        improved = self.recorder.record(epoch, per_member, logits, labels)
-        if self.recorder.selects and self.mesh.main_says(improved):
+        improved = self.mesh.main_does(lambda: self.recorder.record(epoch, per_member, logits, labels))
+        if self.recorder.selects and improved:
             self.checkpointer.save_best(Position(epoch + 1, 0, self.step))
 
     def predict(self, loader: MemberLoader) -> tuple[np.ndarray, np.ndarray]:

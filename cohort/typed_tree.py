@@ -21,6 +21,7 @@ that the caller passes (its own, such as ``cohort.config.ConfigError``), ``TreeE
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -59,37 +60,43 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_yaml(path: Path, error: type[TreeError] = TreeError, empty: str | None = None) -> dict:
+def read_yaml(path: Path, error: type[TreeError] = TreeError, empty: str | None = None, fix: str | None = None) -> dict:
     """The raw tree of YAML file ``path``, which must hold a mapping (each key once).
 
     A file with no YAML document (empty, or blanks and comments only) reads as ``{}``, or,
-    given ``empty`` (the fix to name), is an error."""
+    given ``empty`` (the fix to name), is an error. ``fix``: the fix every error names instead
+    of its own (for a file a program wrote, which a user does not edit)."""
+
+    def fail(problem: str, own: str) -> TreeError:
+        return error(f"{problem}; {fix or own}")
+
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as problem:
         line = problem.object[: problem.start].count(b"\n") + 1
-        raise error(
-            f"{path} is not UTF-8 text (byte {problem.object[problem.start]:#04x} on line {line}); save it as UTF-8"
+        raise fail(
+            f"{path} is not UTF-8 text (byte {problem.object[problem.start]:#04x} on line {line})", "save it as UTF-8"
         ) from None
     except IsADirectoryError:
-        raise error(f"{path} is a directory, not a YAML file; pass the file itself") from None
+        raise fail(f"{path} is a directory, not a YAML file", "pass the file itself") from None
     except OSError as problem:
-        raise error(f"cannot read {path} ({problem.strerror}); pass a readable YAML file") from None
+        raise fail(f"cannot read {path} ({problem.strerror})", "pass a readable YAML file") from None
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except _DuplicateKey as twice:
         lines = f"on line {twice.line}" if twice.first == twice.line else f"on lines {twice.first} and {twice.line}"
-        raise error(f"{path} sets key {twice.key} twice ({lines}); keep one of them") from None
+        raise fail(f"{path} sets key {twice.key} twice ({lines})", "keep one of them") from None
     except yaml.YAMLError as problem:
         mark = getattr(problem, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise error(f"{path} is not valid YAML{where}; fix the file's syntax") from None
+        raise fail(f"{path} is not valid YAML{where}", "fix the file's syntax") from None
     if raw is None:
         if empty is not None:
             raise error(f"{path} is empty; {empty}")
         raw = {}
     if not isinstance(raw, dict):
-        raise error(f"{path} must hold a YAML mapping of config keys, not {type(raw).__name__}")
+        problem = f"{path} must hold a YAML mapping of config keys, not {type(raw).__name__}"
+        raise error(f"{problem}; {fix}" if fix else problem)
     return raw
 
 
@@ -200,7 +207,15 @@ def config_to_dict(config: Any) -> dict:
 
 
 def dump_config(config: Any, path: Path) -> None:
-    """Write a built tree to ``path`` as YAML (atomically: a temp file, then a rename)."""
+    """Write a built tree to ``path`` as YAML (atomically: a temp file, synced, then a rename;
+    a failure removes the temp file)."""
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+            f.flush()
+            os.fsync(f.fileno())  # before the rename: a machine's crash cannot leave an empty file
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import io
-import json
 import shutil
 import signal
 import subprocess
@@ -32,7 +31,7 @@ import submitit
 
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.preflight import plan_run
-from cohort.run_dir import RunDir
+from cohort.run_dir import RunDir, write_json
 from cohort.run_hold import RunHold
 
 
@@ -235,7 +234,9 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
             "logs": [str(job.task(rank).paths.stdout) for rank in range(resources.tasks)],
             "errors": [str(job.task(rank).paths.stderr) for rank in range(resources.tasks)],
         }
-        RunDir(config.run_dir).submission_file.write_text(json.dumps(record, indent=1) + "\n")
+        # The job is queued already: a failed write (a full disk) says so.
+        then = f"note that job {job.job_id} is queued regardless (scancel it before submitting again)"
+        write_json(RunDir(config.run_dir).submission_file, record, then=then, indent=1)
         submissions.append(record)
         device = "CPU task" if resources.cpu else "GPU"
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,33 @@ def run_torchrun(nproc: int, *args: str, timeout: float = 600) -> subprocess.Com
         *args,
     ]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def small_disk_skip_reason() -> str:
+    """Why ``on_small_disk`` cannot run here ("" when it can)."""
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k none /tmp"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        return f"no user namespace may mount a tmpfs here ({probe.stderr.strip()[:120]})"
+    return ""
+
+
+def on_small_disk(mount: Path, kib: int, command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``command`` (in the repository) with a file system of ``kib`` KiB mounted at the
+    folder ``mount``: a tmpfs in a user and mount namespace of its own (``unshare -rm``; no
+    privileges needed), so its writes there meet a real full disk (ENOSPC). The tmpfs goes
+    with the command: its files are listed after it, one ``left: PATH`` line each, on stdout."""
+    script = 'mount -t tmpfs -o size="$1"k none "$2" || exit 99; shift 2; "$@"; rc=$?; '
+    script += 'find "$MOUNT" -mindepth 1 | sed "s/^/left: /"; exit $rc'
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MOUNT": str(mount)}
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", str(kib), str(mount), *command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

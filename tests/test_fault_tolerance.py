@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,9 @@ import pytest
 import torch
 
 from cohort.checkpoint import MARKER
-from tests.conftest import REPO, run_cli, run_torchrun, tiny_config
+from cohort.config import load_config
+from cohort.run_dir import RunDir
+from tests.conftest import REPO, on_small_disk, run_cli, run_torchrun, small_disk_skip_reason, tiny_config
 
 pytestmark = pytest.mark.multiprocess
 
@@ -181,6 +184,31 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_falls_back_to_the_previous_o
     resumed_from = out.split("from step-")[1][:9]
     assert int(resumed_from) < int(torn_folder.name.removeprefix("step-")), out[-2000:]
     assert final_digests(run) == reference
+
+
+@pytest.mark.skipif(bool(small_disk_skip_reason()), reason=small_disk_skip_reason() or "-")
+def test_a_full_disk_at_a_checkpoint_stops_every_rank_with_one_line_and_resume_then_finishes(digits_root, tmp_path):
+    config = tiny_config(tmp_path, digits_root, members=2, train={**FAULT_TRAIN, "trace": False})
+    run = RunDir(load_config(config).run_dir)
+    run.create(load_config(config))  # its checkpoints/ becomes a disk of 256 KiB, too small for a part
+    full = on_small_disk(
+        run.checkpoints, 256, [sys.executable, "-m", "cohort.cli", "train", str(config), "resume=auto"]
+    )
+    assert full.returncode != 0
+    errors = [line for line in full.stderr.splitlines() if line.startswith("cohort: error:")]
+    disk = re.escape(str(run.checkpoints))
+    assert len(errors) == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert re.fullmatch(
+        rf"cohort: error: no space left on {disk} writing {disk}/step-000000003/member-[01]\.pt: free space there "
+        r"\(or move the run directory to a disk with room, run_dir=<there>\) and continue with resume=auto",
+        errors[0],
+    ), errors[0]
+    left = [line for line in full.stdout.splitlines() if line.startswith("left: ")]
+    assert left == [f"left: {run.checkpoints}/step-000000003"], left  # no temporary file, no torn part
+    # With room again (the real disk under it), resume=auto trains to the end.
+    finished = run_cli("train", str(config), "resume=auto")
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert (run.checkpoints / "step-000000016" / MARKER).is_file()
 
 
 def test_a_stalled_peer_makes_every_survivor_exit_naming_it(digits_root, tmp_path):
