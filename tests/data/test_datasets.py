@@ -1,5 +1,6 @@
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -331,3 +332,65 @@ def test_splits_of_another_image_size_than_meta_json_says_are_refused(tmp_path, 
         r"folder with `cohort data tiny --out .*`$",
     ):
         check_data(root)
+
+
+# --- sample pointers and checksums -------------------------------------------------------------
+
+
+def metadata_map(beton, tables):
+    """The per-sample metadata of ``beton``, mapped writable (it follows the header and field list)."""
+    from cohort.data.beton import FIELD_DESCRIPTOR, HEADER
+
+    offset = HEADER.itemsize + len(tables.field_names) * FIELD_DESCRIPTOR.itemsize
+    return np.memmap(beton, dtype=tables.metadata.dtype, mode="r+", offset=offset, shape=(tables.num_samples,))
+
+
+WRAPS = 2**64 - 1024
+"""A pointer whose ``ptr + size`` wraps around 2**64 to a small number, in the file."""
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            "entry-past-end",
+            r"its allocation table puts sample 0's data at bytes (\d+)\.\.\d+, past the end of the file",
+        ),
+        (
+            "entry-wrapping",
+            rf"its allocation table puts sample 0's data at bytes {WRAPS}\.\.\d+, past the end of the file",
+        ),
+        ("image-past-end", r"sample 5's image points to byte (\d+), past the end of the file \(\d+ bytes\)"),
+        ("image-off-its-data", r"sample 5's image points to byte \d+, where none of its allocated data starts"),
+    ],
+    ids=["entry-past-end", "entry-wrapping", "image-past-end", "image-off-its-data"],
+)
+def test_sample_pointers_past_the_end_of_a_beton_are_refused(tmp_path, digits_root, edit, message):
+    """FFCV's loader follows these unchecked and reads other bytes as the image (checked by
+    hand: sample 5 then loads with other pixels, no error)."""
+    import shutil
+
+    from cohort.data.beton import ALLOCATION, read_tables
+    from cohort.data.datasets import check_data
+
+    check_data(digits_root)  # the intact data passes
+    root = tmp_path / "data"
+    shutil.copytree(digits_root, root)
+    beton = root / "train.beton"
+    tables, end = read_tables(beton), beton.stat().st_size
+    images = metadata_map(beton, tables)["f0"]
+    if edit.startswith("entry"):
+        table = np.memmap(beton, dtype=ALLOCATION, mode="r+", offset=int(tables.header["alloc_table_ptr"]))
+        assert table["sample_id"][0] == 0
+        table["ptr"][0] = end + 4096 if edit == "entry-past-end" else WRAPS
+        if edit == "entry-wrapping":  # the image follows its entry, as a writer would record both
+            images["data_ptr"][0] = WRAPS
+        table.flush()
+    else:
+        images["data_ptr"][5] = end + 4096 if edit == "image-past-end" else images["data_ptr"][5] + 1
+    images.flush()
+    with pytest.raises(DataError) as error:
+        check_data(root)
+    text = str(error.value)
+    assert re.search(rf"^{re.escape(str(beton))} is truncated or corrupt: {message}", text), text
+    assert text.endswith(f"; rewrite it with `cohort data digits --out {root}`") and "\n" not in text
