@@ -1,3 +1,4 @@
+import hashlib
 import json
 import pickle
 import re
@@ -394,3 +395,107 @@ def test_sample_pointers_past_the_end_of_a_beton_are_refused(tmp_path, digits_ro
     text = str(error.value)
     assert re.search(rf"^{re.escape(str(beton))} is truncated or corrupt: {message}", text), text
     assert text.endswith(f"; rewrite it with `cohort data digits --out {root}`") and "\n" not in text
+
+
+def test_the_written_checksums_are_each_files_sha256(digits_root):
+    meta = read_meta(digits_root)
+    for split in ("train", "val", "test"):
+        data = (digits_root / f"{split}.beton").read_bytes()
+        assert meta["checksums"][f"{split}.beton"] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def flip_an_image_byte(beton) -> None:
+    """Flip one bit of sample 3's stored pixels: the file stays a valid .beton."""
+    from cohort.data.beton import read_tables
+
+    at = int(read_tables(beton).metadata["f0"]["data_ptr"][3]) + 100
+    with open(beton, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte ^ 1]))
+
+
+def test_verify_passes_on_a_written_folder_and_names_a_changed_file(tmp_path, digits_root):
+    import shutil
+
+    from cohort.data.datasets import check_data, verify_data
+
+    root = tmp_path / "data"
+    shutil.copytree(digits_root, root)
+    files, count, seconds = verify_data(root)
+    assert (files, count) == (3, sum((root / f"{s}.beton").stat().st_size for s in ("train", "val", "test")))
+    assert seconds >= 0
+    recorded = read_meta(root)["checksums"]["val.beton"]["sha256"]
+    flip_an_image_byte(root / "val.beton")
+    found = hashlib.sha256((root / "val.beton").read_bytes()).hexdigest()
+    check_data(root)  # a changed pixel is a valid .beton: only the digest finds it, and training never pays for one
+    with pytest.raises(DataError) as error:
+        verify_data(root)
+    assert str(error.value) == (
+        f"{root / 'val.beton'} does not match its checksum in {root / 'meta.json'} (sha256 recorded "
+        f"{recorded[:12]}…, found {found[:12]}…): it changed after `cohort data` wrote it; rewrite the "
+        f"folder with `cohort data digits --out {root}`"
+    )
+
+
+def append_a_byte(beton) -> None:
+    with open(beton, "ab") as f:
+        f.write(b"\0")
+
+
+def edit_checksums(root, checksums=None) -> None:
+    """Replace meta.json's checksums (None: drop them, as in a folder written before they were recorded)."""
+    meta = json.loads((root / "meta.json").read_text())
+    del meta["checksums"]
+    if checksums is not None:
+        meta["checksums"] = checksums
+    (root / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (None, None),
+        (
+            flip_an_image_byte,
+            r"train\.beton does not match its checksum in .*meta\.json \(sha256 recorded [0-9a-f]{12}…",
+        ),
+        (
+            append_a_byte,
+            r"train\.beton has \d+ bytes but .*meta\.json records \d+: it changed after `cohort data` wrote",
+        ),
+        (
+            lambda beton: edit_checksums(beton.parent),
+            r"meta\.json records no checksums \(the folder was written before `cohort data` recorded them\), so "
+            r"it cannot be verified; rewrite the folder with `cohort data digits --out .*` to record them$",
+        ),
+        (
+            lambda beton: edit_checksums(beton.parent, {"train.beton": "52aa770e"}),
+            r"meta\.json: checksums must give train\.beton, val\.beton, test\.beton each its bytes and sha256 \(as "
+            r"`cohort data` writes them\); rewrite the folder with `cohort data digits --out .*`$",
+        ),
+    ],
+    ids=["intact", "flipped-byte", "appended-byte", "no-checksums", "malformed-checksums"],
+)
+def test_cohort_data_verify(tmp_path, digits_root, capsys, damage, message):
+    import shutil
+
+    from cohort.cli import main
+
+    root = tmp_path / "data"
+    shutil.copytree(digits_root, root)
+    if damage:
+        damage(root / "train.beton")
+    status = main(["data", "verify", "--out", str(root)])
+    out, err = capsys.readouterr()
+    if damage is None:
+        assert status == 0 and err == ""
+        assert re.fullmatch(
+            rf"verified {re.escape(str(root))}: its 3 files \(48 MiB, \d+ bytes\) match the sha256 digests in "
+            r"meta\.json; \d+\.\d\d s\n",
+            out,
+        ), out
+    else:
+        assert status == 2 and out == "" and err.count("\n") == 1, err
+        assert re.search(rf"^cohort: error: .*{message}", err), err
