@@ -234,7 +234,7 @@ def check_data(root: str | Path, batch_size: int = 0, replicas: int = 1) -> dict
 
 CHECKSUM = "sha256"
 """The digest ``meta.json`` records of each ``.beton``. SHA-256 rather than BLAKE2b: OpenSSL
-runs it on the CPU's SHA extensions (hashlib's 1.5 GB/s in memory, BLAKE2b's 0.7 GB/s, on the
+runs it on the CPU's SHA extensions (hashlib's 1.5 GB/s in memory, BLAKE2b's 0.6 GB/s, on the
 machine of docs/usage.md; ``bench/checksum_throughput.py``), and ``sha256sum`` checks the same
 digests without cohort."""
 CHUNK = 8 << 20
