@@ -19,6 +19,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     from cohort.data import datasets
 
     out = Path(args.out)
+    if args.dataset == "verify":
+        files, count, seconds = datasets.verify_data(out)
+        print(
+            f"verified {out}: its {files} files ({datasets.human_bytes(count)}, {count} bytes) match the "
+            f"{datasets.CHECKSUM} digests in meta.json; {seconds:.2f} s"
+        )
+        return 0
     if args.dataset == "digits":
         meta = datasets.write_digits(out, size=args.size)
     elif args.dataset in ("cifar10", "cifar100"):
@@ -153,9 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cohort", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="write train/val/test .beton files")
-    data.add_argument("dataset", choices=["digits", "cifar10", "cifar100", "imagefolder"])
-    data.add_argument("--out", required=True, help="folder for the .beton files and meta.json")
+    data = sub.add_parser(
+        "data", help="write train/val/test .beton files (or verify a written folder against its checksums)"
+    )
+    data.add_argument(
+        "dataset",
+        choices=["digits", "cifar10", "cifar100", "imagefolder", "verify"],
+        help="the dataset to write; verify: read every file of --out and compare it with the sizes and "
+        "SHA-256 digests its meta.json recorded when it was written",
+    )
+    data.add_argument("--out", required=True, help="folder for the .beton files and meta.json (verify: to check)")
     data.add_argument("--size", type=int, default=32, help="digits: side of the upscaled images")
     data.add_argument("--source", help="cifar: folder holding (or to download) the python archive")
     data.add_argument("--no-download", action="store_true", help="cifar: fail instead of downloading")

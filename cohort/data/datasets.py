@@ -2,23 +2,30 @@
 
 The validation split is carved from the training set with a fixed seed; test is the
 dataset's own test split (digits has none, so it is carved first). ``meta.json`` is
-written last: a data folder without it is incomplete and is rewritten.
+written last: a data folder without it is incomplete and is rewritten. It records each
+file's size and SHA-256 (``checksums``), which ``cohort data verify`` compares.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import pickle
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cohort.errors import CohortError
+
+if TYPE_CHECKING:
+    from cohort.data.beton import BetonTables
 
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 20180612  # fixed: the same data folder on every machine
@@ -100,11 +107,12 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0)
     """The sample count of a ``.beton``, after checking that the file is whole and its labels fit
     (and, given ``image_size``, that every image is ``image_size`` pixels square).
 
-    FFCV maps the file and trusts its header: a truncated file crashes the loader's
-    compiled code (or reads garbage), and a label >= ``num_classes`` only fails inside
-    every training process. Both are found here from the header, the allocation table
-    and the label column (stored in the metadata), without decoding any image, and
-    without importing FFCV (``cohort.data.beton`` reads those tables with numpy).
+    FFCV maps the file and trusts its header and pointers: a truncated file crashes the
+    loader's compiled code (or reads garbage), so does a sample pointer past the end
+    (``pointer_fault``), and a label >= ``num_classes`` only fails inside every training
+    process. All are found here from the header, the allocation table and the metadata
+    (labels, image sizes and pointers), without decoding any image, and without importing
+    FFCV (``cohort.data.beton`` reads those tables with numpy).
     """
     from cohort.data.beton import ALLOCATION, FIELD_DESCRIPTOR, FORMAT_VERSION, HEADER, read_tables
 
@@ -126,12 +134,14 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0)
     except Exception:  # a damaged header or field list fails in many ways; name the file instead
         raise broken from None
     # The allocation table comes last: a cut there drops samples' entries (in cohort's files
-    # every sample stores an image, so owns one), a cut before it leaves entries pointing past the data.
+    # every sample stores an image, so owns one).
     table = tables.allocation
-    data_end = int((table["ptr"] + table["size"]).max()) if len(table) else 0
     owners = np.unique(table["sample_id"]).size if "image" in tables.field_names else tables.num_samples
-    if len(tables.metadata) != tables.num_samples or data_end > table_start or owners != tables.num_samples:
+    if len(tables.metadata) != tables.num_samples or owners != tables.num_samples:
         raise broken
+    fault = pointer_fault(tables, fields_end, size)
+    if fault:
+        raise DataError(f"{path} is truncated or corrupt: {fault}; rewrite it with {rewrite}")
     if "label" in tables.field_names:
         labels = tables.metadata[f"f{tables.field_names.index('label')}"]
         bad = labels[(labels < 0) | (labels >= num_classes)]
@@ -151,6 +161,51 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0)
                 f"be that size; rewrite the data folder with {rewrite}"
             )
     return tables.num_samples
+
+
+def pointer_fault(tables: BetonTables, fields_end: int, file_size: int) -> str | None:
+    """What is wrong with a ``.beton``'s sample pointers, in a few words, or None.
+
+    FFCV 1.0.2 lays a file out as header, field list, per-sample metadata, data pages, and the
+    allocation table last (``ffcv/writer.py``'s ``finalize``); each table entry is
+    (sample_id, ptr, size) of one stored blob, and an image's metadata holds its ``data_ptr``.
+    Its loader follows them unchecked (``memory_managers``' readers look up the size listed at
+    ``data_ptr`` and slice the mapped file there, in compiled code): a pointer past the end, or
+    one whose ``ptr + size`` wraps around 2**64, reads other bytes as the image, silently. So
+    every entry must lie within the data (after the metadata, before the table) and every image
+    must point at the start of one of its own sample's entries: numpy over the two tables, no
+    sample read.
+    """
+    table, n = tables.allocation, tables.num_samples
+    data_start, data_end = fields_end + tables.metadata.nbytes, int(tables.header["alloc_table_ptr"])
+    ptr, size, owner = table["ptr"], table["size"], table["sample_id"]
+    # ptr + size may wrap in uint64: compare the size with the room left after ptr instead.
+    room = np.uint64(data_end) - np.minimum(ptr, np.uint64(data_end))
+    bad = np.flatnonzero((ptr < data_start) | (ptr > data_end) | (size > room) | (owner >= n))
+    if len(bad):
+        entry = table[bad[0]]
+        lo, hi = int(entry["ptr"]), int(entry["ptr"]) + int(entry["size"])
+        if int(entry["sample_id"]) >= n:
+            return f"its allocation table names sample {int(entry['sample_id'])}, but it holds {n} samples"
+        if hi > file_size:
+            where = f"past the end of the file ({file_size} bytes)"
+        elif hi > data_end:
+            where = f"over its allocation table (from byte {data_end})"
+        else:
+            where = f"over its header and metadata (to byte {data_start})"
+        return f"its allocation table puts sample {int(entry['sample_id'])}'s data at bytes {lo}..{hi}, {where}"
+    if "image" not in tables.field_names:
+        return None
+    image_ptr = tables.metadata[f"f{tables.field_names.index('image')}"]["data_ptr"]
+    pointed = np.zeros(n, dtype=bool)  # whether one of sample i's entries starts at its image's data_ptr
+    pointed[owner[image_ptr[owner] == ptr]] = True
+    wrong = np.flatnonzero(~pointed)
+    if len(wrong):
+        sample, target = int(wrong[0]), int(image_ptr[wrong[0]])
+        if target >= file_size:
+            return f"sample {sample}'s image points to byte {target}, past the end of the file ({file_size} bytes)"
+        return f"sample {sample}'s image points to byte {target}, where none of its allocated data starts"
+    return None
 
 
 def check_data(root: str | Path, batch_size: int = 0, replicas: int = 1) -> dict:
@@ -175,6 +230,76 @@ def check_data(root: str | Path, batch_size: int = 0, replicas: int = 1) -> dict
             f"{per} samples); lower data.batch_size"
         )
     return info
+
+
+CHECKSUM = "sha256"
+"""The digest ``meta.json`` records of each ``.beton``. SHA-256 rather than BLAKE2b: OpenSSL
+runs it on the CPU's SHA extensions (hashlib's 1.5 GB/s in memory, BLAKE2b's 0.6 GB/s, on the
+machine of docs/usage.md; ``bench/checksum_throughput.py``), and ``sha256sum`` checks the same
+digests without cohort."""
+CHUNK = 8 << 20
+"""Bytes read per step: large enough that the per-call cost vanishes, one buffer reused."""
+
+
+def file_checksum(path: Path) -> dict:
+    """A file's ``{"bytes": size, "sha256": hex digest}``, read in ``CHUNK``-byte steps."""
+    digest, buffer, count = hashlib.new(CHECKSUM), memoryview(bytearray(CHUNK)), 0
+    with open(path, "rb", buffering=0) as f:
+        while got := f.readinto(buffer):
+            digest.update(buffer[:got])  # hashlib drops the GIL on large updates
+            count += got
+    return {"bytes": count, CHECKSUM: digest.hexdigest()}
+
+
+def verify_data(root: str | Path) -> tuple[int, int, float]:
+    """Compare every ``.beton`` of a data folder with the size and digest its ``meta.json``
+    recorded when ``cohort data`` wrote it; (files, bytes, seconds) when all match, else a
+    one-line error naming the first file that differs.
+
+    Reads every byte (about 1.3 GB/s, the disk permitting: docs/usage.md), so it is a command of its own
+    (``cohort data verify``), never part of ``check_data``, which training runs every launch.
+    A folder written before checksums were recorded cannot be verified: an error too, so that
+    ``cohort data verify --out X && ...`` never proceeds on data nobody checked.
+    """
+    root = Path(root)
+    info = read_meta(root)
+    meta = root / "meta.json"
+    rewrite = f"rewrite the folder with `cohort data {info.get('dataset', '<dataset>')} --out {root}`"
+    recorded = info.get("checksums")
+    if recorded is None:
+        raise DataError(
+            f"{meta} records no checksums (the folder was written before `cohort data` recorded them), "
+            f"so it cannot be verified; {rewrite} to record them"
+        )
+    names = [f"{split}.beton" for split in SPLITS]
+
+    def valid(entry) -> bool:
+        size, digest = (entry.get("bytes"), entry.get(CHECKSUM)) if isinstance(entry, dict) else (None, None)
+        return isinstance(size, int) and size >= 0 and isinstance(digest, str) and len(digest) == 64
+
+    if not (isinstance(recorded, dict) and all(valid(recorded.get(name)) for name in names)):
+        raise DataError(
+            f"{meta}: checksums must give {', '.join(names)} each its bytes and {CHECKSUM} (as `cohort data` "
+            f"writes them); {rewrite}"
+        )
+    start = time.perf_counter()
+    # Sizes first: a truncated or replaced file is named before a byte is hashed.
+    for name in names:
+        found = (root / name).stat().st_size
+        if found != recorded[name]["bytes"]:
+            raise DataError(
+                f"{root / name} has {found} bytes but {meta} records {recorded[name]['bytes']}: it changed "
+                f"after `cohort data` wrote it; {rewrite}"
+            )
+    for name in names:
+        found = file_checksum(root / name)[CHECKSUM]
+        if found != recorded[name][CHECKSUM]:
+            raise DataError(
+                f"{root / name} does not match its checksum in {meta} ({CHECKSUM} recorded "
+                f"{recorded[name][CHECKSUM][:12]}…, found {found[:12]}…): it changed after `cohort data` "
+                f"wrote it; {rewrite}"
+            )
+    return len(names), sum(recorded[name]["bytes"] for name in names), time.perf_counter() - start
 
 
 def ensure_data(root: str, dataset: str) -> None:
@@ -265,6 +390,9 @@ def _write_splits(
                 str(staging / f"{split}.beton"), {"image": image_field, "label": IntField()}, num_workers=num_workers
             )
             writer.from_indexed_dataset(dataset)
+            # Read back once written: FFCV's workers write pages in turn, then it seeks back
+            # to write the metadata and header, so the bytes cannot be hashed as they go.
+            meta.setdefault("checksums", {})[f"{split}.beton"] = file_checksum(staging / f"{split}.beton")
         meta["sizes"] = {split: len(dataset) for split, dataset in splits.items()}
         for split in splits:
             (staging / f"{split}.beton").replace(out / f"{split}.beton")

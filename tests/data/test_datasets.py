@@ -1,5 +1,7 @@
+import hashlib
 import json
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -331,3 +333,169 @@ def test_splits_of_another_image_size_than_meta_json_says_are_refused(tmp_path, 
         r"folder with `cohort data tiny --out .*`$",
     ):
         check_data(root)
+
+
+# --- sample pointers and checksums -------------------------------------------------------------
+
+
+def metadata_map(beton, tables):
+    """The per-sample metadata of ``beton``, mapped writable (it follows the header and field list)."""
+    from cohort.data.beton import FIELD_DESCRIPTOR, HEADER
+
+    offset = HEADER.itemsize + len(tables.field_names) * FIELD_DESCRIPTOR.itemsize
+    return np.memmap(beton, dtype=tables.metadata.dtype, mode="r+", offset=offset, shape=(tables.num_samples,))
+
+
+WRAPS = 2**64 - 1024
+"""A pointer whose ``ptr + size`` wraps around 2**64 to a small number, in the file."""
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            "entry-past-end",
+            r"its allocation table puts sample 0's data at bytes (\d+)\.\.\d+, past the end of the file",
+        ),
+        (
+            "entry-wrapping",
+            rf"its allocation table puts sample 0's data at bytes {WRAPS}\.\.\d+, past the end of the file",
+        ),
+        ("image-past-end", r"sample 5's image points to byte (\d+), past the end of the file \(\d+ bytes\)"),
+        ("image-off-its-data", r"sample 5's image points to byte \d+, where none of its allocated data starts"),
+    ],
+    ids=["entry-past-end", "entry-wrapping", "image-past-end", "image-off-its-data"],
+)
+def test_sample_pointers_past_the_end_of_a_beton_are_refused(tmp_path, digits_root, edit, message):
+    """FFCV's loader follows these unchecked and reads other bytes as the image (checked by
+    hand: sample 5 then loads with other pixels, no error)."""
+    import shutil
+
+    from cohort.data.beton import ALLOCATION, read_tables
+    from cohort.data.datasets import check_data
+
+    check_data(digits_root)  # the intact data passes
+    root = tmp_path / "data"
+    shutil.copytree(digits_root, root)
+    beton = root / "train.beton"
+    tables, end = read_tables(beton), beton.stat().st_size
+    images = metadata_map(beton, tables)["f0"]
+    if edit.startswith("entry"):
+        table = np.memmap(beton, dtype=ALLOCATION, mode="r+", offset=int(tables.header["alloc_table_ptr"]))
+        assert table["sample_id"][0] == 0
+        table["ptr"][0] = end + 4096 if edit == "entry-past-end" else WRAPS
+        if edit == "entry-wrapping":  # the image follows its entry, as a writer would record both
+            images["data_ptr"][0] = WRAPS
+        table.flush()
+    else:
+        images["data_ptr"][5] = end + 4096 if edit == "image-past-end" else images["data_ptr"][5] + 1
+    images.flush()
+    with pytest.raises(DataError) as error:
+        check_data(root)
+    text = str(error.value)
+    assert re.search(rf"^{re.escape(str(beton))} is truncated or corrupt: {message}", text), text
+    assert text.endswith(f"; rewrite it with `cohort data digits --out {root}`") and "\n" not in text
+
+
+def test_the_written_checksums_are_each_files_sha256(digits_root):
+    meta = read_meta(digits_root)
+    for split in ("train", "val", "test"):
+        data = (digits_root / f"{split}.beton").read_bytes()
+        assert meta["checksums"][f"{split}.beton"] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def flip_an_image_byte(beton) -> None:
+    """Flip one bit of sample 3's stored pixels: the file stays a valid .beton."""
+    from cohort.data.beton import read_tables
+
+    at = int(read_tables(beton).metadata["f0"]["data_ptr"][3]) + 100
+    with open(beton, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte ^ 1]))
+
+
+def test_verify_passes_on_a_written_folder_and_names_a_changed_file(tmp_path, digits_root):
+    import shutil
+
+    from cohort.data.datasets import check_data, verify_data
+
+    root = tmp_path / "data"
+    shutil.copytree(digits_root, root)
+    files, count, seconds = verify_data(root)
+    assert (files, count) == (3, sum((root / f"{s}.beton").stat().st_size for s in ("train", "val", "test")))
+    assert seconds >= 0
+    recorded = read_meta(root)["checksums"]["val.beton"]["sha256"]
+    flip_an_image_byte(root / "val.beton")
+    found = hashlib.sha256((root / "val.beton").read_bytes()).hexdigest()
+    check_data(root)  # a changed pixel is a valid .beton: only the digest finds it, and training never pays for one
+    with pytest.raises(DataError) as error:
+        verify_data(root)
+    assert str(error.value) == (
+        f"{root / 'val.beton'} does not match its checksum in {root / 'meta.json'} (sha256 recorded "
+        f"{recorded[:12]}…, found {found[:12]}…): it changed after `cohort data` wrote it; rewrite the "
+        f"folder with `cohort data digits --out {root}`"
+    )
+
+
+def append_a_byte(beton) -> None:
+    with open(beton, "ab") as f:
+        f.write(b"\0")
+
+
+def edit_checksums(root, checksums=None) -> None:
+    """Replace meta.json's checksums (None: drop them, as in a folder written before they were recorded)."""
+    meta = json.loads((root / "meta.json").read_text())
+    del meta["checksums"]
+    if checksums is not None:
+        meta["checksums"] = checksums
+    (root / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (None, None),
+        (
+            flip_an_image_byte,
+            r"train\.beton does not match its checksum in .*meta\.json \(sha256 recorded [0-9a-f]{12}…",
+        ),
+        (
+            append_a_byte,
+            r"train\.beton has \d+ bytes but .*meta\.json records \d+: it changed after `cohort data` wrote",
+        ),
+        (
+            lambda beton: edit_checksums(beton.parent),
+            r"meta\.json records no checksums \(the folder was written before `cohort data` recorded them\), so "
+            r"it cannot be verified; rewrite the folder with `cohort data digits --out .*` to record them$",
+        ),
+        (
+            lambda beton: edit_checksums(beton.parent, {"train.beton": "52aa770e"}),
+            r"meta\.json: checksums must give train\.beton, val\.beton, test\.beton each its bytes and sha256 \(as "
+            r"`cohort data` writes them\); rewrite the folder with `cohort data digits --out .*`$",
+        ),
+    ],
+    ids=["intact", "flipped-byte", "appended-byte", "no-checksums", "malformed-checksums"],
+)
+def test_cohort_data_verify(tmp_path, digits_root, capsys, damage, message):
+    import shutil
+
+    from cohort.cli import main
+
+    root = tmp_path / "data"
+    shutil.copytree(digits_root, root)
+    if damage:
+        damage(root / "train.beton")
+    status = main(["data", "verify", "--out", str(root)])
+    out, err = capsys.readouterr()
+    if damage is None:
+        assert status == 0 and err == ""
+        assert re.fullmatch(
+            rf"verified {re.escape(str(root))}: its 3 files \(48 MiB, \d+ bytes\) match the sha256 digests in "
+            r"meta\.json; \d+\.\d\d s\n",
+            out,
+        ), out
+    else:
+        assert status == 2 and out == "" and err.count("\n") == 1, err
+        assert re.search(rf"^cohort: error: .*{message}", err), err
