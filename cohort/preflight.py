@@ -22,7 +22,7 @@ import numpy as np
 
 from cohort import checkpoint
 from cohort.config import CohortConfig, ConfigError
-from cohort.data.datasets import DataError, check_data, ensure_data
+from cohort.data.datasets import DataError, check_beton, check_data, ensure_data
 from cohort.data.labelled import check_labelled
 from cohort.run_dir import RunDir, RunDirError
 from cohort.selection import read_selection
@@ -186,7 +186,7 @@ def plan_eval(
     if replicas is not None and replicas < 1:
         raise ConfigError(f"--replicas must be at least 1, not {replicas} (leave it out for the run's R)")
     replicas = config.replicas if replicas is None else replicas
-    return EvalPlan(run, config, meta, folder, split, eval_betons(config, split, data), replicas)
+    return EvalPlan(run, config, meta, folder, split, eval_betons(config, split, data, meta), replicas)
 
 
 def checkpoint_folder(run: RunDir, which: str) -> Path:
@@ -210,11 +210,22 @@ def checkpoint_folder(run: RunDir, which: str) -> Path:
     return folder
 
 
-def eval_betons(config: CohortConfig, split: str, data: str | None) -> dict[str, Path]:
-    """The ``.beton`` of each split to predict: val (for the temperatures) and ``split``."""
+def eval_betons(config: CohortConfig, split: str, data: str | None, meta: dict) -> dict[str, Path]:
+    """The ``.beton`` of each split to predict: val (for the temperatures) and ``split``. A
+    ``--data`` file outside the run's data folder (which ``check_data`` checked) is checked the
+    same way against the run's classes and image size (``meta``)."""
     root = Path(config.data.root)
     betons = {"val": root / "val.beton", split: Path(data) if data else root / f"{split}.beton"}
     for path in betons.values():
         if not path.is_file():
             raise RunDirError(f"{path} is missing; pass --data with a .beton written by `cohort data`")
+    if data:
+        side = meta["image_size"] if meta.get("decoder") != "center_crop" else 0
+        check_beton(
+            Path(data),
+            meta["num_classes"],
+            f"`cohort data` (the {meta['num_classes']} classes of the run's data, {meta['image_size']} px)",
+            side,
+            expected_by=f"the run's data ({Path(config.data.root) / 'meta.json'}, for --data)",
+        )
     return betons

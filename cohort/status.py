@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 from cohort import checkpoint
-from cohort.run_dir import RunDir, read_json
+from cohort.run_dir import HOLD_FILE, RunDir, read_json
+from cohort.run_hold import read_holder, stale_reason
 
 
 def slurm_job_line(job_id: str) -> str:
@@ -48,6 +49,18 @@ def last_evaluation(rows: list[dict]) -> str | None:
     return f"last evaluation: epoch {epoch + 1} ({split}): " + "; ".join(parts)
 
 
+def hold_line(run_dir: Path) -> str:
+    """Who uses the run directory now (``cohort.run_hold``): a live holder, a stale one, or nobody."""
+    path = run_dir / HOLD_FILE
+    holder = read_holder(path)
+    if holder is None:
+        return "in use: no (no cohort train or eval holds it)"
+    reason = stale_reason(holder, path)
+    if reason is None:
+        return f"in use: by {holder.describe()}"
+    return f"in use: no (a stale hold of {holder.describe()} is left: {reason}; the next run takes it over)"
+
+
 def run_status(run_dir: str | Path) -> str:
     """A few lines saying where the run in ``run_dir`` stands."""
     run = RunDir(run_dir)
@@ -68,6 +81,7 @@ def run_status(run_dir: str | Path) -> str:
         lines.append(slurm_job_line(submission["job_id"]))
         lines.append(f"logs: {logs[0]} (task 0 of {len(submission['logs'])})")
 
+    lines.append(hold_line(run.path))
     rows = run.read_metrics()
     evaluated = sorted({row["epoch"] for row in rows})
     newest = checkpoint.latest_complete(run.path)

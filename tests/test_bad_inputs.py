@@ -188,6 +188,21 @@ def run_in_use(b: Bench, *args: str) -> Situation:
     return Situation(list(args), run)
 
 
+def eval_on_other_data(b: Bench, damage: str) -> Situation:
+    """``cohort eval --data`` with a .beton the run cannot read: ``garbage`` (not a .beton) or
+    ``16px`` (digits written at 16 px, where the run trained on 32)."""
+    _, run = b.run_copy()
+    if damage == "garbage":
+        data = b.tmp / "notes.beton"
+        data.write_text("not a beton\n")
+    else:
+        from cohort.data.datasets import write_digits
+
+        write_digits(b.tmp / "small", size=16)
+        data = b.tmp / "small" / "test.beton"
+    return Situation(["eval", str(run), "--checkpoint", "last", "--data", str(data)], run, paths={"data": data})
+
+
 def eval_of_a_missing_checkpoint(b: Bench) -> Situation:
     _, run = b.run_copy()
     return Situation(["eval", str(run), "--checkpoint", str(b.tmp / "nowhere")], run)
@@ -387,6 +402,14 @@ CASES = {
         lambda b: Situation(["eval", str(b.run_copy()[1]), "--replicas", "2"], b.tmp / "existing"),
         "--replicas splits a --distributed evaluation",
         "add --distributed, or drop --replicas",
+    ),
+    "eval_on_a_file_that_is_not_a_beton": Case(
+        lambda b: eval_on_other_data(b, "garbage"), "{data} is truncated or corrupt", "rewrite it with `cohort data`"
+    ),
+    "eval_on_data_of_another_image_size": Case(
+        lambda b: eval_on_other_data(b, "16px"),
+        "{data} holds images of 16×16 px (sample 0) but the run's data (",
+        "rewrite the data folder with `cohort data` (the 10 classes of the run's data, 32 px)",
     ),
     "eval_of_a_missing_checkpoint": Case(
         eval_of_a_missing_checkpoint, "{tmp}/nowhere/COMPLETE.json is missing", "pick a complete checkpoint"

@@ -24,3 +24,17 @@ def test_status_of_a_folder_that_is_not_a_run(tmp_path):
         f"cohort: error: {tmp_path}/config.yaml is missing: {tmp_path} is not a cohort "
         f"run directory; pass a folder that `cohort train` wrote (its run_dir)"
     )
+
+
+def test_status_names_who_uses_the_run(dml_pair, tmp_path):
+    import os
+    import shutil
+
+    from cohort.run_hold import RunHold
+    from cohort.status import run_status
+
+    run = tmp_path / "run"
+    shutil.copytree(dml_pair[1], run)
+    assert "in use: no (no cohort train or eval holds it)" in run_status(run).splitlines()
+    with RunHold.acquire(run, "cohort eval"):
+        assert f"in use: by cohort eval (process {os.getpid()} on " in run_status(run)

@@ -103,7 +103,7 @@ def read_meta(root: str | Path) -> dict:
     return info
 
 
-def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0) -> int:
+def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0, expected_by: str = "") -> int:
     """The sample count of a ``.beton``, after checking that the file is whole and its labels fit
     (and, given ``image_size``, that every image is ``image_size`` pixels square).
 
@@ -112,8 +112,10 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0)
     (``pointer_fault``), and a label >= ``num_classes`` only fails inside every training
     process. All are found here from the header, the allocation table and the metadata
     (labels, image sizes and pointers), without decoding any image, and without importing
-    FFCV (``cohort.data.beton`` reads those tables with numpy).
+    FFCV (``cohort.data.beton`` reads those tables with numpy). ``expected_by`` names where
+    ``num_classes`` and ``image_size`` come from (default: the folder's meta.json).
     """
+    expected_by = expected_by or str(path.parent / "meta.json")
     from cohort.data.beton import ALLOCATION, FIELD_DESCRIPTOR, FORMAT_VERSION, HEADER, read_tables
 
     broken = DataError(f"{path} is truncated or corrupt; rewrite it with {rewrite}")
@@ -148,7 +150,7 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0)
         if len(bad):
             raise DataError(
                 f"label {int(bad[0])} in {path} is outside 0..{num_classes - 1} (num_classes in "
-                f"{path.parent / 'meta.json'}); rewrite the data folder with {rewrite}"
+                f"{expected_by}); rewrite the data folder with {rewrite}"
             )
     if image_size and "image" in tables.field_names:  # each image's width and height are in the metadata too
         images = tables.metadata[f"f{tables.field_names.index('image')}"]
@@ -157,7 +159,7 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0)
             first = images[wrong[0]]
             raise DataError(
                 f"{path} holds images of {first['width']}×{first['height']} px (sample {wrong[0]}) but "
-                f"{path.parent / 'meta.json'} says image_size {image_size}: every split's images must "
+                f"{expected_by} says image_size {image_size}: every split's images must "
                 f"be that size; rewrite the data folder with {rewrite}"
             )
     return tables.num_samples
