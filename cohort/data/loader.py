@@ -44,6 +44,13 @@ PREFETCH_STOP_TIMEOUT_S = 60.0
 (it checks for a stop every 0.5 s once its queue is full; a few batches' decoding at most)."""
 
 
+def beton_samples(path: Path) -> int:
+    """The samples of a ``.beton``, from its header."""
+    from cohort.data.beton import HEADER
+
+    return int(np.fromfile(path, dtype=HEADER, count=1)[0]["num_samples"])
+
+
 def stop_prefetch(batches) -> None:
     """Stop an epoch's FFCV prefetch thread (an ``EpochIterator``) and wait until it has.
 
@@ -194,8 +201,12 @@ class MemberLoader:
         cls, config: CohortConfig, beton: Path, member: int, replica: int, replicas: int, device: torch.device
     ) -> MemberLoader:
         """Replica ``replica`` of ``replicas`` reading ``beton`` in file order, unaugmented, for
-        member ``member`` (training's evaluation, ``cohort eval``)."""
+        member ``member`` (training's evaluation, ``cohort eval``). The batch is at most the
+        replica's shard: an evaluation batch is one pass of the network over the samples it
+        holds, whatever its size, but FFCV allocates its buffers for the batch size asked (a
+        ``data.eval_batch_size`` far past the split would allocate for samples that do not exist)."""
         data = config.data
+        shard = -(-beton_samples(beton) // replicas)
         return cls(
             beton.parent,
             beton.stem,
@@ -204,7 +215,7 @@ class MemberLoader:
             replicas=replicas,
             seed=config.seed,
             policy="none",
-            batch_size=data.eval_batch_size,
+            batch_size=max(1, min(data.eval_batch_size, shard)),
             train=False,
             num_workers=data.num_workers,
             device=device,

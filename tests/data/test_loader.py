@@ -124,3 +124,18 @@ def test_hidden_labels_never_leave_the_loader_and_partners_share_their_anchors_c
     )
     read = np.concatenate([batch.indices.numpy() for batch in independent.epoch(0)])
     assert set(read) <= set(labelled) and len(read) == len(labelled) // 16 * 16
+
+
+def test_an_evaluation_batch_is_at_most_the_replicas_shard(digits_root, tmp_path):
+    from cohort.config import load_config
+    from tests.conftest import tiny_config
+
+    def batches(eval_batch_size: int):
+        config = load_config(tiny_config(tmp_path, digits_root), [f"data.eval_batch_size={eval_batch_size}"])
+        loader = MemberLoader.for_evaluation(config, digits_root / "val.beton", 0, 1, 2, torch.device("cpu"))
+        return loader.loader.batch_size, [(b.images.clone(), b.indices.clone()) for b in loader.epoch(0)]
+
+    huge, whole = batches(10**9), batches(256)
+    assert huge[0] == 90 and whole[0] == 90  # 180 validation samples over 2 replicas: 90 each
+    assert len(huge[1]) == len(whole[1]) == 1
+    assert torch.equal(huge[1][0][0], whole[1][0][0]) and torch.equal(huge[1][0][1], whole[1][0][1])
