@@ -174,6 +174,8 @@ def lost_peers_message(store: dist.Store, launch: Launch, config: CohortConfig, 
     here = f"member {member} (rank {launch.rank}) stopped at step {step}"
     try:
         store.set_timeout(datetime.timedelta(seconds=5))
+        store.set(f"cohort/alive/{launch.rank}", str(step))
+        time.sleep(2.0)  # for the others to say they live, or that they failed
         failed = [r for r in range(launch.world_size) if store.check([FAILED_KEY.format(rank=r)])]
         if failed:
             rank = failed[0]
@@ -182,8 +184,6 @@ def lost_peers_message(store: dist.Store, launch: Launch, config: CohortConfig, 
                 f"{here}: member {rank // replicas} (rank {rank}) failed with an error ({error}), printed in "
                 f"full above; fix that, then continue with resume=auto"
             )
-        store.set(f"cohort/alive/{launch.rank}", str(step))
-        time.sleep(2.0)
         silent = [r for r in range(launch.world_size) if not store.check([f"cohort/alive/{r}"])]
         missing = sorted({r // replicas for r in silent})
         who = f"member(s) {', '.join(map(str, missing))} stopped answering" if missing else "a peer failed"
