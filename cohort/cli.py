@@ -113,7 +113,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         check_local_gpus(plan.config, plan.replicas)
     with RunHold.acquire(plan.run.path, "cohort eval") as hold:
         if not args.distributed:
-            run_eval(args.run_dir, args.checkpoint, args.split, args.data)
+            run_eval(plan)  # the plan checked above, not read again
             return 0
         with hold.for_children():
             return eval_distributed(args, plan)

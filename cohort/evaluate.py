@@ -22,16 +22,16 @@ import yaml
 
 from cohort import checkpoint
 from cohort.predict import predict
-from cohort.preflight import EvalPlan, plan_eval
+from cohort.preflight import EvalPlan
 from cohort.run_dir import replacing, writing
 
 RERUN = "rerun `cohort eval`"
 """What to do once a failed write's cause (a full disk) is fixed."""
 
 
-def run_eval(run_dir: str, which: str = "best", split: str = "test", data: str | None = None):
-    """Evaluate in this process, every member on the CPU; returns the folder written."""
-    plan = plan_eval(run_dir, which, split, data)
+def run_eval(plan: EvalPlan):
+    """Evaluate ``plan`` (``cohort.preflight.plan_eval``) in this process, every member on the
+    CPU; returns the folder written."""
     models = [
         checkpoint.load_model(
             plan.folder,
