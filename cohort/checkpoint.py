@@ -148,6 +148,7 @@ def load_model(
     device,
     *,
     blurpool: bool = False,
+    batch_ensemble: int = 1,
     whose: str = "the config",
     fix: str,
 ):
@@ -159,6 +160,8 @@ def load_model(
     state = load_part(folder, member, device)
     if state.get("arch") != arch:
         raise RunDirError(f"{folder}/member-{member}.pt holds a {state.get('arch')}, but {whose} says {arch}; {fix}")
-    model = build_model(arch, meta["num_classes"], meta["mean"], meta["std"], blurpool=blurpool).to(device)
+    model = build_model(
+        arch, meta["num_classes"], meta["mean"], meta["std"], blurpool=blurpool, batch_ensemble=batch_ensemble
+    ).to(device)
     model.load_state_dict(state["model"])
     return model.eval()

@@ -109,6 +109,10 @@ class MemberConfig:
     loss: dict[str, float] = field(default_factory=dict)
     """Term weights for this member only (e.g. ``{mimicry: 0.5}``: a weaker or smaller peer
     that learns less from the others)."""
+    batch_ensemble: int = 1
+    """n: the member is a BatchEnsemble of n internal members sharing every weight
+    (``cohort.models.batch_ensemble``; the ``batch_ensemble:`` section sets how), named
+    ``<name>.<j>`` and counted as n members in predictions, metrics and reports; 1: a plain network."""
 
 
 @dataclass
@@ -369,7 +373,9 @@ class TeacherConfig:
     ``auto`` (best when the run selected one, else last)."""
     mapping: str = "auto"
     """``one_to_one``: student m learns from teacher m; ``mean``: every student from the mean of
-    the teachers' probabilities; ``auto``: one_to_one, or mean when the cohort has one member."""
+    the teachers' probabilities; ``auto``: one_to_one, or mean when the cohort has one student.
+    Students are ``member_names``: a BatchEnsemble member's internal member j is a student of its
+    own (the official ``train_student.py`` gives teacher j the batch's block j)."""
     perturbation: str = "none"
     """The input x′ on which teacher and student are compared: ``none`` (x′ = x, plain KD),
     ``gaussian`` (x + (s/255)·N(0, 1)), ``ods`` (one step along the gradient of a random
@@ -386,6 +392,35 @@ class TeacherConfig:
         if self.mapping != "auto":
             return self.mapping
         return "mean" if students == 1 else "one_to_one"
+
+
+@dataclass
+class BatchEnsembleConfig:
+    """How members with ``members.<i>.batch_ensemble`` n > 1 are built and trained (Wen et al.,
+    ICLR 2020; defaults as the official code of Nam et al. 2021, cs-giung/giung2)."""
+
+    init: str = "normal"
+    """The rank-1 factors' start: ``normal`` N(1, ``init_std``) (giung2's) or ``random_sign``
+    ±1 with P(+1) = ``sign_probability`` (uncertainty-baselines' ``random_sign_init`` > 0)."""
+    init_std: float = 0.5
+    sign_probability: float = 0.5
+    fast_lr_scale: float = 0.5
+    """The factors' learning rate, as a multiple of the member's (giung2's configs: BASE_LR_BE = BASE_LR / 2)."""
+    fast_weight_decay: float = 0.0
+    """The factors' weight decay (giung2's default WEIGHT_DECAY_BE 0; its C100_WRN28x10_BE4.yaml sets 5e-4).
+    Member biases take the member's learning rate and weight decay, as there."""
+    siblings_are_peers: bool = False
+    """Whether an internal member reads its own BatchEnsemble's other members as peers (mimicry,
+    diversity). Off: its peers are the other members of the cohort alone, and a BatchEnsemble's
+    internal members learn from one another only through their shared weights, as the paper trains
+    them (cross-entropy only). On: DML among every internal member too (no public code does it)."""
+
+    def validate(self) -> None:
+        _choose("batch_ensemble.init", self.init, ("normal", "random_sign"))
+        if not self.init_std > 0 or not 0 < self.sign_probability < 1:
+            raise ConfigError("batch_ensemble: need init_std > 0 and 0 < sign_probability < 1")
+        if not self.fast_lr_scale > 0 or self.fast_weight_decay < 0:
+            raise ConfigError("batch_ensemble: need fast_lr_scale > 0 and fast_weight_decay >= 0")
 
 
 @dataclass
@@ -474,11 +509,32 @@ class CohortConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    batch_ensemble: BatchEnsembleConfig = field(default_factory=BatchEnsembleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
     def num_members(self) -> int:
+        """K: the members, one per rank (or R replica ranks); ``member_names``: the networks they predict with."""
         return len(self.members)
+
+    @property
+    def member_names(self) -> list[str]:
+        """Every network the cohort predicts with, in the order of its predictions ``[K·n, N, C]``:
+        a plain member's name, or ``<name>.<j>`` for internal member j of a BatchEnsemble member."""
+        return [
+            member.name if member.batch_ensemble == 1 else f"{member.name}.{j}"
+            for member in self.members
+            for j in range(member.batch_ensemble)
+        ]
+
+    def member_rows(self, member: int) -> range:
+        """The rows of member ``member``'s internal members among ``member_names``."""
+        start = sum(m.batch_ensemble for m in self.members[:member])
+        return range(start, start + self.members[member].batch_ensemble)
+
+    def owner(self, row: int) -> int:
+        """The member (rank's member) whose network is row ``row`` of ``member_names``."""
+        return next(m for m in range(self.num_members) if row in self.member_rows(m))
 
     def term_weight(self, member: int, name: str) -> float:
         """The weight of term ``name`` in member ``member``'s objective (its override, else the cohort's)."""
@@ -621,6 +677,12 @@ class CohortConfig:
                     f"members.{i}.strength must be in [{STRENGTH_RANGE[0]}, {STRENGTH_RANGE[1]}], got {member.strength}"
                 )
             self.member_optim(i).validate(f"members.{i}.optim")
+            if member.batch_ensemble < 1:
+                raise ConfigError(
+                    f"members.{i}.batch_ensemble must be >= 1 (1: a plain network, n: n internal members), "
+                    f"got {member.batch_ensemble}"
+                )
+        self.batch_ensemble.validate()
         self.schedule.validate()
         for name, term in self.loss.terms().items():
             term.validate(f"loss.{name}")

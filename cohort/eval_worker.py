@@ -38,6 +38,7 @@ def evaluate_rank(plan: EvalPlan, launch: Launch) -> None:
             plan.meta,
             mesh.device,
             blurpool=member.blurpool,
+            batch_ensemble=member.batch_ensemble,
             fix="pick another checkpoint with --checkpoint",
         )
         autocast, channels_last = device_formats(config.train.bf16, config.train.channels_last, mesh.device)
@@ -47,7 +48,13 @@ def evaluate_rank(plan: EvalPlan, launch: Launch) -> None:
         for name, path in plan.betons.items():
             loader = MemberLoader.for_evaluation(config, path, mesh.member, mesh.replica, plan.replicas, mesh.device)
             logits[name], labels[name] = cohort_logits(
-                net, loader, mesh, config.train.flip_tta, autocast, channels_last
+                net,
+                loader,
+                mesh,
+                config.train.flip_tta,
+                autocast,
+                channels_last,
+                [m.batch_ensemble for m in config.members],
             )
         # Every rank waits for rank 0's files: a full disk there stops them all with its one line.
         mesh.main_does(lambda: write_eval(plan, logits, labels))

@@ -40,6 +40,7 @@ def run_eval(plan: EvalPlan):
             plan.meta,
             torch.device("cpu"),
             blurpool=member.blurpool,
+            batch_ensemble=member.batch_ensemble,
             fix="pick another checkpoint with --checkpoint",
         )
         for m, member in enumerate(plan.config.members)
@@ -75,10 +76,11 @@ def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, 
             yaml.safe_dump({"checkpoint": str(plan.folder), "split": plan.split, "data": str(plan.betons[plan.split])})
         )
     table = results[plan.split]
+    names = plan.config.member_names
     print(f"{'':<10} {'acc':>7} {'nll':>7} {'ece':>7} {'c_nll':>7} {'c_ece':>7}")
     for member in table:
         row = table[member]
-        name = plan.config.members[member].name if member != "ensemble" else "ensemble"
+        name = names[member] if member != "ensemble" else "ensemble"
         print(
             f"{name:<10} {row['acc']:>7.4f} {row['nll']:>7.4f} {row['ece']:>7.4f} "
             f"{row['c_nll']:>7.4f} {row['c_ece']:>7.4f}"

@@ -78,8 +78,15 @@ class Peers(Provider):
 
     def __init__(self, plan: RunPlan, rt: MemberRuntime):
         mesh = rt.mesh
+        config = plan.config
         self.exchange = LogitExchange(
-            mesh.member_group, mesh.member, mesh.members, rt.stop_on_nonfinite, transport=mesh.member_device
+            mesh.member_group,
+            mesh.member,
+            mesh.members,
+            rt.stop_on_nonfinite,
+            transport=mesh.member_device,
+            sizes=[m.batch_ensemble for m in config.members],
+            siblings_are_peers=config.batch_ensemble.siblings_are_peers,
         )
 
     def __call__(self, view: StepView) -> dict:
@@ -119,6 +126,7 @@ class TeacherInputs(Provider):
             plan.config, plan.teachers, rt.mesh.member, plan.meta, rt.mesh.device, rt.autocast, rt.channels_last
         )
         self.model, self.autocast, self.replica, self.traced = rt.model, rt.autocast, rt.mesh.replica, rt.traced
+        self.internal_members = plan.config.members[rt.mesh.member].batch_ensemble
         self.last_drawn: dict = {}
 
     def __call__(self, view: StepView) -> dict:
@@ -126,10 +134,21 @@ class TeacherInputs(Provider):
         x_prime, drawn = self.teachers.perturb(clean, view.step, self.replica)
         self.last_drawn = trace_fields(drawn) if self.traced else {}
         if x_prime is None:
-            return {"teachers": self.teachers.logits(clean), "perturbed": None}
+            return {"teachers": self.per_student(self.teachers.logits(clean)), "perturbed": None}
         with self.autocast:
             student = self.model(x_prime).float()
-        return {"teachers": self.teachers.logits(x_prime), "perturbed": student}
+        return {"teachers": self.per_student(self.teachers.logits(x_prime)), "perturbed": student}
+
+    def per_student(self, teachers: torch.Tensor) -> torch.Tensor:
+        """The teachers' logits ``[J, B, C]`` as the objective reads them: as they are for a plain
+        member; for a BatchEnsemble of n, internal member j's ``[n, J_j, B, C]``: its own teacher
+        (one_to_one: J = n, teacher j to member j) or all of them (mean)."""
+        n = self.internal_members
+        if n == 1:
+            return teachers
+        if self.teachers.plan.mapping == "one_to_one":
+            return teachers.unsqueeze(1)
+        return teachers.unsqueeze(0).expand(n, *teachers.shape)
 
     def drawn(self) -> dict:
         return self.last_drawn

@@ -51,7 +51,11 @@ from cohort.losses import (
 
 @dataclass
 class LossInputs:
-    """What the terms of one member read at one step."""
+    """What the terms of one member read at one step.
+
+    For a BatchEnsemble member of n internal members, every tensor field but ``labels`` carries
+    a leading axis of n (``logits`` ``[n, B, C]``, ``peers`` ``[n, P, B, C]``, ...), and
+    ``internal(j)`` is internal member j's inputs, in the shapes below."""
 
     logits: torch.Tensor
     """This member's logits on the batch's anchors ``[B, C]`` (float32, with gradients)."""
@@ -69,6 +73,13 @@ class LossInputs:
     ``teachers``; ``cohort.teachers``)."""
     perturbed: torch.Tensor | None = None
     """This member's logits ``[B, C]`` on x′, with gradients; None when x′ = x (use ``logits``)."""
+
+    def internal(self, j: int) -> LossInputs:
+        """Internal member j's inputs, from a BatchEnsemble member's (whose tensors lead with n)."""
+        stacked = ("logits", "peers", "partners", "teachers", "perturbed")
+        return dataclasses.replace(
+            self, **{name: getattr(self, name)[j] for name in stacked if getattr(self, name) is not None}
+        )
 
 
 class Term:
@@ -233,10 +244,16 @@ check_registry(TERMS)  # at import, not when a run first builds an objective
 
 
 class Objective:
-    """The terms of one member's objective with their weights, and their weighted sum."""
+    """The terms of one member's objective with their weights, and their weighted sum.
 
-    def __init__(self, terms: dict[str, tuple[Term, float]]):
+    A BatchEnsemble member of n (``internal_members``) is n members here: each internal member's
+    terms on its own inputs (``LossInputs.internal``), and the mean over them of the total and of
+    every term, as the official code's losses average over the n-times repeated batch
+    (cs-giung/giung2, ``train_student.py``: one cross-entropy over ``labels.repeat(n)``)."""
+
+    def __init__(self, terms: dict[str, tuple[Term, float]], internal_members: int = 1):
         self.terms = terms
+        self.internal_members = internal_members
 
     @property
     def names(self) -> list[str]:
@@ -249,6 +266,14 @@ class Objective:
 
     def __call__(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The total loss, and every term (and ``loss``, the total) detached, for logging."""
+        if self.internal_members == 1:
+            return self.weighted_sum(inputs)
+        each = [self.weighted_sum(inputs.internal(j)) for j in range(self.internal_members)]
+        total = torch.stack([t for t, _ in each]).mean()
+        return total, {name: torch.stack([values[name] for _, values in each]).mean() for name in each[0][1]}
+
+    def weighted_sum(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One network's total and terms."""
         total, values = None, {}
         for name, (term, weight) in self.terms.items():
             value = term(inputs)
@@ -266,5 +291,6 @@ def build_objective(config: CohortConfig, member: int) -> Objective:
         {
             name: (TERMS[name](sections[name], config.loss), weight)
             for name, weight in config.enabled_terms(member).items()
-        }
+        },
+        config.members[member].batch_ensemble,
     )

@@ -12,22 +12,37 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from cohort.config import OptimConfig, ScheduleConfig
+from cohort.config import BatchEnsembleConfig, OptimConfig, ScheduleConfig
+from cohort.models.batch_ensemble import FACTOR_NAMES
 
 
-def parameter_groups(net: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
+def parameter_groups(
+    net: torch.nn.Module, cfg: OptimConfig, batch_ensemble: BatchEnsembleConfig | None = None
+) -> list[dict]:
     """The optimiser's parameter groups: BatchNorm's weights and biases in a group without
-    weight decay when ``cfg.bn_weight_decay`` is off (ffcv-imagenet), else one group."""
-    if cfg.bn_weight_decay:
-        return [{"params": list(net.parameters())}]
-    norms = [
-        p
-        for m in net.modules()
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-        for p in m.parameters(recurse=False)
-    ]
-    ids = {id(p) for p in norms}
-    return [{"params": [p for p in net.parameters() if id(p) not in ids]}, {"params": norms, "weight_decay": 0.0}]
+    weight decay when ``cfg.bn_weight_decay`` is off (ffcv-imagenet), else one group; and a
+    BatchEnsemble's rank-1 factors, when it has them, in a last group of their own at
+    ``fast_lr_scale`` times the learning rate (``lr_scale``, which ``set_lr`` reads) and
+    ``fast_weight_decay`` (giung2's ``build_sgd_optimizer``: parameters named by ``SUFFIX_BE``)."""
+    fast = [p for name, p in net.named_parameters() if name.rsplit(".", 1)[-1] in FACTOR_NAMES]
+    norms = (
+        []
+        if cfg.bn_weight_decay
+        else [
+            p
+            for m in net.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters(recurse=False)
+        ]
+    )
+    apart = {id(p) for p in fast + norms}
+    groups = [{"params": [p for p in net.parameters() if id(p) not in apart]}]
+    if norms:
+        groups.append({"params": norms, "weight_decay": 0.0})
+    if fast:
+        settings = batch_ensemble or BatchEnsembleConfig()
+        groups.append({"params": fast, "lr_scale": settings.fast_lr_scale, "weight_decay": settings.fast_weight_decay})
+    return groups
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -61,5 +76,6 @@ def lr_factor(schedule: ScheduleConfig, progress: float, total_epochs: int) -> f
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """``lr`` on every group, times the group's ``lr_scale`` where it has one (a BatchEnsemble's factors)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr

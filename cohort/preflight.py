@@ -55,6 +55,7 @@ def plan_run(config: CohortConfig, write_data: bool = False, local: bool = False
         ensure_data(config.data.root, config.data.dataset)
     meta = check_data(config.data.root, config.data.batch_size, config.replicas)
     check_input_size(config, meta)
+    check_batch_ensembles(config, meta)
     labelled = check_labelled(config)
     teachers = check_teacher(config, meta)
     run = RunDir(config.run_dir)
@@ -156,6 +157,29 @@ def check_input_size(config: CohortConfig, meta: dict) -> None:
                     f"images (e.g. resnet56, wrn28_10, tv.resnet50), or data of the size {arch} needs "
                     f"(torchvision's ViTs: 224 px)"
                 ) from None
+
+
+def check_batch_ensembles(config: CohortConfig, meta: dict) -> None:
+    """Refuse a ``members.<i>.batch_ensemble`` n > 1 whose architecture has layers with weights
+    that BatchEnsemble cannot share (``cohort.models.batch_ensemble.share_layers``: LayerNorm,
+    attention, embeddings), found by building it on PyTorch's meta device (no weights)."""
+    wrapped = sorted({(m.arch, m.blurpool, m.batch_ensemble) for m in config.members if m.batch_ensemble > 1})
+    if not wrapped:
+        return
+    import torch
+
+    from cohort.models import build_model
+
+    for arch, blurpool, size in wrapped:
+        try:
+            with torch.device("meta"):
+                build_model(arch, meta["num_classes"], meta["mean"], meta["std"], blurpool, batch_ensemble=size)
+        except ValueError as error:
+            member = next(i for i, m in enumerate(config.members) if (m.arch, m.blurpool) == (arch, blurpool))
+            raise ConfigError(
+                f"members.{member}.batch_ensemble {size}: {arch} cannot be a BatchEnsemble: {error}; choose an "
+                f"architecture of convolutions, linear layers and BatchNorm (e.g. small_cnn, resnet32, wrn28_10)"
+            ) from None
 
 
 @dataclass(frozen=True)

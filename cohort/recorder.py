@@ -25,7 +25,7 @@ class Recorder:
         self, config: CohortConfig, run: RunDir, is_main: bool, term_names: list[str], teachers: TeacherPlan | None
     ):
         self.config, self.run, self.is_main = config, run, is_main
-        self.names = [m.name for m in config.members]
+        self.names = config.member_names  # a BatchEnsemble member's internal members are members here
         self.training_keys = [*term_names, "loss", *EPOCH_STATS]
         self.teachers = teachers
         self.selection = Selection(config.train.select_by, run.path)
@@ -73,8 +73,8 @@ class Recorder:
         for split, table in results.items():
             for member, values in table.items():
                 row = {"epoch": epoch, "split": split, "member": member, **values}
-                if member != "ensemble":
-                    row.update(per_member[member])
+                if member != "ensemble":  # the training figures of the rank that holds this network
+                    row.update(per_member[self.config.owner(member)])
                 rows.append(row)
         self.run.append_metrics(rows)
         if self.tensorboard is not None:

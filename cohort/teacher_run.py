@@ -94,12 +94,26 @@ def check_teacher(config: CohortConfig, meta: dict) -> TeacherPlan | None:
             f"set teacher.checkpoint to another one, or retrain the teachers"
         )
     check_same_data(run, teacher_config, config, meta)
-    mapping = config.teacher.resolved_mapping(config.num_members)
-    if mapping == "one_to_one" and config.num_members > teachers:
+    ensembles = [i for i, m in enumerate(teacher_config.members) if m.batch_ensemble > 1]
+    if ensembles:
         raise ConfigError(
-            f"members: {config.num_members} students but teacher.run_dir {run.path} holds {teachers} "
-            f"teachers, and with teacher.mapping one_to_one student m learns from teacher m; use at most "
-            f"{teachers} members, or teacher.mapping=mean"
+            f"teacher.run_dir {run.path}'s member {ensembles[0]} is a BatchEnsemble (members.{ensembles[0]}."
+            f"batch_ensemble in its config.yaml); cohort distils teachers that are plain networks: train them "
+            f"as separate members"
+        )
+    # A BatchEnsemble student of n counts as n students: internal member j learns from its own teacher.
+    students = len(config.member_names)
+    mapping = config.teacher.resolved_mapping(students)
+    if mapping == "one_to_one" and students > teachers:
+        counted = (
+            f"{students} students ({config.num_members} members, BatchEnsembles counting each internal member)"
+            if students > config.num_members
+            else f"{students} students"
+        )
+        raise ConfigError(
+            f"members: {counted} but teacher.run_dir {run.path} holds {teachers} teachers, and with "
+            f"teacher.mapping one_to_one student m learns from teacher m; use at most {teachers} students, "
+            f"or teacher.mapping=mean"
         )
     return TeacherPlan(
         run.path,

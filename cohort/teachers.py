@@ -123,7 +123,8 @@ class Teachers:
         self.autocast, self.channels_last = autocast, channels_last
         self.num_classes = meta["num_classes"]
         # Student m reads teacher m (one_to_one) or all of them (mean); ODS may pick any one.
-        self.targets = list(range(plan.size)) if plan.mapping == "mean" else [member]
+        # Students are networks: a BatchEnsemble member's internal members read teachers of their own.
+        self.targets = list(range(plan.size)) if plan.mapping == "mean" else list(config.member_rows(member))
         held = range(plan.size) if plan.mapping == "mean" or self.perturbation in ("ods", "confods") else self.targets
         self.nets = {j: self.load(j, meta, device) for j in held}
 

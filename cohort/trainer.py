@@ -28,6 +28,7 @@ from cohort.exchange import NonFiniteError
 from cohort.inputs import MemberRuntime, StepView, TeacherInputs, build_providers
 from cohort.mesh import CohortMesh
 from cohort.models import build_model
+from cohort.models.batch_ensemble import factor_init
 from cohort.objective import LossInputs, build_objective
 from cohort.optim import build_optimizer, lr_factor, parameter_groups, set_lr
 from cohort.predict import cohort_logits
@@ -67,6 +68,8 @@ class Trainer:
             plan.meta["mean"],
             plan.meta["std"],
             blurpool=self.member_config.blurpool,
+            batch_ensemble=self.member_config.batch_ensemble,
+            factor_init=factor_init(config.batch_ensemble),
         ).to(self.device)
         self.autocast, self.channels_last = device_formats(config.train.bf16, config.train.channels_last, self.device)
         if self.channels_last:
@@ -79,7 +82,9 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
         self.optim_config = config.member_optim(self.member)
-        self.optimizer = build_optimizer(parameter_groups(self.net, self.optim_config), self.optim_config)
+        self.optimizer = build_optimizer(
+            parameter_groups(self.net, self.optim_config, config.batch_ensemble), self.optim_config
+        )
 
         self.train_loader = MemberLoader.for_training(config, self.member, mesh.replica, self.device, plan.labelled)
         root = self.train_loader.root
@@ -207,7 +212,7 @@ class Trainer:
         buffers = [b.clone() for b in self.net.buffers()] if self.skip_nonfinite else None
         images = model_input(batch.images, self.channels_last)
         with self.autocast:
-            logits = self.model(images[: batch.anchors])
+            logits = self.model(images[: batch.anchors])  # [B, C]; a BatchEnsemble's [n, B, C]
         view = StepView(batch, images, logits, self.step)
         needed = {name: value for provider in self.providers for name, value in provider(view).items()}
         loss, terms = self.objective(LossInputs(logits.float(), batch.labels[: batch.anchors], progress, **needed))
@@ -262,10 +267,14 @@ class Trainer:
             self.checkpointer.save_best(Position(epoch + 1, 0, self.step))
 
     def predict(self, loader: MemberLoader) -> tuple[np.ndarray, np.ndarray]:
-        """The cohort's logits ``[K, N, C]`` on a split, in file order, and the labels ``[N]``."""
+        """The cohort's logits ``[M, N, C]`` on a split (M: ``config.member_names``), in file order;
+        the labels ``[N]``."""
         self.checkpointer.sync_buffers()
         self.net.eval()
-        return cohort_logits(self.net, loader, self.mesh, self.config.train.flip_tta, self.autocast, self.channels_last)
+        sizes = [m.batch_ensemble for m in self.config.members]
+        return cohort_logits(
+            self.net, loader, self.mesh, self.config.train.flip_tta, self.autocast, self.channels_last, sizes
+        )
 
     def member_stats(self, stats: dict[str, float]) -> list[dict[str, float]]:
         """Every member's epoch figures (its terms' means and ``EPOCH_STATS``), averaged over

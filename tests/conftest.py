@@ -37,13 +37,14 @@ def dml_pair(digits_root, tmp_path_factory):
     return config, tmp / "run", result
 
 
-def tiny_config(tmp_path: Path, data_root: Path, members: int = 2, **sections) -> Path:
-    """A fast config (small CNN, 16-image batches, few steps) written to ``tmp_path``."""
+def tiny_config(tmp_path: Path, data_root: Path, members: int | list[dict] = 2, **sections) -> Path:
+    """A fast config (small CNN, 16-image batches, few steps) written to ``tmp_path``; ``members``:
+    how many small CNNs, or the members' sections."""
     config = {
         "name": "test",
         "seed": 0,
         "run_dir": str(tmp_path / "run"),
-        "members": [{"arch": "small_cnn", "policy": "crop"} for _ in range(members)],
+        "members": members if isinstance(members, list) else [{"arch": "small_cnn", "policy": "crop"}] * members,
         "data": {"root": str(data_root), "batch_size": 16, "eval_batch_size": 128, "num_workers": 1},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "constant"},

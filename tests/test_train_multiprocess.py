@@ -329,6 +329,58 @@ def test_students_distil_frozen_teachers_with_one_draw_per_step_and_resume_exact
     )
 
 
+def test_batch_ensembles_learn_by_dml_and_each_internal_member_from_its_teacher_and_resume_exactly(
+    digits_root, tmp_path
+):
+    """K = 2 ranks × n = 2 internal members (BE-2 small CNNs): mimicry between the ranks over an
+    exchange of 4 networks, ODS distillation one_to_one from 4 teachers (internal member j of
+    rank m from teacher 2m + j; the loss itself: tests/models/test_batch_ensemble.py), 4 networks
+    in every prediction and metric, and a run resumed from a mid-epoch checkpoint ends bit-identical."""
+    (tmp_path / "teachers").mkdir()
+    (tmp_path / "students").mkdir()
+    teachers = tiny_config(
+        tmp_path / "teachers",
+        digits_root,
+        members=[{"arch": "small_cnn16", "policy": "crop"}] * 4,
+        loss={"mimicry": {"weight": 0.0}},
+        train={"epochs": 1, "max_steps_per_epoch": 2},
+    )
+    result = run_torchrun(4, str(teachers))
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = tiny_config(
+        tmp_path / "students",
+        digits_root,
+        members=[{"arch": "small_cnn16", "policy": "crop", "batch_ensemble": 2}] * 2,
+        loss={"ce": {"weight": 0.1}, "mimicry": {"weight": 0.5}, "distill": {"weight": 0.9}},
+        teacher={"run_dir": str(tmp_path / "teachers" / "run"), "mapping": "one_to_one", "perturbation": "ods"},
+        train={"trace": True, "checkpoint_every_steps": 9},
+    )
+    result = run_cli("train", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "students" / "run"
+    test = np.load(run / "predictions" / "test.npz")["logits"]
+    assert test.shape[0] == 4 and not np.array_equal(test[0], test[1])  # the internal members differ
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["member"] for r in rows} == {0, 1, 2, 3, "ensemble"}
+    (a, final_a), (b, _) = (read_trace(run, m) for m in range(2))
+    assert len(a) == len(b) == 12
+    for x, y in zip(a, b):  # one teacher, one w and one x′ per step for every internal member
+        assert x["teacher"] == y["teacher"] and x["x_prime"] == y["x_prime"]
+        assert x["mimicry"] > 0 and x["distill"] > 0
+    assert json.loads((run / "teacher.json").read_text())["mapping"] == "one_to_one"
+    assert all(f"\nm{m}.{j} " in result.stdout for m in range(2) for j in range(2))  # the final table's rows
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    (moved / "checkpoints" / "step-000000012" / MARKER).unlink()
+    shutil.rmtree(moved / "predictions")
+    resumed = run_cli("train", str(config), f"run_dir={moved}", "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "at epoch 1 batch 3 (step 9)" in resumed.stdout
+    assert read_trace(moved, 0)[1]["param_digest"] == final_a["param_digest"]
+    assert np.array_equal(np.load(moved / "predictions" / "test.npz")["logits"], test)
+
+
 def test_the_imagenet_recipe_trains_k2_r2_on_a_tiny_imagefolder_and_resumes_bit_identically(tmp_path):
     """configs/imagenet_dml_resnet18.yaml at toy scale on CPU: generated JPEGs written by
     `cohort data imagefolder`, K = 2 members × R = 2 replicas, seeded random-resized crops

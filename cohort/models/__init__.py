@@ -17,6 +17,7 @@ from cohort.model_names import (
     WRN_PATTERN,  # noqa: F401 (re-exported)
     is_known_architecture,
 )
+from cohort.models.batch_ensemble import DEFAULT_FACTOR_INIT, BatchEnsemble, FactorInit
 from cohort.models.cifar_resnet import cifar_resnet, cifar_stem_resnet
 from cohort.models.mobilenetv2 import MobileNetV2
 from cohort.models.small_cnn import SmallCNN
@@ -78,10 +79,18 @@ def add_blurpool(net: nn.Module) -> nn.Module:
 
 
 def build_model(
-    arch: str, num_classes: int, mean: Sequence[float], std: Sequence[float], blurpool: bool = False
+    arch: str,
+    num_classes: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    blurpool: bool = False,
+    batch_ensemble: int = 1,
+    factor_init: FactorInit = DEFAULT_FACTOR_INIT,
 ) -> nn.Module:
     """``Normalize`` followed by network ``arch`` with ``num_classes`` outputs (``blurpool``:
-    its strided convolutions blurred first, ``add_blurpool``)."""
+    its strided convolutions blurred first, ``add_blurpool``); with ``batch_ensemble`` n > 1,
+    that network as n internal members (``BatchEnsemble``: logits ``[n, B, C]``), its factors
+    drawn after the shared weights, so the shared weights are those of the plain network."""
     if arch in ARCHITECTURES:
         net = ARCHITECTURES[arch](num_classes)
     elif match := WRN_PATTERN.match(arch):
@@ -92,4 +101,5 @@ def build_model(
         net = torchvision.models.get_model(arch[len(TORCHVISION_PREFIX) :], weights=None, num_classes=num_classes)
     else:
         raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}, or tv.<torchvision model>")
-    return nn.Sequential(Normalize(mean, std), add_blurpool(net) if blurpool else net)
+    model = nn.Sequential(Normalize(mean, std), add_blurpool(net) if blurpool else net)
+    return BatchEnsemble(model, batch_ensemble, factor_init) if batch_ensemble > 1 else model
