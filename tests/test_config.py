@@ -45,6 +45,11 @@ def test_the_method_configs_hold_their_papers_settings():
         assert student.enabled_terms(0) == {"ce": 0.1, "distill": 0.9} and student.loss.distill.temperature == 4.0
         assert student.teacher.perturbation == {"kd": "none"}.get(perturbation, perturbation)
         assert student.teacher.step_size == 1.0 and {student.view_stream(m) for m in range(4)} == {0}
+    # Nam et al. 2021: (α, T) = (0.9, 1) on CIFAR-100, as the official README's commands; (0.9, 4) on CIFAR-10.
+    for name, temperature in (("cifar100_distill_wrn28_10", 1.0), ("cifar10_distill_resnet32", 4.0)):
+        student = load_config(REPO / "configs" / f"{name}.yaml")
+        assert student.enabled_terms(0) == {"ce": 0.1, "distill": 0.9}
+        assert student.loss.distill.temperature == temperature, name
 
 
 @pytest.mark.parametrize("name", ["cifar100_dml.yaml", "cifar100_independent.yaml"])
