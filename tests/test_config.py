@@ -52,6 +52,26 @@ def test_the_method_configs_hold_their_papers_settings():
         assert student.loss.distill.temperature == temperature, name
 
 
+def test_the_distillation_configs_hold_the_official_recipes():
+    # cs-giung/giung2 projects/Diversity-Matters: C100_WRN28x10_SGD.yaml (the DE-4 teachers the README trains),
+    # C100_WRN28x10_BE4.yaml (students), C10_R32_{SGD,BE4}.yaml (commit 33196a0); train_student.py keeps the
+    # epoch of best validation accuracy.
+    recipes = {
+        # config: (batch, lr, nesterov, weight decay, epochs, milestones, select_by)
+        "cifar100_de4_wrn28_10": (256, 0.2, False, 5e-4, 300, [5, 150, 270], "val_members_acc"),
+        "cifar100_distill_wrn28_10": (64, 0.05, False, 5e-4, 300, [5, 150, 270], "val_members_acc"),
+        "cifar10_de4_resnet32": (512, 0.4, False, 4e-4, 200, [5, 100, 180], "val_members_acc"),
+        "cifar10_de8_resnet32": (512, 0.4, False, 4e-4, 200, [5, 100, 180], "val_members_acc"),
+        "cifar10_distill_resnet32": (128, 0.1, False, 4e-4, 250, [5, 125, 225], "val_members_acc"),
+    }
+    for name, recipe in recipes.items():
+        c = load_config(REPO / "configs" / f"{name}.yaml")
+        got = (c.data.batch_size, c.optim.lr, c.optim.nesterov, c.optim.weight_decay, c.train.epochs)
+        assert got + (c.schedule.milestones, c.train.select_by) == recipe, name
+        assert (c.schedule.name, c.schedule.warmup_factor, c.schedule.gamma) == ("warmup_linear_decay", 0.01, 0.01)
+        assert c.train.eval_every == 1, name  # the official validates every one of the last epochs
+
+
 @pytest.mark.parametrize("name", ["cifar100_dml.yaml", "cifar100_independent.yaml"])
 def test_shipped_cifar_configs_load(name):
     config = load_config(REPO / "configs" / name)
