@@ -31,9 +31,14 @@ def test_the_method_configs_hold_their_papers_settings():
     cskd = load_config(REPO / "configs" / "cifar100_cskd_resnet18.yaml")
     assert cskd.enabled_terms(0) == {"ce": 1.0, "cskd": 1.0} and cskd.loss.cskd.temperature == 4.0
     assert (cskd.data.batch_size, cskd.optim.weight_decay, cskd.schedule.milestones) == (128, 1e-4, [100, 150])
+    assert cskd.members[0].arch == "preact_resnet18"  # alinlab/cs-kd's CIFAR_ResNet18 is pre-activation
     mdca = load_config(REPO / "configs" / "cifar100_mdca_resnet56.yaml")
     assert mdca.enabled_terms(0) == {"focal": 1.0, "mdca": 1.0} and mdca.loss.focal.gamma == 1.0
-    assert (mdca.members[0].arch, mdca.train.epochs, mdca.schedule.milestones) == ("resnet56", 160, [80, 120])
+    assert (mdca.members[0].arch, mdca.train.epochs, mdca.schedule.milestones) == (
+        "resnet56_bottleneck",
+        160,
+        [80, 120],
+    )
     for fraction in ("10", "30"):
         dml, twin = (
             load_config(REPO / "configs" / f"digits_semi{fraction}_{kind}.yaml") for kind in ("dml", "independent")
