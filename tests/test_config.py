@@ -57,6 +57,17 @@ def test_the_method_configs_hold_their_papers_settings():
         assert student.loss.distill.temperature == temperature, name
 
 
+def test_the_mdca_configs_commands_for_its_baselines_hold_the_official_settings():
+    # mdca-loss/MDCA-Calibration scripts/cifar10.sh: focal loss alone with --gamma 3.0, FL + MDCA with --gamma 1.0.
+    path = REPO / "configs" / "cifar100_mdca_resnet56.yaml"
+    commands = [line.split("cohort train ", 1)[1] for line in path.read_text().splitlines() if "cohort train " in line]
+    (focal_alone,) = [c for c in commands if c.endswith("# focal alone")]
+    config_path, *overrides = focal_alone.split("#")[0].split()
+    focal = load_config(REPO / config_path, overrides)
+    assert focal.enabled_terms(0) == {"focal": 1.0} and focal.loss.focal.gamma == 3.0
+    assert load_config(path).loss.focal.gamma == 1.0  # FL + MDCA
+
+
 def test_the_distillation_configs_hold_the_official_recipes():
     # cs-giung/giung2 projects/Diversity-Matters: C100_WRN28x10_SGD.yaml (the DE-4 teachers the README trains),
     # C100_WRN28x10_BE4.yaml (students), C10_R32_{SGD,BE4}.yaml (commit 33196a0); train_student.py keeps the
