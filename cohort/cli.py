@@ -145,7 +145,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_dee(args: argparse.Namespace) -> int:
     from cohort.dee import run_dee
 
-    run_dee(args.reference, args.run_dirs, args.temperature)
+    run_dee(args.reference, args.run_dirs, args.temperature, args.rule)
     return 0
 
 
@@ -266,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="val",
         help="calibrated NLL with the temperature fitted on val (default), or by 2-fold cross-validation "
         "on test repeated 5 times (the official DEE protocol, Ashukha et al. 2020)",
+    )
+    dee.add_argument(
+        "--rule",
+        choices=["official", "running-min"],
+        default="official",
+        help="read the reference curve as the official notebook's dee() does (default), or after making it "
+        "monotone (running minimum); they differ only on a curve that is not monotone",
     )
     dee.add_argument("run_dirs", nargs="+")
     dee.set_defaults(run=cmd_dee)

@@ -62,27 +62,47 @@ class OptimConfig:
             raise ConfigError(f"{where}.nesterov needs name=sgd and momentum > 0")
 
 
+SCHEDULES = ("step", "cosine", "constant", "cyclic", "warmup_linear_decay")
+"""The learning-rate schedules ``cohort.optim.lr_factor`` knows."""
+
+
 @dataclass
 class ScheduleConfig:
     name: str = "step"
-    """``step`` (multiply by ``gamma`` at ``milestones``), ``cosine``, ``constant``, or ``cyclic``
+    """``step`` (multiply by ``gamma`` at ``milestones``), ``cosine``, ``constant``, ``cyclic``
     (ffcv-imagenet's: linear from 1e-4 of the LR to the LR at ``peak_epoch``, then linear to 0
-    at the last epoch)."""
+    at the last epoch), or ``warmup_linear_decay`` (cs-giung/giung2's ``WarmupLinearDecayLR``,
+    ``cohort.optim.warmup_linear_decay``: ``milestones`` [m0, m1, m2], linear warm-up from
+    ``warmup_factor`` over the epochs before m0, 1 until m1, linear down to ``gamma`` at m2,
+    then ``gamma``; per epoch, as the official code steps it)."""
     milestones: list[int] = field(default_factory=list)
-    """Epochs at which the step schedule multiplies the LR by ``gamma``."""
+    """Epochs at which the step schedule multiplies the LR by ``gamma``; ``warmup_linear_decay``:
+    its three milestones (the official [5, 150, 270] for 300 epochs)."""
     gamma: float = 0.1
+    """``step``: the factor at each milestone; ``warmup_linear_decay``: the final factor (official 0.01)."""
     warmup_epochs: float = 0.0
     """Linear warm-up from 0, in (fractional) epochs, before the schedule proper."""
     peak_epoch: float = 2.0
     """``cyclic`` only: where the LR peaks."""
+    warmup_factor: float = 0.01
+    """``warmup_linear_decay`` only: the factor of its first epoch (giung2's ``WARMUP_FACTOR``)."""
 
     def validate(self) -> None:
-        _choose("schedule.name", self.name, ("step", "cosine", "constant", "cyclic"))
+        _choose("schedule.name", self.name, SCHEDULES)
         if self.name == "cyclic" and (self.peak_epoch <= 0 or self.warmup_epochs > 0):
             raise ConfigError(
                 f"schedule cyclic climbs to its peak itself: need peak_epoch > 0 and warmup_epochs 0, "
                 f"got peak_epoch {self.peak_epoch}, warmup_epochs {self.warmup_epochs}"
             )
+        if self.name == "warmup_linear_decay":
+            if len(self.milestones) != 3 or self.milestones[0] < 1 or self.warmup_epochs > 0:
+                raise ConfigError(
+                    f"schedule warmup_linear_decay warms up itself: need three milestones [m0, m1, m2] with "
+                    f"m0 >= 1 (e.g. [5, 150, 270]) and warmup_epochs 0, got milestones {self.milestones}, "
+                    f"warmup_epochs {self.warmup_epochs}"
+                )
+            if not 0 < self.warmup_factor <= 1:
+                raise ConfigError(f"schedule.warmup_factor must be in (0, 1], got {self.warmup_factor}")
         if self.warmup_epochs < 0 or not self.gamma > 0:
             raise ConfigError("schedule: need warmup_epochs >= 0 and gamma > 0")
         if sorted(self.milestones) != list(self.milestones):

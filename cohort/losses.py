@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from cohort.batch import IGNORE_LABEL
+
 
 def kl_divergence(target_log_probs: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
     """KL(target ‖ p) per sample, from log-probabilities ``[..., B, C]`` → ``[..., B]``."""
@@ -90,6 +92,18 @@ def kdcl_target(all_logits: torch.Tensor, kind: str, labels: torch.Tensor | None
         true_logit = all_logits.gather(-1, labels.view(1, -1, 1).expand(all_logits.shape[0], -1, 1))
         return (all_logits - true_logit).min(0).values
     raise ValueError(f"unknown KDCL target {kind!r}")
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy (optionally label-smoothed), mean over the labelled samples; hidden labels
+    (negative) contribute nothing. A batch with no known label (semi-supervised DML, §3.4 of
+    Zhang et al. 2018: CE on the labelled samples only) gives exactly 0 with zero gradient:
+    ``F.cross_entropy`` would divide by zero labelled samples and return NaN, stopping the run
+    or, with ``train.on_nonfinite: skip_step``, losing the batch's mimicry update too."""
+    if not bool((labels >= 0).any()):
+        return logits.sum() * 0.0
+    # Whenever a label is known, exactly the computation the term made before this guard.
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing, ignore_index=IGNORE_LABEL)
 
 
 def focal_loss(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -25,6 +25,10 @@ from cohort.metric_names import LOWER_IS_BETTER, METRICS  # noqa: F401 (re-expor
 BINS = 15
 MAX_SUBSETS = 64  # per ensemble size; beyond that a fixed random sample of member subsets
 TEMPERATURE_BOUNDS = (0.01, 100.0)  # the search range of fit_temperature
+DEE_EPSILON = 1e-12
+"""The official DEE protocol scores log(ε + p_y), not log p_y (SamsungLabs/pytorch-ensembles
+``metrics.py``, ``get_ll``; its temperature fit ``ts`` minimises the same): one sample whose
+p_y underflows costs at most −log ε ≈ 27.6 nats there, where log p_y can cost hundreds."""
 AT_BOUND_TOLERANCE = (
     1e-3  # in log T: far above the search's own tolerance (1e-5), so a fit stopped by a bound is caught
 )
@@ -95,17 +99,24 @@ def classification_metrics(log_probs: np.ndarray, labels: np.ndarray) -> dict[st
     }
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T that minimises the NLL of softmax(logits / T), searched over log T.
+def true_class_nll(log_probs: np.ndarray, labels: np.ndarray, epsilon: float = 0.0) -> float:
+    """Mean −log p_y; with ``epsilon`` > 0, mean −log(ε + p_y), the official DEE protocol's
+    score (``DEE_EPSILON``)."""
+    picked = log_probs[np.arange(len(labels)), labels]
+    return float(-(np.log(epsilon + np.exp(picked)) if epsilon > 0 else picked).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, epsilon: float = 0.0) -> float:
+    """The temperature T that minimises the NLL of softmax(logits / T), searched over log T
+    (with ``epsilon`` > 0 the NLL of ``true_class_nll``, as the official DEE protocol fits it).
 
     The search stays within ``TEMPERATURE_BOUNDS``; a result there (``at_bound``) means the
     optimum lies at or beyond the bound, so T is not the optimum and must be reported as such.
     """
     logits = np.asarray(logits, dtype=np.float64)
-    rows = np.arange(len(labels))
 
     def nll(log_t: float) -> float:
-        return float(-log_softmax(logits / math.exp(log_t), axis=1)[rows, labels].mean())
+        return true_class_nll(log_softmax(logits / math.exp(log_t), axis=1), labels, epsilon)
 
     lowest, highest = TEMPERATURE_BOUNDS
     result = minimize_scalar(
@@ -121,7 +132,8 @@ def cross_validated_nll(
     protocol (Ashukha et al. 2020; SamsungLabs/pytorch-ensembles ``metrics.py``,
     ``metrics_kfold``): split the test set into ``folds`` random folds, fit T on the others,
     score the held-out fold, over ``repeats`` shuffles; the mean over the folds × repeats
-    scores. The shuffles are seeded here (theirs are not), so a table is reproducible."""
+    scores. Fits and scores read log(ε + p_y) as theirs (``DEE_EPSILON``). The shuffles are
+    seeded here (theirs are not), so a table is reproducible."""
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(seed)
     scores = []
@@ -129,9 +141,9 @@ def cross_validated_nll(
         parts = np.array_split(rng.permutation(len(labels)), folds)
         for held in range(folds):
             fit = np.concatenate([part for i, part in enumerate(parts) if i != held])
-            temperature = fit_temperature(logits[fit], labels[fit])
+            temperature = fit_temperature(logits[fit], labels[fit], DEE_EPSILON)
             log_probs = log_softmax(logits[parts[held]] / temperature, axis=1)
-            scores.append(-log_probs[np.arange(len(parts[held])), labels[parts[held]]].mean())
+            scores.append(true_class_nll(log_probs, labels[parts[held]], DEE_EPSILON))
     return float(np.mean(scores))
 
 

@@ -19,6 +19,8 @@ ARCHITECTURE_NAMES: tuple[str, ...] = (
     "resnet110",
     "resnet18",
     "resnet34",
+    "preact_resnet18",
+    "resnet56_bottleneck",
     "mobilenetv2",
     "wrn28_2",
     "wrn28_10",

@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
-from cohort.batch import IGNORE_LABEL
 from cohort.config import (
     CohortConfig,
     CrossEntropyConfig,
@@ -39,6 +37,7 @@ from cohort.config import (
     TermConfig,
 )
 from cohort.losses import (
+    cross_entropy,
     cskd_loss,
     distillation_loss,
     diversity_loss,
@@ -152,12 +151,11 @@ def check_registry(terms: dict[str, type[Term]], loss: type = LossConfig) -> Non
 
 @register("ce", CrossEntropyConfig)
 class CrossEntropy(Term):
-    """Cross-entropy with optional label smoothing, over the samples whose label is not hidden."""
+    """Cross-entropy with optional label smoothing, over the samples whose label is not hidden;
+    0 with zero gradient on a batch with none (``cohort.losses.cross_entropy``)."""
 
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
-        return F.cross_entropy(
-            inputs.logits, inputs.labels, label_smoothing=self.config.label_smoothing, ignore_index=IGNORE_LABEL
-        )
+        return cross_entropy(inputs.logits, inputs.labels, self.config.label_smoothing)
 
 
 @register("focal", FocalConfig)

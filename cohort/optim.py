@@ -62,9 +62,12 @@ def lr_factor(schedule: ScheduleConfig, progress: float, total_epochs: int) -> f
     each milestone passed, ``cosine`` anneals to 0 at the end, ``constant`` stays at 1.
     ``cyclic`` is ffcv-imagenet's (``get_cyclic_lr``, interpolated within each epoch as its
     training loop does): linear from 1e-4 to 1 at ``peak_epoch``, then to 0 at the end.
+    ``warmup_linear_decay`` is giung2's ``WarmupLinearDecayLR`` (``warmup_linear_decay``).
     """
     if schedule.name == "cyclic":
         return float(np.interp(progress, [0.0, schedule.peak_epoch, total_epochs], [1e-4, 1.0, 0.0]))
+    if schedule.name == "warmup_linear_decay":
+        return warmup_linear_decay(schedule, progress)
     warmup = min(1.0, progress / schedule.warmup_epochs) if schedule.warmup_epochs > 0 else 1.0
     if schedule.name == "step":
         decay = schedule.gamma ** sum(progress >= m for m in schedule.milestones)
@@ -73,6 +76,32 @@ def lr_factor(schedule: ScheduleConfig, progress: float, total_epochs: int) -> f
     else:
         decay = 1.0
     return warmup * decay
+
+
+def warmup_linear_decay(schedule: ScheduleConfig, progress: float) -> float:
+    """The LR factor of cs-giung/giung2's ``WarmupLinearDecayLR``
+    (``giung2/solver/scheduler/warmup_schedulers.py``, ``build_warmup_linear_decay_lr``), the
+    schedule of Nam et al.'s (NeurIPS 2021) teachers and students (Diversity-Matters
+    ``C100_WRN28x10_SGD.yaml`` and ``_BE4.yaml``: milestones [5, 150, 270], warm-up factor
+    0.01, gamma 0.01, 300 epochs).
+
+    With epochs counted from one (n = 1, 2, …) and ``milestones`` [m0, m1, m2]: linear from
+    ``warmup_factor`` at n = 1 towards 1 over n < m0; 1 for m0 ≤ n < m1; linear from 1 at
+    n = m1 towards ``gamma`` at n = m2; ``gamma`` from m2 on. The official code wraps it in a
+    ``LambdaLR`` that its training scripts step once per epoch (``scheduler.step()`` after
+    each training epoch), so the factor is constant within an epoch; so is this one: every
+    step of 0-based epoch ``floor(progress)`` gets the official factor of that epoch, rather
+    than a value interpolated between epochs (``cyclic`` interpolates, as its source does).
+    """
+    m0, m1, m2 = schedule.milestones
+    n = math.floor(progress) + 1  # the official lambda counts the epoch in progress from one
+    if n < m0:
+        return schedule.warmup_factor + (1.0 - schedule.warmup_factor) * (n - 1) / (m0 - 1)
+    if n < m1:
+        return 1.0
+    if n < m2:
+        return 1.0 + (schedule.gamma - 1.0) * (n - m1) / (m2 - m1)
+    return schedule.gamma
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -102,9 +102,21 @@ def summary_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+NO_SPREAD = "—"
+"""The std of a single value: one run (or one member) has no spread, and ``± 0.0000`` would
+read as a spread measured to be zero."""
+
+
+def mean_std(values) -> str:
+    """``mean ± std`` (numpy's population std) to four places; ``mean ± —`` for one value."""
+    values = np.asarray(values, dtype=float)
+    spread = f"{np.std(values):.4f}" if len(values) > 1 else NO_SPREAD
+    return f"{np.mean(values):.4f} ± {spread}"
+
+
 def summary_row(label: str, epoch: str, table: dict) -> str:
     members = [row for key, row in table.items() if key != "ensemble"]
-    cells = [f"{np.mean([m[c] for m in members]):.4f} ± {np.std([m[c] for m in members]):.4f}" for c in COLUMNS]
+    cells = [mean_std([m[c] for m in members]) for c in COLUMNS]
     cells += [f"{table['ensemble'][c]:.4f}" for c in COLUMNS]
     return f"| {label} | {epoch} | " + " | ".join(cells) + f" | {table['ensemble'].get('disagreement', 0.0):.4f} |"
 

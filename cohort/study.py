@@ -19,7 +19,7 @@ import numpy as np
 
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.preflight import plan_run
-from cohort.report import Run
+from cohort.report import NO_SPREAD, Run, mean_std
 from cohort.run_dir import RunDirError
 from cohort.run_hold import RunHold
 
@@ -61,7 +61,7 @@ def study_table(names: list[str], runs: dict[str, list[Run]]) -> str:
     lines = ["| config | seeds | " + " | ".join(c for c, _ in COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for name in names:
         values = [[column(run.at()) for _, column in COLUMNS] for run in runs[name]]
-        cells = [f"{np.mean(v):.4f} ± {np.std(v):.4f}" for v in zip(*values)]
+        cells = [mean_std(v) for v in zip(*values)]
         lines.append(f"| {name} | {len(values)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -74,8 +74,11 @@ PROGRESS = (0.1, 0.25, 0.5, 0.75, 1.0)
 
 def curve_table(names: list[str], runs: dict[str, list[Run]], metric: str = "disagreement") -> str:
     """The ensemble's test ``metric`` against training progress, mean ± std over seeds: at each
-    fraction f of ``PROGRESS``, the last evaluation at or before epoch f · epochs. Configs of
-    one member are left out."""
+    fraction f of ``PROGRESS``, the last evaluation at or before epoch f · epochs (the first
+    evaluation when none is that early). Each cell names the epoch it read, counted from 1 as
+    training prints it: with sparse evaluations two fractions can read one evaluation (10 % and
+    25 % of 30 epochs with ``eval_every: 5`` both read epoch 5), and the table shows it.
+    Configs of one member are left out."""
     lines = [
         "| config | " + " | ".join(f"{metric} at {f:.0%}" for f in PROGRESS) + " |",
         "|---|" + "---|" * len(PROGRESS),
@@ -87,8 +90,12 @@ def curve_table(names: list[str], runs: dict[str, list[Run]], metric: str = "dis
         for run in runs[name]:
             epochs = sorted({r["epoch"] for r in run.rows if r["split"] == "test"})
             at = [max([e for e in epochs if e + 1 <= f * (epochs[-1] + 1)] or epochs[:1]) for f in PROGRESS]
-            values.append([run.at("test", epoch)["ensemble"][metric] for epoch in at])
-        cells = [f"{np.mean(v):.4f} ± {np.std(v):.4f}" for v in zip(*values)]
+            values.append([(epoch, run.at("test", epoch)["ensemble"][metric]) for epoch in at])
+        cells = []
+        for column in zip(*values):
+            read = sorted({epoch + 1 for epoch, _ in column})
+            label = f"epoch {read[0]}" if len(read) == 1 else f"epochs {', '.join(map(str, read))}"
+            cells.append(f"{mean_std([value for _, value in column])} ({label})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -123,11 +130,12 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
     runs = {name: [Run.load(Path(out) / name / f"seed{seed}") for seed in seeds] for name in names}
     table = study_table(names, runs)
     curves = "\n\n".join(curve_table(names, runs, metric) for metric in CURVES)
+    spread = f" (± {NO_SPREAD}: one seed, no spread)" if len(seeds) == 1 else ""
     Path(out, "study.md").write_text(
-        f"Test split, mean ± std over seeds {seeds}.\n\n{table}\n\n"
-        f"The cohort's diversity during training:\n\n{curves}\n"
+        f"Test split, mean ± std over seeds {seeds}{spread}.\n\n{table}\n\n"
+        f"The cohort's diversity during training (each cell names the epoch it read, counted from 1):\n\n{curves}\n"
     )
-    print(table)
+    print(table + (f"\n± {NO_SPREAD}: one seed, no spread" if spread else ""))
     print(f"\n{curves}")
     print(f"\nwrote {Path(out, 'study.md')}")
     return table

@@ -31,9 +31,14 @@ def test_the_method_configs_hold_their_papers_settings():
     cskd = load_config(REPO / "configs" / "cifar100_cskd_resnet18.yaml")
     assert cskd.enabled_terms(0) == {"ce": 1.0, "cskd": 1.0} and cskd.loss.cskd.temperature == 4.0
     assert (cskd.data.batch_size, cskd.optim.weight_decay, cskd.schedule.milestones) == (128, 1e-4, [100, 150])
+    assert cskd.members[0].arch == "preact_resnet18"  # alinlab/cs-kd's CIFAR_ResNet18 is pre-activation
     mdca = load_config(REPO / "configs" / "cifar100_mdca_resnet56.yaml")
     assert mdca.enabled_terms(0) == {"focal": 1.0, "mdca": 1.0} and mdca.loss.focal.gamma == 1.0
-    assert (mdca.members[0].arch, mdca.train.epochs, mdca.schedule.milestones) == ("resnet56", 160, [80, 120])
+    assert (mdca.members[0].arch, mdca.train.epochs, mdca.schedule.milestones) == (
+        "resnet56_bottleneck",
+        160,
+        [80, 120],
+    )
     for fraction in ("10", "30"):
         dml, twin = (
             load_config(REPO / "configs" / f"digits_semi{fraction}_{kind}.yaml") for kind in ("dml", "independent")
@@ -45,6 +50,42 @@ def test_the_method_configs_hold_their_papers_settings():
         assert student.enabled_terms(0) == {"ce": 0.1, "distill": 0.9} and student.loss.distill.temperature == 4.0
         assert student.teacher.perturbation == {"kd": "none"}.get(perturbation, perturbation)
         assert student.teacher.step_size == 1.0 and {student.view_stream(m) for m in range(4)} == {0}
+    # Nam et al. 2021: (α, T) = (0.9, 1) on CIFAR-100, as the official README's commands; (0.9, 4) on CIFAR-10.
+    for name, temperature in (("cifar100_distill_wrn28_10", 1.0), ("cifar10_distill_resnet32", 4.0)):
+        student = load_config(REPO / "configs" / f"{name}.yaml")
+        assert student.enabled_terms(0) == {"ce": 0.1, "distill": 0.9}
+        assert student.loss.distill.temperature == temperature, name
+
+
+def test_the_mdca_configs_commands_for_its_baselines_hold_the_official_settings():
+    # mdca-loss/MDCA-Calibration scripts/cifar10.sh: focal loss alone with --gamma 3.0, FL + MDCA with --gamma 1.0.
+    path = REPO / "configs" / "cifar100_mdca_resnet56.yaml"
+    commands = [line.split("cohort train ", 1)[1] for line in path.read_text().splitlines() if "cohort train " in line]
+    (focal_alone,) = [c for c in commands if c.endswith("# focal alone")]
+    config_path, *overrides = focal_alone.split("#")[0].split()
+    focal = load_config(REPO / config_path, overrides)
+    assert focal.enabled_terms(0) == {"focal": 1.0} and focal.loss.focal.gamma == 3.0
+    assert load_config(path).loss.focal.gamma == 1.0  # FL + MDCA
+
+
+def test_the_distillation_configs_hold_the_official_recipes():
+    # cs-giung/giung2 projects/Diversity-Matters: C100_WRN28x10_SGD.yaml (the DE-4 teachers the README trains),
+    # C100_WRN28x10_BE4.yaml (students), C10_R32_{SGD,BE4}.yaml (commit 33196a0); train_student.py keeps the
+    # epoch of best validation accuracy.
+    recipes = {
+        # config: (batch, lr, nesterov, weight decay, epochs, milestones, select_by)
+        "cifar100_de4_wrn28_10": (256, 0.2, False, 5e-4, 300, [5, 150, 270], "val_members_acc"),
+        "cifar100_distill_wrn28_10": (64, 0.05, False, 5e-4, 300, [5, 150, 270], "val_members_acc"),
+        "cifar10_de4_resnet32": (512, 0.4, False, 4e-4, 200, [5, 100, 180], "val_members_acc"),
+        "cifar10_de8_resnet32": (512, 0.4, False, 4e-4, 200, [5, 100, 180], "val_members_acc"),
+        "cifar10_distill_resnet32": (128, 0.1, False, 4e-4, 250, [5, 125, 225], "val_members_acc"),
+    }
+    for name, recipe in recipes.items():
+        c = load_config(REPO / "configs" / f"{name}.yaml")
+        got = (c.data.batch_size, c.optim.lr, c.optim.nesterov, c.optim.weight_decay, c.train.epochs)
+        assert got + (c.schedule.milestones, c.train.select_by) == recipe, name
+        assert (c.schedule.name, c.schedule.warmup_factor, c.schedule.gamma) == ("warmup_linear_decay", 0.01, 0.01)
+        assert c.train.eval_every == 1, name  # the official validates every one of the last epochs
 
 
 @pytest.mark.parametrize("name", ["cifar100_dml.yaml", "cifar100_independent.yaml"])

@@ -22,9 +22,54 @@ def test_off_the_curve_is_said():
     assert dee == 4.0 and note.startswith("off the curve: better than all 4")
 
 
-def test_a_non_monotone_reference_is_made_monotone():
-    dee, _ = deep_ensemble_equivalent(0.75, SIZES, np.array([1.0, 0.7, 0.8, 0.6]))
+def test_a_non_monotone_reference_is_made_monotone_by_the_running_min_rule():
+    dee, _ = deep_ensemble_equivalent(0.75, SIZES, np.array([1.0, 0.7, 0.8, 0.6]), rule="running-min")
     assert dee == pytest.approx(1 + 0.25 / 0.3)
+    # Past the bump the running minimum interpolates from 0.7 (size 2's), the official rule from size 3's 0.8.
+    bumpy = np.array([1.0, 0.7, 0.8, 0.6])
+    assert deep_ensemble_equivalent(0.65, SIZES, bumpy, rule="running-min")[0] == pytest.approx(3.5)
+    assert deep_ensemble_equivalent(0.65, SIZES, bumpy)[0] == pytest.approx(3.75)
+
+
+def official_notebook_dee(de, df):
+    """A transcription of ``dee()`` in SamsungLabs/pytorch-ensembles ``notebooks/DEE camera ready
+    plots.ipynb`` for one increasing metric (the log-likelihood, 'll'), with lists of
+    (n_samples, mean) rows in place of its data frames."""
+    isbetter = lambda a, b: a > b  # noqa: E731
+    res = []
+    de_iter = iter(de)
+    de_n_samples, de_mean = next(de_iter)
+    de_n_samples_prev, de_mean_prev = de_n_samples, de_mean
+    for n_samples, df_mean in df:
+        while isbetter(df_mean, de_mean):
+            de_n_samples_prev, de_mean_prev = de_n_samples, de_mean
+            try:
+                de_n_samples, de_mean = next(de_iter)
+            except StopIteration:
+                break
+        if de_n_samples == de_n_samples_prev:
+            curr_dee = de_n_samples
+        else:
+            curr_dee = max(de_n_samples_prev, de_n_samples + (df_mean - de_mean) / (de_mean - de_mean_prev))
+        res.append((n_samples, curr_dee))
+    return res
+
+
+def test_the_official_rule_is_the_official_notebooks_dee_on_any_curve():
+    rng = np.random.default_rng(3)
+    sizes = np.arange(1.0, 9.0)
+    moved = []
+    for _ in range(300):
+        # A noisy, often non-monotone curve of calibrated NLLs, and values on, off and between its points.
+        curve = np.sort(rng.uniform(0.6, 1.0, 8))[::-1] + rng.normal(0, 0.03, 8)
+        for value in [*rng.uniform(0.5, 1.1, 5), *curve]:
+            ((_, official),) = official_notebook_dee([(s, -c) for s, c in zip(sizes, curve)], [(1, -value)])
+            ours, _ = deep_ensemble_equivalent(value, sizes, curve)
+            assert ours == pytest.approx(official, abs=1e-12)
+            moved.append(abs(ours - deep_ensemble_equivalent(value, sizes, curve, rule="running-min")[0]))
+    assert max(moved) > 0.1  # the two rules do differ on such curves
+    with pytest.raises(ValueError, match="unknown DEE rule 'nope'; valid: official, running-min"):
+        deep_ensemble_equivalent(0.7, sizes, curve, rule="nope")
 
 
 def official_kfold_nll(logits: np.ndarray, labels: np.ndarray, seed: int) -> float:
@@ -48,6 +93,20 @@ def official_kfold_nll(logits: np.ndarray, labels: np.ndarray, seed: int) -> flo
             ).x[0]  # theirs passes xtol, the older scipy name
             total += -ll(log_softmax(logits[te] / t, axis=1), labels[te]) / 10
     return total
+
+
+def test_cross_validated_nll_scores_log_of_epsilon_plus_p_as_the_official_protocol():
+    # Ten confidently wrong samples whose p_y underflows: log p_y costs them hundreds of nats
+    # (the mean NLL would be 1.67), the official get_ll's log(1e-12 + p_y) at most 27.6.
+    from cohort.metrics import cross_validated_nll
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 10, 2000)
+    logits = 4.0 * (rng.normal(size=(2000, 10)) + 2.0 * np.eye(10)[labels])
+    wrong = rng.choice(2000, 10, replace=False)
+    logits[wrong] = 0.0
+    logits[wrong, (labels[wrong] + 1) % 10] = 400.0
+    assert cross_validated_nll(logits, labels) == pytest.approx(official_kfold_nll(logits, labels, seed=0), abs=5e-3)
 
 
 def test_cross_validated_temperature_agrees_with_the_official_protocol():

@@ -96,6 +96,26 @@ def test_hidden_labels_reach_no_term(tmp_path):
     assert torch.all(own.grad[~known] == 0) and torch.all(own.grad[known].abs().sum(1) > 0)
 
 
+def test_a_batch_with_no_known_label_has_zero_ce_and_still_trains_on_mimicry(tmp_path):
+    # Semi-supervised DML meets batches whose every label is hidden; F.cross_entropy is NaN
+    # there (0 / 0), which stopped the run or, skipping the step, lost its mimicry update.
+    torch.manual_seed(11)
+    own = torch.randn(6, 5, requires_grad=True)
+    peers = torch.randn(1, 6, 5)
+    hidden = torch.full((6,), IGNORE_LABEL)
+    for smoothing in (0.0, 0.1):
+        cohort = config(tmp_path, f"loss: {{ce: {{label_smoothing: {smoothing}}}, mimicry: {{weight: 1.0}}}}\n")
+        objective = build_objective(cohort, 0)
+        ce = objective.terms["ce"][0](LossInputs(own, hidden, progress=0.0, peers=peers))
+        assert ce.item() == 0.0
+        (ce_grad,) = torch.autograd.grad(ce, own)
+        assert torch.all(ce_grad == 0)
+        loss, terms = objective(LossInputs(own, hidden, progress=0.0, peers=peers))
+        assert torch.isfinite(loss) and loss.item() == pytest.approx(mimicry_loss(own, peers).item(), rel=1e-6)
+        (grad,) = torch.autograd.grad(loss, own)
+        assert torch.isfinite(grad).all() and grad.abs().sum(1).min() > 0  # every sample still mimics its peer
+
+
 def objective_gradient(objective, own, peers, labels):
     """The gradient of the peer terms alone (CE left out) with respect to the member's logits."""
     own = own.clone().requires_grad_(True)

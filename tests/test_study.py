@@ -73,19 +73,3 @@ def test_a_failing_run_stops_the_study_with_one_line(digits_root, tmp_path):
         "above); fix it and rerun the study: finished runs are kept"
     )
     assert "Traceback" not in result.stderr
-
-
-def test_the_curve_reads_the_last_evaluation_at_each_fraction_of_training(tmp_path):
-    from cohort.report import Run
-    from cohort.study import curve_table
-
-    def run(scale, members=2):
-        rows = [{"epoch": e, "split": "test", "member": "ensemble", "disagreement": scale * e / 10} for e in range(10)]
-        rows += [{"epoch": e, "split": "test", "member": m} for e in range(10) for m in range(members)]
-        return Run(tmp_path, "c", False, rows, 9, False)
-
-    table = curve_table(["c", "single"], {"c": [run(1.0), run(3.0)], "single": [run(1.0, members=1)]})
-    assert "single" not in table
-    row = table.splitlines()[2]
-    # At 10 %, 25 %, 50 %, 75 %, 100 % of 10 epochs: epochs 0, 1, 4, 6, 9; mean of the two seeds (×1, ×3).
-    assert row == "| c | 0.0000 ± 0.0000 | 0.2000 ± 0.1000 | 0.8000 ± 0.4000 | 1.2000 ± 0.6000 | 1.8000 ± 0.9000 |"

@@ -20,6 +20,7 @@ from cohort.model_names import (
 from cohort.models.batch_ensemble import DEFAULT_FACTOR_INIT, BatchEnsemble, FactorInit
 from cohort.models.cifar_resnet import cifar_resnet, cifar_stem_resnet
 from cohort.models.mobilenetv2 import MobileNetV2
+from cohort.models.official_resnets import BottleneckResNet, PreActResNet
 from cohort.models.small_cnn import SmallCNN
 from cohort.models.wide_resnet import WideResNet
 
@@ -29,6 +30,9 @@ ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     **{f"resnet{d}": (lambda c, d=d: cifar_resnet(d, c)) for d in (20, 32, 44, 56, 110)},
     "resnet18": lambda c: cifar_stem_resnet((2, 2, 2, 2), c),
     "resnet34": lambda c: cifar_stem_resnet((3, 4, 6, 3), c),
+    # The official code's networks of CS-KD (alinlab/cs-kd) and MDCA (mdca-loss/MDCA-Calibration).
+    "preact_resnet18": lambda c: PreActResNet((2, 2, 2, 2), c),
+    "resnet56_bottleneck": lambda c: BottleneckResNet(56, c),
     "mobilenetv2": MobileNetV2,
     # WRN-depth-width; any wrn<depth>_<width> with depth = 6n + 4 works.
     "wrn28_2": lambda c: WideResNet(28, 2, c),

@@ -139,3 +139,29 @@ def test_an_evaluation_batch_is_at_most_the_replicas_shard(digits_root, tmp_path
     assert huge[0] == 90 and whole[0] == 90  # 180 validation samples over 2 replicas: 90 each
     assert len(huge[1]) == len(whole[1]) == 1
     assert torch.equal(huge[1][0][0], whole[1][0][0]) and torch.equal(huge[1][0][1], whole[1][0][1])
+
+
+def test_the_shipped_semi10_config_at_seed_5_meets_a_batch_with_no_label_and_still_trains(digits_root):
+    from cohort.config import load_config
+    from cohort.data.labelled import check_labelled
+    from cohort.objective import LossInputs, build_objective
+    from tests.conftest import REPO
+
+    config = load_config(REPO / "configs" / "digits_semi10_dml.yaml", ["seed=5", f"data.root={digits_root}"])
+    loader = MemberLoader.for_training(config, 0, 0, torch.device("cpu"), check_labelled(config))
+    # The batches of the third epoch (index 2), as the loader hides their labels: batch 17 has none.
+    batches = torch.from_numpy(loader.indices(2).astype(np.int64)).view(len(loader), -1)
+    empty = loader.hidden[batches].all(1)
+    assert torch.nonzero(empty).flatten().tolist() == [17]
+    labels = torch.where(
+        loader.hidden[batches[17]], IGNORE_LABEL, torch.from_numpy(train_labels(digits_root))[batches[17]]
+    )
+    assert (labels == IGNORE_LABEL).all()
+    torch.manual_seed(0)
+    own = torch.randn(len(labels), 10, requires_grad=True)
+    loss, terms = build_objective(config, 0)(
+        LossInputs(own, labels, progress=2.5, peers=torch.randn(1, len(labels), 10))
+    )
+    assert terms["ce"].item() == 0.0 and torch.isfinite(loss) and terms["mimicry"] > 0
+    loss.backward()
+    assert torch.isfinite(own.grad).all() and own.grad.abs().sum() > 0  # mimicry still trains on the batch
