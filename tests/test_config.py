@@ -79,7 +79,22 @@ def test_the_distillation_configs_hold_the_official_recipes():
         "cifar10_de4_resnet32": (512, 0.4, False, 4e-4, 200, [5, 100, 180], "val_members_acc"),
         "cifar10_de8_resnet32": (512, 0.4, False, 4e-4, 200, [5, 100, 180], "val_members_acc"),
         "cifar10_distill_resnet32": (128, 0.1, False, 4e-4, 250, [5, 125, 225], "val_members_acc"),
+        "cifar100_distill_wrn28_10_be4": (64, 0.05, False, 5e-4, 300, [5, 150, 270], "val_members_acc"),
+        "cifar10_distill_resnet32_be4": (128, 0.1, False, 4e-4, 250, [5, 125, 225], "val_members_acc"),
+        "cifar10_distill_resnet32_be8": (128, 0.1, False, 4e-4, 250, [5, 125, 225], "val_members_acc"),
     }
+    # The BatchEnsemble students: ENSEMBLE_SIZE, BASE_LR_BE / BASE_LR, WEIGHT_DECAY_BE, factors N(1, 0.5), T.
+    students = {
+        "cifar100_distill_wrn28_10_be4": (4, 0.5, 5e-4, 1.0),
+        "cifar10_distill_resnet32_be4": (4, 0.5, 0.0, 4.0),
+        "cifar10_distill_resnet32_be8": (8, 0.5, 0.0, 4.0),
+    }
+    for name, (n, lr_scale, decay, temperature) in students.items():
+        c = load_config(REPO / "configs" / f"{name}.yaml")
+        be = c.batch_ensemble
+        assert [m.batch_ensemble for m in c.members] == [n] and c.teacher.resolved_mapping(n) == "one_to_one", name
+        assert (be.fast_lr_scale, be.fast_weight_decay, be.init, be.init_std) == (lr_scale, decay, "normal", 0.5), name
+        assert (c.loss.distill.weight, c.loss.distill.temperature) == (0.9, temperature), name
     for name, recipe in recipes.items():
         c = load_config(REPO / "configs" / f"{name}.yaml")
         got = (c.data.batch_size, c.optim.lr, c.optim.nesterov, c.optim.weight_decay, c.train.epochs)
