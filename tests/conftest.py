@@ -44,7 +44,10 @@ def tiny_config(tmp_path: Path, data_root: Path, members: int | list[dict] = 2, 
         "name": "test",
         "seed": 0,
         "run_dir": str(tmp_path / "run"),
-        "members": members if isinstance(members, list) else [{"arch": "small_cnn", "policy": "crop"}] * members,
+        # Each member its own dict: YAML would write one shared dict as an alias, and an override of one would edit all.
+        "members": [dict(m) for m in members]
+        if isinstance(members, list)
+        else [{"arch": "small_cnn", "policy": "crop"} for _ in range(members)],
         "data": {"root": str(data_root), "batch_size": 16, "eval_batch_size": 128, "num_workers": 1},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         "schedule": {"name": "constant"},

@@ -430,7 +430,28 @@ CASES = {
     "more_students_than_teachers": Case(
         lambda b: student_of(b, b.run_copy()[1], members=3),
         "members: 3 students but teacher.run_dir {teacher} holds 2 teachers",
-        "use at most 2 members, or teacher.mapping=mean",
+        "use at most 2 students, or teacher.mapping=mean",
+    ),
+    "more_internal_students_than_teachers": Case(
+        lambda b: student_of(b, b.run_copy()[1], "members.1.batch_ensemble=2"),
+        "members: 3 students (2 members, BatchEnsembles counting each internal member) but teacher.run_dir "
+        "{teacher} holds 2 teachers",
+        "use at most 2 students, or teacher.mapping=mean",
+    ),
+    "batch_ensemble_teacher": Case(
+        lambda b: student_of(b, edited_teacher(b, **{"members.0.batch_ensemble": 2})),
+        "teacher.run_dir {teacher}'s member 0 is a BatchEnsemble",
+        "train them as separate members",
+    ),
+    "batch_ensemble_below_one": Case(
+        lambda b: b.train("members.0.batch_ensemble=0"),
+        "members.0.batch_ensemble must be >= 1",
+        "1: a plain network, n: n internal members",
+    ),
+    "batch_ensemble_of_an_architecture_it_cannot_wrap": Case(
+        lambda b: b.train("members.0.arch=tv.convnext_tiny", "members.0.batch_ensemble=2"),
+        "members.0.batch_ensemble 2: tv.convnext_tiny cannot be a BatchEnsemble: its layer",
+        "choose an architecture of convolutions, linear layers and BatchNorm",
     ),
     "ods_with_own_views": Case(
         lambda b: student_of(b, b.tmp / "teachers", "views=own", "teacher.perturbation=ods"),
