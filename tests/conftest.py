@@ -72,6 +72,34 @@ def run_cli(*args: str, timeout: float = 600, env: dict | None = None) -> subpro
     )
 
 
+@pytest.fixture
+def cli_here(capfd, monkeypatch):
+    """``cohort ARGS`` called in this process (``cohort.cli.main``), from the repository as
+    ``run_cli`` runs it; returns its exit status and what it printed, as ``run_cli`` does. For
+    commands that start no process: a subprocess would add only an interpreter and its
+    imports, seconds a call. A command that gets as far as starting workers fails the test
+    instead (call it with ``run_cli``). argparse's own refusals exit; their status counts."""
+    import cohort.cli
+    import cohort.launch.torchrun
+
+    def start_workers(*args, **kwargs):
+        raise AssertionError("this command starts workers: run it in a subprocess (run_cli), not cli_here")
+
+    monkeypatch.setattr(cohort.launch.torchrun, "launch_local", start_workers)
+    monkeypatch.chdir(REPO)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capfd.readouterr()  # what came before is not the command's
+        try:
+            code = cohort.cli.main(list(args))
+        except SystemExit as stop:
+            code = stop.code
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["cohort", *args], code, out, err)
+
+    return run
+
+
 def run_torchrun(nproc: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``torchrun --standalone --nproc-per-node N -m cohort.train ARGS`` in a subprocess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}

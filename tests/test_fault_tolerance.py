@@ -305,14 +305,14 @@ def test_non_finite_steps_are_skipped_and_counted_or_stop_the_run(digits_root, t
     ], stopping.stderr[-2000:]
 
 
-def test_the_workers_stop_when_their_launcher_is_killed_and_resume_continues(digits_root, tmp_path):
+def test_the_workers_stop_when_their_launcher_is_killed_and_resume_continues(digits_root, tmp_path, cli_here):
     config = tiny_config(tmp_path, digits_root, members=2, train=SIGNAL_TRAIN)
     run = tmp_path / "run"
     launcher = start_cli("train", str(config))
     wait_for(lambda: trace_steps(run, 0) >= 2, 180, "2 steps")
     ranks = cohort_workers(launcher, 2)
     # While it trains, the run directory is its own: a second run is refused before it starts.
-    second = run_cli("train", str(config), "resume=auto")
+    second = cli_here("train", str(config), "resume=auto")
     assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-3000:]
     assert second.stderr.startswith(f"cohort: error: {run} is in use by cohort train (process {launcher.pid} on ")
     assert len(second.stderr.splitlines()) == 1, second.stderr[-3000:]

@@ -98,7 +98,7 @@ def test_report_writes_markdown_and_readable_figures(dml_pair, tmp_path):
         assert image.std() > 0.05  # not a blank canvas
 
 
-def test_dee_against_an_independent_reference(dml_pair, tmp_path):
+def test_dee_against_an_independent_reference(dml_pair, tmp_path, cli_here):
     _, run, _ = dml_pair
     independent = tmp_path / "independent"
     shutil.copytree(run, independent)
@@ -108,20 +108,20 @@ def test_dee_against_an_independent_reference(dml_pair, tmp_path):
     result = run_cli("dee", "--reference", str(independent), str(run))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "reference curve" in result.stdout and result.stdout.count("DEE") == 3
-    line = one_error_line(run_cli("dee", "--reference", str(run), str(independent)))
+    line = one_error_line(cli_here("dee", "--reference", str(run), str(independent)))
     assert "the DEE reference must be an independent run" in line and "config.yaml" in line and "mimicry" in line
 
 
-def test_bad_run_directories_are_one_line_errors(dml_pair, tmp_path):
+def test_bad_run_directories_are_one_line_errors(dml_pair, tmp_path, cli_here):
     _, run, _ = dml_pair
-    assert "is not a cohort run directory" in one_error_line(run_cli("report", str(tmp_path)))
+    assert "is not a cohort run directory" in one_error_line(cli_here("report", str(tmp_path)))
     broken = tmp_path / "broken"
     shutil.copytree(run, broken)
     shutil.rmtree(broken / "predictions")
-    assert "predictions/best/test.npz is missing" in one_error_line(run_cli("report", str(broken)))
+    assert "predictions/best/test.npz is missing" in one_error_line(cli_here("report", str(broken)))
     shutil.copytree(run / "predictions", broken / "predictions")
     np.savez(broken / "predictions" / "best" / "test.npz", logits=np.zeros((3, 5, 10), np.float32), labels=np.zeros(5))
-    line = one_error_line(run_cli("report", str(broken)))
+    line = one_error_line(cli_here("report", str(broken)))
     assert "test.npz holds logits of shape (3, 5, 10)" in line and "does not belong to this run" in line
     shutil.rmtree(broken / "checkpoints")
-    assert "holds no complete checkpoint" in one_error_line(run_cli("eval", str(broken), "--checkpoint", "last"))
+    assert "holds no complete checkpoint" in one_error_line(cli_here("eval", str(broken), "--checkpoint", "last"))

@@ -17,8 +17,8 @@ def test_status_of_a_finished_run(dml_pair):
     assert not any(line.startswith("job ") for line in lines)  # not submitted to SLURM
 
 
-def test_status_of_a_folder_that_is_not_a_run(tmp_path):
-    result = run_cli("status", str(tmp_path))
+def test_status_of_a_folder_that_is_not_a_run(tmp_path, cli_here):
+    result = cli_here("status", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"cohort: error: {tmp_path}/config.yaml is missing: {tmp_path} is not a cohort "

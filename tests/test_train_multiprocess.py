@@ -173,10 +173,10 @@ def test_resume_auto_continues_from_the_latest_complete_checkpoint(dml_pair, tmp
     assert sorted(r["epoch"] for r in rows if r["member"] == 0 and r["split"] == "val") == [0, 1]
 
 
-def test_an_existing_run_is_not_overwritten_without_resume(dml_pair):
+def test_an_existing_run_is_not_overwritten_without_resume(dml_pair, cli_here):
     config, run, _ = dml_pair
     before = (run / "metrics.jsonl").read_text()
-    result = run_cli("train", str(config))
+    result = cli_here("train", str(config))
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
         f"cohort: error: {run} already holds a run; pass resume=auto to continue it, or run_dir=<a new folder>"
@@ -203,13 +203,13 @@ def test_non_finite_loss_stops_the_cohort_naming_member_and_step(digits_root, tm
     assert len(lines) == 1 and "non-finite" in lines[0] and "at step 1" in lines[0], result.stderr[-2000:]
 
 
-def test_labels_beyond_the_class_count_are_reported(digits_root, tmp_path):
+def test_labels_beyond_the_class_count_are_reported(digits_root, tmp_path, cli_here):
     data = tmp_path / "data"
     shutil.copytree(digits_root, data)
     meta = json.loads((data / "meta.json").read_text())
     (data / "meta.json").write_text(json.dumps({**meta, "num_classes": 5}))
     config = tiny_config(tmp_path, data, members=2)
-    result = run_cli("train", str(config), timeout=300)
+    result = cli_here("train", str(config))
     assert result.returncode != 0
     lines = error_lines(result.stderr)
     assert len(lines) >= 1 and "is outside 0..4" in lines[0] and "train.beton" in lines[0], result.stderr[-2000:]
@@ -231,9 +231,9 @@ def test_labels_beyond_the_class_count_are_reported(digits_root, tmp_path):
         ("loss.diversity.weight=-0.5", "cohort: error: loss.diversity: weight and margin must be >= 0"),
     ],
 )
-def test_bad_input_fails_before_any_process_starts(digits_root, tmp_path, override, message):
+def test_bad_input_fails_before_any_process_starts(digits_root, tmp_path, override, message, cli_here):
     config = tiny_config(tmp_path, digits_root, members=2, data={"dataset": "cifar10"})
-    result = run_cli("train", str(config), override, timeout=120)
+    result = cli_here("train", str(config), override)
     assert result.returncode == 2
     assert len(error_lines(result.stderr)) == 1 and error_lines(result.stderr)[0].startswith(message)
     assert not (tmp_path / "run").exists()

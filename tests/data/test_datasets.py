@@ -68,8 +68,8 @@ def test_missing_folder_names_the_command(tmp_path):
         read_meta(tmp_path / "nowhere")
 
 
-def test_cifar_without_archive_and_no_download_is_a_one_line_error(tmp_path):
-    result = run_cli("data", "cifar100", "--out", str(tmp_path / "out"), "--source", str(tmp_path), "--no-download")
+def test_cifar_without_archive_and_no_download_is_a_one_line_error(tmp_path, cli_here):
+    result = cli_here("data", "cifar100", "--out", str(tmp_path / "out"), "--source", str(tmp_path), "--no-download")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "cifar-100-python is missing" in result.stderr
 
@@ -121,8 +121,8 @@ def test_imagefolder_conversion_with_mixed_image_sizes(tmp_path):
     assert images.shape == (8, 3, 48, 48) and labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
-def test_imagefolder_without_directories_is_a_one_line_error(tmp_path):
-    result = run_cli(
+def test_imagefolder_without_directories_is_a_one_line_error(tmp_path, cli_here):
+    result = cli_here(
         "data",
         "imagefolder",
         "--out",
@@ -199,9 +199,9 @@ def test_imagefolder_writer_options_and_its_size_estimate(tmp_path):
     assert stored["jpg"] < stored["raw"]
 
 
-def test_imagefolder_with_other_classes_or_no_images_is_a_one_line_error(tmp_path):
+def test_imagefolder_with_other_classes_or_no_images_is_a_one_line_error(tmp_path, cli_here):
     write_folders(tmp_path, {"train": {"a": 2, "b": 2}, "val": {"a": 1, "c": 1}})
-    result = run_cli(
+    result = cli_here(
         "data",
         "imagefolder",
         "--out",
@@ -218,7 +218,7 @@ def test_imagefolder_with_other_classes_or_no_images_is_a_one_line_error(tmp_pat
         and "give both the same class folders" in result.stderr
     )
     (tmp_path / "empty" / "a").mkdir(parents=True)
-    result = run_cli(
+    result = cli_here(
         "data",
         "imagefolder",
         "--out",

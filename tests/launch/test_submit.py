@@ -84,7 +84,9 @@ def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_clus
     more than one minute, so the job must be requeued at least once by submitit."""
     reference = final_logits(submitted_pair[0])
     run_dir = tmp_path / "run"
-    # Each 1-minute attempt trains only ~15 s, so the run needs many requeues: allow them.
+    # slurmctld checks time limits every 30 s and sends the signal at the first check at most
+    # 30 s before its time (20 s into the attempt): the first check after the attempt starts.
+    # So each attempt lives under 30 s, most of it start-up, and the run needs many requeues.
     (job_id,), _ = submit(
         slurm_cluster, run_dir, digits_root, options=("--signal-delay-s", "40", "--max-timeouts", "30"), time_min=1
     )
