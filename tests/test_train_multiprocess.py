@@ -31,6 +31,18 @@ def read_trace(run: Path, member: int, replica: int = 0) -> tuple[list[dict], di
     return [r for r in rows if "step" in r], next(r for r in rows if r.get("final"))
 
 
+def resume_a_copy(run: Path, config: Path, tmp_path: Path):
+    """Copy a finished 12-step run, drop its final checkpoint (step 12) and predictions, and
+    train the copy again with ``resume=auto``: (the copy, the finished resume)."""
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    (moved / "checkpoints" / "step-000000012" / MARKER).unlink()
+    shutil.rmtree(moved / "predictions")
+    resumed = run_cli("train", str(config), f"run_dir={moved}", "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return moved, resumed
+
+
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("cohort: error:")]
 
@@ -316,12 +328,7 @@ def test_students_distil_frozen_teachers_with_one_draw_per_step_and_resume_exact
     assert json.loads((run / "teacher.json").read_text())["checkpoint"] == str(best_dir(teacher_run))
     assert "| teachers of test (run) |" in summary_table([Run.load(run)])
 
-    moved = tmp_path / "moved"
-    shutil.copytree(run, moved)
-    (moved / "checkpoints" / "step-000000012" / MARKER).unlink()
-    shutil.rmtree(moved / "predictions")
-    resumed = run_cli("train", str(config), f"run_dir={moved}", "resume=auto")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    moved, resumed = resume_a_copy(run, config, tmp_path)
     assert "at epoch 1 batch 0 (step 6)" in resumed.stdout
     assert read_trace(moved, 0)[1]["param_digest"] == final_a["param_digest"]
     assert np.array_equal(
@@ -370,12 +377,7 @@ def test_batch_ensembles_learn_by_dml_and_each_internal_member_from_its_teacher_
     assert json.loads((run / "teacher.json").read_text())["mapping"] == "one_to_one"
     assert all(f"\nm{m}.{j} " in result.stdout for m in range(2) for j in range(2))  # the final table's rows
 
-    moved = tmp_path / "moved"
-    shutil.copytree(run, moved)
-    (moved / "checkpoints" / "step-000000012" / MARKER).unlink()
-    shutil.rmtree(moved / "predictions")
-    resumed = run_cli("train", str(config), f"run_dir={moved}", "resume=auto")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    moved, resumed = resume_a_copy(run, config, tmp_path)
     assert "at epoch 1 batch 3 (step 9)" in resumed.stdout
     assert read_trace(moved, 0)[1]["param_digest"] == final_a["param_digest"]
     assert np.array_equal(np.load(moved / "predictions" / "test.npz")["logits"], test)

@@ -20,7 +20,7 @@ from cohort.model_names import (
 from cohort.models.batch_ensemble import DEFAULT_FACTOR_INIT, BatchEnsemble, FactorInit
 from cohort.models.cifar_resnet import cifar_resnet, cifar_stem_resnet
 from cohort.models.mobilenetv2 import MobileNetV2
-from cohort.models.official_resnets import BottleneckResNet, PreActResNet
+from cohort.models.official_resnets import PreActResNet, bottleneck_resnet
 from cohort.models.small_cnn import SmallCNN
 from cohort.models.wide_resnet import WideResNet
 
@@ -32,7 +32,7 @@ ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "resnet34": lambda c: cifar_stem_resnet((3, 4, 6, 3), c),
     # The official code's networks of CS-KD (alinlab/cs-kd) and MDCA (mdca-loss/MDCA-Calibration).
     "preact_resnet18": lambda c: PreActResNet((2, 2, 2, 2), c),
-    "resnet56_bottleneck": lambda c: BottleneckResNet(56, c),
+    "resnet56_bottleneck": lambda c: bottleneck_resnet(56, c),
     "mobilenetv2": MobileNetV2,
     # WRN-depth-width; any wrn<depth>_<width> with depth = 6n + 4 works.
     "wrn28_2": lambda c: WideResNet(28, 2, c),

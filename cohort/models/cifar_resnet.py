@@ -10,6 +10,9 @@ from torch import nn
 
 
 class BasicBlock(nn.Module):
+    expansion = 1
+    """Output channels per width (a bottleneck block's is 4)."""
+
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
@@ -27,7 +30,12 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, widths, blocks, num_classes: int):
+    """A conv3×3-BN-ReLU stem, stages of ``blocks`` blocks of ``widths`` (stride 2 from the second
+    stage), global average pooling and a linear layer; convolutions start Kaiming (fan-out).
+    ``block``: the residual block class, called ``block(c_in, width, stride)``, whose output
+    has ``width · block.expansion`` channels."""
+
+    def __init__(self, widths, blocks, num_classes: int, block: type[nn.Module] = BasicBlock):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
@@ -35,8 +43,8 @@ class ResNet(nn.Module):
         layers, c_in = [], widths[0]
         for stage, (width, n) in enumerate(zip(widths, blocks)):
             for b in range(n):
-                layers.append(BasicBlock(c_in, width, 2 if stage > 0 and b == 0 else 1))
-                c_in = width
+                layers.append(block(c_in, width, 2 if stage > 0 and b == 0 else 1))
+                c_in = width * block.expansion
         self.layers = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
         for m in self.modules():

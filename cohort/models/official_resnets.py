@@ -15,6 +15,8 @@ checks the parameter and layer counts against the official networks'.
 
 from torch import nn
 
+from cohort.models.cifar_resnet import ResNet
+
 
 class PreActBlock(nn.Module):
     """BN-ReLU-conv twice (He et al., "Identity Mappings in Deep Residual Networks", 2016).
@@ -91,28 +93,12 @@ class Bottleneck(nn.Module):
         return self.relu(self.residual(x) + self.shortcut(x))
 
 
-class BottleneckResNet(nn.Module):
+def bottleneck_resnet(depth: int, num_classes: int) -> ResNet:
     """MDCA's CIFAR ResNet with bottleneck blocks: depth = 9n + 2, conv3×3(16)-BN-ReLU stem,
     three stages of n blocks (16, 32, 64 planes, ×4 out; stride 2 from the second), global
     average pooling (theirs: an 8×8 window, global for 32×32 inputs) and a linear layer.
     Convolutions start from N(0, 2 / (k²·C_out)) (Kaiming, fan-out), as theirs."""
-
-    def __init__(self, depth: int, num_classes: int):
-        super().__init__()
-        if (depth - 2) % 9:
-            raise ValueError(f"a bottleneck CIFAR ResNet's depth must be 9n + 2, got {depth}")
-        n = (depth - 2) // 9
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
-        layers, c_in = [], 16
-        for stage, planes in enumerate((16, 32, 64)):
-            for b in range(n):
-                layers.append(Bottleneck(c_in, planes, 2 if stage > 0 and b == 0 else 1))
-                c_in = planes * Bottleneck.expansion
-        self.layers = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x):
-        return self.head(self.layers(self.stem(x)))
+    if (depth - 2) % 9:
+        raise ValueError(f"a bottleneck CIFAR ResNet's depth must be 9n + 2, got {depth}")
+    n = (depth - 2) // 9
+    return ResNet((16, 32, 64), (n, n, n), num_classes, block=Bottleneck)
