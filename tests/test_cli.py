@@ -23,6 +23,9 @@ def test_ctrl_c_while_the_config_is_read_is_one_line_and_exit_130(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background of a non-interactive shell (nohup, `&`) inherits
+        # SIGINT ignored, and Python then keeps ignoring it; a terminal's Ctrl-C is never ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while True:  # a writer can open the FIFO only once the command opened it to read
