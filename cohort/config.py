@@ -547,9 +547,14 @@ class CohortConfig:
             for j in range(member.batch_ensemble)
         ]
 
+    @property
+    def ensemble_sizes(self) -> list[int]:
+        """Each member's internal members (``members.<i>.batch_ensemble``; 1 for a plain network)."""
+        return [m.batch_ensemble for m in self.members]
+
     def member_rows(self, member: int) -> range:
         """The rows of member ``member``'s internal members among ``member_names``."""
-        start = sum(m.batch_ensemble for m in self.members[:member])
+        start = sum(self.ensemble_sizes[:member])
         return range(start, start + self.members[member].batch_ensemble)
 
     def owner(self, row: int) -> int:

@@ -54,7 +54,7 @@ def evaluate_rank(plan: EvalPlan, launch: Launch) -> None:
                 config.train.flip_tta,
                 autocast,
                 channels_last,
-                [m.batch_ensemble for m in config.members],
+                config.ensemble_sizes,
             )
         # Every rank waits for rank 0's files: a full disk there stops them all with its one line.
         mesh.main_does(lambda: write_eval(plan, logits, labels))

@@ -85,7 +85,7 @@ class Peers(Provider):
             mesh.members,
             rt.stop_on_nonfinite,
             transport=mesh.member_device,
-            sizes=[m.batch_ensemble for m in config.members],
+            sizes=config.ensemble_sizes,
             siblings_are_peers=config.batch_ensemble.siblings_are_peers,
         )
 

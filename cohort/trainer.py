@@ -271,9 +271,9 @@ class Trainer:
         the labels ``[N]``."""
         self.checkpointer.sync_buffers()
         self.net.eval()
-        sizes = [m.batch_ensemble for m in self.config.members]
+        config = self.config
         return cohort_logits(
-            self.net, loader, self.mesh, self.config.train.flip_tta, self.autocast, self.channels_last, sizes
+            self.net, loader, self.mesh, config.train.flip_tta, self.autocast, self.channels_last, config.ensemble_sizes
         )
 
     def member_stats(self, stats: dict[str, float]) -> list[dict[str, float]]:
