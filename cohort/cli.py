@@ -26,14 +26,19 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"{datasets.CHECKSUM} digests in meta.json; {seconds:.2f} s"
         )
         return 0
+    # Each writer has its own default val size; only the sizes given are passed on.
+    sizes = {key: value for key in ("val_size", "train_size") if (value := getattr(args, key)) is not None}
     if args.dataset == "digits":
-        meta = datasets.write_digits(out, size=args.size)
+        meta = datasets.write_digits(out, size=args.size, **sizes)
+    elif args.dataset == "fashion-mnist":
+        meta = datasets.write_fashion_mnist(out, Path(args.source or datasets.FASHION_MNIST_DEBIAN), **sizes)
     elif args.dataset in ("cifar10", "cifar100"):
         meta = datasets.write_cifar(
             out,
             10 if args.dataset == "cifar10" else 100,
             Path(args.source or out / "download"),
             download=not args.no_download,
+            **sizes,
         )
     else:
         if not (args.train_dir and args.test_dir):
@@ -47,6 +52,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             write_mode=args.write_mode,
             jpeg_quality=args.jpeg_quality,
             compress_probability=args.compress_probability,
+            **sizes,
         )
     print(f"wrote {out}: {meta['sizes']} samples, {meta['num_classes']} classes")
     return 0
@@ -165,13 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "dataset",
-        choices=["digits", "cifar10", "cifar100", "imagefolder", "verify"],
+        choices=["digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "verify"],
         help="the dataset to write; verify: read every file of --out and compare it with the sizes and "
         "SHA-256 digests its meta.json recorded when it was written",
     )
     data.add_argument("--out", required=True, help="folder for the .beton files and meta.json (verify: to check)")
     data.add_argument("--size", type=int, default=32, help="digits: side of the upscaled images")
-    data.add_argument("--source", help="cifar: folder holding (or to download) the python archive")
+    data.add_argument(
+        "--source",
+        help="cifar: folder holding (or to download) the python archive; fashion-mnist: folder of its four "
+        "IDX files (default: Debian's /usr/share/datasets/fashion-mnist)",
+    )
+    data.add_argument(
+        "--val-size",
+        type=int,
+        help="images carved from the training set for val (default: digits 12.5 %%, cifar 10 %%, "
+        "imagefolder 2 %%, fashion-mnist 10000)",
+    )
+    data.add_argument(
+        "--train-size", type=int, help="keep a class-balanced subset of this many training images (after val)"
+    )
     data.add_argument("--no-download", action="store_true", help="cifar: fail instead of downloading")
     data.add_argument("--train-dir", help="imagefolder: training images, one folder per class")
     data.add_argument("--test-dir", help="imagefolder: test images (ImageNet's val), one folder per class")

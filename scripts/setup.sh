@@ -10,7 +10,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-apt_packages=(pkg-config libopencv-dev libturbojpeg0-dev)
+# dataset-fashion-mnist: Zalando's Fashion-MNIST as four IDX files (30 MB), for `cohort data fashion-mnist`.
+apt_packages=(pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist)
 if [ "${COHORT_SKIP_APT:-0}" != 1 ]; then
   missing=()
   for p in "${apt_packages[@]}"; do

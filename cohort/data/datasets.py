@@ -334,6 +334,55 @@ def split_indices(n: int, holdout: int, seed: int = SPLIT_SEED) -> tuple[np.ndar
     return np.sort(order[holdout:]), np.sort(order[:holdout])
 
 
+def holdout_count(n: int, val_fraction: float, val_size: int | None, source: str) -> int:
+    """How many of ``n`` training images validation holds: ``val_size`` when given
+    (``--val-size``), else ``val_fraction`` of them (at least one: FFCV cannot write an
+    empty file, and temperature scaling needs val); a size that leaves no training image
+    is a one-line error."""
+    count = val_size if val_size is not None else max(1, int(round(val_fraction * n)))
+    if not 1 <= count < n:
+        raise DataError(f"--val-size {count} must be 1..{n - 1}: {source} has {n} training images")
+    return count
+
+
+def balanced_subset(labels: np.ndarray, kept: np.ndarray, size: int, source: str, seed: int = SPLIT_SEED + 2):
+    """``size`` of the indices ``kept`` (sorted), class-balanced (``--train-size``): each
+    class gets ``size // C`` images, and the ``size % C`` classes with the most images left
+    one more, each class's drawn at random with a fixed seed. Too few images in a class is a
+    one-line error."""
+    classes = np.unique(labels)
+    available = np.array([np.count_nonzero(labels[kept] == label) for label in classes])
+    extra = set(np.argsort(-available, kind="stable")[: size % len(classes)].tolist())
+    if not len(classes) <= size <= len(kept):
+        raise DataError(
+            f"--train-size {size} must be {len(classes)}..{len(kept)}: {source} has {len(kept)} training "
+            f"images of {len(classes)} classes once val is carved"
+        )
+    rng, chosen = np.random.default_rng(seed), []
+    for rank, label in enumerate(classes):
+        pool = kept[labels[kept] == label]
+        want = size // len(classes) + (rank in extra)
+        if len(pool) < want:
+            raise DataError(
+                f"--train-size {size} needs {want} images of class {label} but {source} has {len(pool)} "
+                f"once val is carved; pass a smaller --train-size"
+            )
+        chosen.append(rng.choice(pool, want, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def train_and_val(
+    labels: np.ndarray, val_fraction: float, val_size: int | None, train_size: int | None, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (train, val) into a training set: val carved at random with a fixed
+    seed first, so it stays the same whatever ``train_size`` is; then, given
+    ``train_size``, a class-balanced subset of the rest (``balanced_subset``)."""
+    train_idx, val_idx = split_indices(len(labels), holdout_count(len(labels), val_fraction, val_size, source))
+    if train_size is not None:
+        train_idx = balanced_subset(labels, train_idx, train_size, source)
+    return train_idx, val_idx
+
+
 def write_arrays(
     out: Path,
     name: str,
@@ -343,9 +392,13 @@ def write_arrays(
     test_labels: np.ndarray,
     val_fraction: float,
     classes: Sequence[str],
+    val_size: int | None = None,
+    train_size: int | None = None,
 ) -> dict:
-    """Carve val from train, compute the train mean/std, and write the three splits."""
-    train_idx, val_idx = split_indices(len(labels), int(round(val_fraction * len(labels))))
+    """Carve val from train (``val_size`` images, else ``val_fraction`` of them), keep a
+    class-balanced ``train_size`` of the rest when given, compute the train mean/std, and
+    write the three splits."""
+    train_idx, val_idx = train_and_val(labels, val_fraction, val_size, train_size, name)
     splits = {
         "train": ArrayDataset(images[train_idx], labels[train_idx]),
         "val": ArrayDataset(images[val_idx], labels[val_idx]),
@@ -408,10 +461,11 @@ def _write_splits(
 # --- the datasets -----------------------------------------------------------------------------
 
 
-def write_digits(out: Path, size: int = 32) -> dict:
+def write_digits(out: Path, size: int = 32, val_size: int | None = None, train_size: int | None = None) -> dict:
     """scikit-learn's bundled 8×8 digits (1,797 real scans), upscaled to ``size``² RGB.
 
-    No download: the images ship with scikit-learn. Test takes 20 %, val 12.5 % of the rest.
+    No download: the images ship with scikit-learn. Test takes 20 %, val 12.5 % of the rest
+    (or ``val_size`` images); ``train_size``: a class-balanced subset of the remainder.
     """
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -431,6 +485,8 @@ def write_digits(out: Path, size: int = 32) -> dict:
         labels[test_idx],
         val_fraction=0.125,
         classes=[str(d) for d in range(10)],
+        val_size=val_size,
+        train_size=train_size,
     )
 
 
@@ -448,8 +504,16 @@ def read_cifar_batches(folder: Path, files: Sequence[str], label_key: str) -> tu
     return np.concatenate(images), np.concatenate(labels)
 
 
-def write_cifar(out: Path, classes: int, source: Path, download: bool = True) -> dict:
-    """CIFAR-10/100 from torchvision's on-disk python format under ``source``.
+def write_cifar(
+    out: Path,
+    classes: int,
+    source: Path,
+    download: bool = True,
+    val_size: int | None = None,
+    train_size: int | None = None,
+) -> dict:
+    """CIFAR-10/100 from torchvision's on-disk python format under ``source``; val is 10 % of
+    the training set (or ``val_size`` images), ``train_size`` a class-balanced subset of the rest.
 
     If ``source`` does not hold the extracted archive, torchvision downloads it (needs
     the internet); the pickles are then read here, so a hand-made archive works too.
@@ -480,6 +544,8 @@ def write_cifar(out: Path, classes: int, source: Path, download: bool = True) ->
         test_labels,
         val_fraction=0.1,
         classes=class_names,
+        val_size=val_size,
+        train_size=train_size,
     )
 
 
@@ -493,11 +559,15 @@ def write_imagefolder(
     write_mode: str = "jpg",
     jpeg_quality: int = 90,
     compress_probability: float = 0.5,
+    val_size: int | None = None,
+    train_size: int | None = None,
 ) -> dict:
     """Any ``ImageFolder`` layout (ImageNet: its val folder is our test split). FFCV's writer
     options: ``max_resolution`` (longest side), ``write_mode`` (``jpg``, ``raw``, or
     ``proportion``: JPEG with probability ``compress_probability``, as ffcv-imagenet writes
-    ImageNet), ``jpeg_quality``. Says how big the files will be before it writes them."""
+    ImageNet), ``jpeg_quality``. Val is ``val_fraction`` of the training images (or ``val_size``),
+    ``train_size`` a class-balanced subset of the rest. Says how big the files will be before it
+    writes them."""
     from torch.utils.data import Subset
 
     for d in (train_dir, test_dir):
@@ -514,8 +584,7 @@ def write_imagefolder(
             f"{', '.join(only_train[:5]) or '-'}; only in {test_dir.name}: {', '.join(only_test[:5]) or '-'}); "
             f"give both the same class folders"
         )
-    # At least one val image: FFCV cannot write an empty file (and temperature scaling needs val).
-    train_idx, val_idx = split_indices(len(train), max(1, int(round(val_fraction * len(train)))))
+    train_idx, val_idx = train_and_val(np.asarray(train.targets), val_fraction, val_size, train_size, str(train_dir))
     splits = {"train": Subset(train, train_idx.tolist()), "val": Subset(train, val_idx.tolist()), "test": test}
     meta = {
         "dataset": "imagefolder",
@@ -542,6 +611,81 @@ def write_imagefolder(
         max_resolution=max_resolution,
         num_workers=num_workers,
         field_options=options,
+    )
+
+
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+"""Where Debian's ``dataset-fashion-mnist`` (installed by ``scripts/setup.sh``) puts the files."""
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist (data/fashion)"
+
+
+def write_fashion_mnist(
+    out: Path, source: Path = FASHION_MNIST_DEBIAN, val_size: int | None = 10_000, train_size: int | None = None
+) -> dict:
+    """Zalando's Fashion-MNIST (60,000 training and 10,000 test 28×28 grey images of 10 kinds
+    of clothing) from its four IDX files under ``source``, gzipped as Zalando and Debian ship
+    them (or not), stored as 3 equal channels.
+
+    Val holds 10,000 training images by default, so 50,000 train, as in google/
+    uncertainty-baselines' ``baselines/mnist/deterministic.py`` (``n_train = 50000``); the
+    test split is the data set's own. A missing, truncated or malformed file is a one-line
+    error naming it (``cohort.data.idx``).
+    """
+    from cohort.data.idx import read_idx
+
+    if not source.is_dir():
+        raise DataError(
+            f"{source} is not a folder; install Debian's dataset-fashion-mnist (bash scripts/setup.sh does) "
+            f"or pass --source with the four IDX files from {FASHION_MNIST_URL}"
+        )
+
+    def read(part: str, ndim: int) -> np.ndarray:
+        path = source / FASHION_MNIST_FILES[part]
+        if not path.is_file() and path.with_suffix("").is_file():  # the same file, already gunzipped
+            path = path.with_suffix("")
+        try:
+            return read_idx(path, ndim)
+        except DataError as error:
+            raise DataError(f"{error}; the four files are at {FASHION_MNIST_URL}") from None
+
+    arrays = {part: read(part, 3 if part.endswith("images") else 1) for part in FASHION_MNIST_FILES}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if len(images) != len(labels) or images.shape[1:] != (28, 28):
+            raise DataError(
+                f"{source / FASHION_MNIST_FILES[f'{split}_images']} holds {images.shape} images and "
+                f"{source / FASHION_MNIST_FILES[f'{split}_labels']} {len(labels)} labels: Fashion-MNIST's "
+                f"{split} split is N 28×28 images and N labels; fetch them again"
+            )
+        if labels.max(initial=0) >= len(FASHION_MNIST_CLASSES):
+            raise DataError(
+                f"{source / FASHION_MNIST_FILES[f'{split}_labels']} holds label {int(labels.max())}, outside "
+                f"Fashion-MNIST's 0..9; fetch it again"
+            )
+
+    def rgb(grey: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=3))
+
+    return write_arrays(
+        out,
+        "fashion-mnist",
+        rgb(arrays["train_images"]),
+        arrays["train_labels"].astype(np.int64),
+        rgb(arrays["test_images"]),
+        arrays["test_labels"].astype(np.int64),
+        val_fraction=0.0,
+        classes=FASHION_MNIST_CLASSES,
+        val_size=val_size,
+        train_size=train_size,
     )
 
 

@@ -499,3 +499,86 @@ def test_cohort_data_verify(tmp_path, digits_root, capsys, damage, message):
     else:
         assert status == 2 and out == "" and err.count("\n") == 1, err
         assert re.search(rf"^cohort: error: .*{message}", err), err
+
+
+def write_fashion_source(folder, train_per_class: int = 4, test: int = 10):
+    """Fashion-MNIST's four gzipped IDX files (tests/data/test_idx.py's writer), with known pixels."""
+    from cohort.data.datasets import FASHION_MNIST_FILES
+    from tests.data.test_idx import write_idx
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    arrays = {
+        "train_labels": rng.permutation(np.repeat(np.arange(10, dtype=np.uint8), train_per_class)),
+        "test_labels": (np.arange(test) % 10).astype(np.uint8),
+    }
+    arrays["train_images"] = rng.integers(0, 256, size=(10 * train_per_class, 28, 28), dtype=np.uint8)
+    arrays["test_images"] = rng.integers(0, 256, size=(test, 28, 28), dtype=np.uint8)
+    for part, name in FASHION_MNIST_FILES.items():
+        write_idx(folder / name, arrays[part])
+    return arrays
+
+
+def split_labels(root, split: str) -> list[int]:
+    from cohort.data.beton import read_tables
+
+    tables = read_tables(root / f"{split}.beton")
+    return tables.metadata[f"f{tables.field_names.index('label')}"].tolist()
+
+
+def test_fashion_mnist_from_its_idx_files_with_val_and_a_balanced_training_subset(tmp_path, cli_here):
+    arrays = write_fashion_source(tmp_path / "src")
+    source = ["--source", str(tmp_path / "src")]
+    assert (
+        cli_here("data", "fashion-mnist", "--out", str(tmp_path / "all"), *source, "--val-size", "10").returncode == 0
+    )
+    result = cli_here(
+        "data", "fashion-mnist", "--out", str(tmp_path / "sub"), *source, "--val-size", "10", "--train-size", "25"
+    )
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((tmp_path / "sub" / "meta.json").read_text())
+    assert meta["sizes"] == {"train": 25, "val": 10, "test": 10} and meta["image_size"] == 28
+    assert meta["classes"][0] == "T-shirt/top" and meta["classes"][9] == "Ankle boot"
+    # Balanced: 25 over 10 classes is 3 of the first five and 2 of the others (if the 30 left hold them).
+    counts = np.bincount(split_labels(tmp_path / "sub", "train"), minlength=10)
+    assert sorted(counts.tolist(), reverse=True)[:5] == [3] * 5 and counts.min() >= 2 and counts.sum() == 25
+    # Val is carved before the subset is drawn: the same images with or without --train-size.
+    assert split_labels(tmp_path / "sub", "val") == split_labels(tmp_path / "all", "val")
+    test = MemberLoader(
+        tmp_path / "sub", "test", member=0, replica=0, replicas=1, seed=0, policy="none", batch_size=10,
+        num_workers=1, device=torch.device("cpu"), train=False,
+    )  # fmt: skip
+    batch = next(iter(test.epoch(0)))
+    assert batch.labels.tolist() == arrays["test_labels"].tolist()
+    np.testing.assert_array_equal(batch.images.numpy(), np.repeat(arrays["test_images"][:, None], 3, axis=1))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--val-size", "40"], r"--val-size 40 must be 1\.\.39: fashion-mnist has 40 training images"),
+        (["--val-size", "10", "--train-size", "31"], r"--train-size 31 must be 10\.\.30"),
+        (
+            ["--val-size", "10", "--train-size", "30"],
+            r"--train-size 30 needs 3 images of class \d but fashion-mnist has [12]",
+        ),
+        (["--source", "{src}/nothing"], r"nothing is not a folder; install Debian's dataset-fashion-mnist"),
+    ],
+)
+def test_fashion_mnist_sizes_and_sources_that_cannot_be_met_are_one_line_errors(tmp_path, cli_here, args, message):
+    write_fashion_source(tmp_path / "src")
+    args = [a.format(src=tmp_path / "src") for a in args]
+    result = cli_here("data", "fashion-mnist", "--out", str(tmp_path / "out"), "--source", str(tmp_path / "src"), *args)
+    assert result.returncode == 2 and re.search(message, result.stderr), result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "out").exists()
+
+
+def test_a_missing_fashion_mnist_file_is_named_with_where_to_get_it(tmp_path, cli_here):
+    write_fashion_source(tmp_path / "src")
+    (tmp_path / "src" / "t10k-images-idx3-ubyte.gz").unlink()
+    result = cli_here("data", "fashion-mnist", "--out", str(tmp_path / "out"), "--source", str(tmp_path / "src"))
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert (
+        "t10k-images-idx3-ubyte.gz is missing; the four files are at https://github.com/zalandoresearch"
+        in result.stderr
+    )
