@@ -12,6 +12,7 @@ import re
 ARCHITECTURE_NAMES: tuple[str, ...] = (
     "small_cnn",
     "small_cnn16",
+    "lenet5",
     "resnet20",
     "resnet32",
     "resnet44",
@@ -26,6 +27,9 @@ ARCHITECTURE_NAMES: tuple[str, ...] = (
     "wrn28_10",
 )
 """The named architectures, in the order error messages list them."""
+FIXED_INPUT_ARCHITECTURES = ("lenet5",)
+"""Named architectures that take images of one size only (``lenet5``: 28 px): the pre-launch
+check passes them an image of the data's size (``cohort.preflight.check_input_size``)."""
 WRN_PATTERN = re.compile(r"wrn(\d+)_(\d+)$")
 """Any WRN-depth-width as ``wrn<depth>_<width>`` (depth = 6n + 4), besides the named ones."""
 TORCHVISION_PREFIX = "tv."

@@ -24,6 +24,7 @@ from cohort import checkpoint
 from cohort.config import CohortConfig, ConfigError
 from cohort.data.datasets import DataError, check_beton, check_data, ensure_data
 from cohort.data.labelled import check_labelled
+from cohort.model_names import FIXED_INPUT_ARCHITECTURES
 from cohort.run_dir import RunDir, RunDirError
 from cohort.selection import read_selection
 from cohort.teacher_run import TeacherPlan, check_teacher, check_teacher_record
@@ -123,13 +124,20 @@ def input_sizes(config: CohortConfig, meta: dict) -> list[int]:
 
 
 def check_input_size(config: CohortConfig, meta: dict) -> None:
-    """Refuse a torchvision architecture (``tv.*``) that cannot take the data's images (its ViTs
-    need 224 px; AlexNet or Inception v3 pool 32 px away), found by building the network on
+    """Refuse a torchvision architecture (``tv.*``) or one of ``FIXED_INPUT_ARCHITECTURES``
+    that cannot take the data's images (torchvision's ViTs need 224 px; AlexNet or Inception v3
+    pool 32 px away; ``lenet5`` takes 28 px), found by building the network on
     PyTorch's meta device (shapes, no weights, no arithmetic) and passing it one image of each
     of ``input_sizes``: about a second per architecture, and only when a member uses one. Other
     errors of that dry run (a model that cannot be built on the meta device) prove nothing and
     are left to training."""
-    archs = sorted({(m.arch, m.blurpool) for m in config.members if m.arch.startswith("tv.")})
+    archs = sorted(
+        {
+            (m.arch, m.blurpool)
+            for m in config.members
+            if m.arch.startswith("tv.") or m.arch in FIXED_INPUT_ARCHITECTURES
+        }
+    )
     if not archs:
         return
     import torch
@@ -155,7 +163,7 @@ def check_input_size(config: CohortConfig, meta: dict) -> None:
                     f"members.{member}.arch {arch} cannot take {side} px images (data.root {config.data.root}, "
                     f"image_size {meta['image_size']}): {reason[:120]}; choose an architecture for {side} px "
                     f"images (e.g. resnet56, wrn28_10, tv.resnet50), or data of the size {arch} needs "
-                    f"(torchvision's ViTs: 224 px)"
+                    f"(torchvision's ViTs: 224 px; lenet5: 28 px, e.g. `cohort data fashion-mnist`)"
                 ) from None
 
 

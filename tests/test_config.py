@@ -150,7 +150,10 @@ def test_wrong_type_names_the_key(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("members.0.arch=resnet33", r"members\.0\.arch 'resnet33' is unknown; valid: small_cnn, small_cnn16, resnet20"),
+        (
+            "members.0.arch=resnet33",
+            r"members\.0\.arch 'resnet33' is unknown; valid: small_cnn, small_cnn16, lenet5, resnet20",
+        ),
         ("members.1.policy=wild", r"members\.1\.policy 'wild' is not valid; choose one of: none, crop, standard"),
         ("optim.lr=0", r"optim\.lr must be > 0"),
         ("members=[]", r"members is empty"),

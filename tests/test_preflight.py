@@ -82,6 +82,12 @@ REFUSED = {
         DataError,
         r"^members\.1\.arch tv\.alexnet cannot take 32 px images .*Output size is too small",
     ),
+    "lenet5-on-32px": (
+        lambda tmp, digits: ["members.0.arch=lenet5"],
+        DataError,
+        r"^members\.0\.arch lenet5 cannot take 32 px images .*\[1, 7680\] X \[5880, 84\].*"
+        r"lenet5: 28 px, e\.g\. `cohort data fashion-mnist`",
+    ),
     "data-root-a-file": (
         data_root_a_file,
         DataError,

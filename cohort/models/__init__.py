@@ -19,6 +19,7 @@ from cohort.model_names import (
 )
 from cohort.models.batch_ensemble import DEFAULT_FACTOR_INIT, BatchEnsemble, FactorInit
 from cohort.models.cifar_resnet import cifar_resnet, cifar_stem_resnet
+from cohort.models.lenet import LeNet5
 from cohort.models.mobilenetv2 import MobileNetV2
 from cohort.models.official_resnets import PreActResNet, bottleneck_resnet
 from cohort.models.small_cnn import SmallCNN
@@ -27,6 +28,7 @@ from cohort.models.wide_resnet import WideResNet
 ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "small_cnn": SmallCNN,
     "small_cnn16": lambda c: SmallCNN(c, width=16),  # a quarter of small_cnn's weights: digits' students
+    "lenet5": LeNet5,  # uncertainty-baselines' (Fashion-)MNIST network, 28×28 inputs
     **{f"resnet{d}": (lambda c, d=d: cifar_resnet(d, c)) for d in (20, 32, 44, 56, 110)},
     "resnet18": lambda c: cifar_stem_resnet((2, 2, 2, 2), c),
     "resnet34": lambda c: cifar_stem_resnet((3, 4, 6, 3), c),
