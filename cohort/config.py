@@ -44,6 +44,9 @@ class OptimConfig:
     weight_decay: float = 5e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW only."""
+    eps: float = 1e-8
+    """AdamW only: the ε added to the root of the second moment (PyTorch's default; Keras'
+    Adam, behind uncertainty-baselines' LeNet-5 numbers, uses 1e-7)."""
     bn_weight_decay: bool = True
     """Weight decay on BatchNorm's weights and biases too (ffcv-imagenet's recipe: false)."""
 
@@ -56,6 +59,8 @@ class OptimConfig:
             )
         if not self.lr > 0:
             raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
+        if not self.eps > 0:
+            raise ConfigError(f"{where}.eps must be > 0, got {self.eps}")
         if self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ConfigError(f"{where}: need weight_decay >= 0 and 0 <= momentum < 1")
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):

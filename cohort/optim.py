@@ -51,7 +51,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter] | list[dict], cfg: Opti
             params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
         )
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.name!r}")
 
 

@@ -24,8 +24,9 @@ def test_optimizers_take_their_settings():
     params = [torch.nn.Parameter(torch.zeros(2))]
     sgd = build_optimizer(params, OptimConfig(name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4))
     assert sgd.param_groups[0]["nesterov"] and sgd.param_groups[0]["weight_decay"] == 5e-4
-    adamw = build_optimizer(params, OptimConfig(name="adamw", lr=1e-3, betas=[0.8, 0.99], weight_decay=0.05))
+    adamw = build_optimizer(params, OptimConfig(name="adamw", lr=1e-3, betas=[0.8, 0.99], eps=1e-7, weight_decay=0.05))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["betas"] == (0.8, 0.99)
+    assert adamw.param_groups[0]["eps"] == 1e-7
 
 
 def test_cyclic_schedule_is_ffcv_imagenets_interpolated_within_epochs():
