@@ -12,6 +12,7 @@ path. A job on one node writes and checks nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -59,10 +60,10 @@ def missing_marker(run_path: Path, nodes: list[str], token: str, here: str) -> s
     for node in nodes:
         marker = marker_path(run_path, node)
         try:
-            seen = marker.read_text()
-        except OSError:
-            seen = ""
-        if f'"{token}"' not in seen:
+            seen = json.loads(marker.read_text()).get("token")
+        except (OSError, ValueError, AttributeError):  # absent (written whole or not at all: write_json)
+            seen = None
+        if seen != token:
             return (
                 f"run_dir {run_path} is not on a file system every node sees: node {node}'s marker {marker} "
                 f"is missing on node {here}; put run_dir on a shared file system (NFS, Lustre, ...) that "
