@@ -7,8 +7,10 @@
     RUN_DIR/trace/                      per-step traces (train.trace=true)
     RUN_DIR/submission.json             the SLURM job that trains it (cohort submit)
     RUN_DIR/HOLD.json                   who uses it now (cohort.run_hold), while a run or an eval lives
+    RUN_DIR/nodes/<node>.json           each node's marker of the latest start (cohort.shared_fs; jobs on several nodes)
 
-Only global rank 0 writes here, except checkpoint parts and traces (each rank its own).
+Only global rank 0 writes here, except checkpoint parts and traces (each rank its own) and
+the node markers (the first rank of each node).
 Every file is written whole or not at all (``replacing``), except the traces and
 ``metrics.jsonl``, which are appended (``append_metrics``; ``read_metrics`` recovers a torn last line).
 A failed write (a full disk) is one line naming the disk and the file (``write_error``); a

@@ -36,6 +36,7 @@ from cohort.preflight import RunPlan
 from cohort.recorder import Recorder
 from cohort.run_dir import RunDir, write_json
 from cohort.run_hold import RunHold
+from cohort.shared_fs import check_shared_run_dir
 from cohort.stopping import StopSignals, stopped
 from cohort.trace import StepTrace
 
@@ -123,10 +124,12 @@ class Trainer:
         """Rank 0 takes the run directory's hold (``cohort.run_hold``) and creates it (every rank
         checked it before, its teachers' record too: ``cohort.preflight``); with ``resume=auto``
         every rank continues from the newest complete checkpoint. What rank 0 does, every rank
-        waits for (``CohortMesh.main_does``): a held folder or a full disk stops them all with one line."""
+        waits for (``CohortMesh.main_does``): a held folder or a full disk stops them all with one line,
+        and so does a folder that is not the same on every node (``cohort.shared_fs``)."""
         self.mesh.barrier()  # every rank has checked the folder (``plan_run``) before it changes
         self.mesh.main_does(self.take_hold)
         self.mesh.main_does(self.create_run_dir)
+        check_shared_run_dir(self.run.path, self.mesh)  # before resuming from parts of every node
         resumed = self.checkpointer.resume() if self.config.resume == "auto" else None
         if resumed is not None:
             self.start = resumed[1]

@@ -48,6 +48,34 @@ def slurm_cluster():
         subprocess.run(["bash", str(CLUSTER), "down"], capture_output=True, timeout=120)
 
 
+def partition_nodes(env: dict) -> list[str]:
+    listed = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N"], env=env, capture_output=True, text=True)
+    return listed.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def two_node_cluster(slurm_cluster):
+    """The local cluster with two nodes (``up --nodes 2``: node1 and node2, each its own slurmd
+    in its own mount and UTS namespaces). A one-node cluster is restarted with two nodes for
+    the rest of the session (a partition of two nodes runs the one-node jobs too), and put
+    back as it was after it."""
+    if len(partition_nodes(slurm_cluster)) >= 2:
+        yield slurm_cluster
+        return
+    if os.geteuid() != 0:
+        pytest.skip("a one-node local SLURM runs, and restarting it with two nodes needs root")
+    subprocess.run(["bash", str(CLUSTER), "down"], capture_output=True, timeout=120)
+    up = subprocess.run(["bash", str(CLUSTER), "up", "--nodes", "2"], capture_output=True, text=True, timeout=300)
+    if up.returncode != 0:
+        restored = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True, timeout=300)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        pytest.skip(f"the two-node local SLURM did not start: {(up.stderr.strip().splitlines() or ['?'])[-1]}")
+    yield slurm_cluster
+    subprocess.run(["bash", str(CLUSTER), "down"], capture_output=True, timeout=120)
+    restored = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True, timeout=300)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+
+
 def job_fields(job_id: str, env: dict) -> dict[str, str]:
     shown = subprocess.run(["scontrol", "show", "job", "--oneliner", job_id], env=env, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr

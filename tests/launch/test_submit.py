@@ -41,6 +41,7 @@ def test_submit_trains_the_digits_pair_to_completion(submitted_pair, slurm_clust
     for log in logs_of(run_dir):
         assert log.is_file(), log
     assert "ensemble" in logs_of(run_dir)[0].read_text()  # rank 0 printed the final table
+    assert not (run_dir / "nodes").exists()  # one node: no node markers (cohort.shared_fs)
 
     assert_every_epoch_once(run_dir, 20)
     logits = final_logits(run_dir)
@@ -124,7 +125,8 @@ def assert_refused(result: subprocess.CompletedProcess, *fragments: str) -> None
         assert fragment in lines[0], lines[0]
 
 
-def test_world_size_other_than_k_times_r_is_refused(digits_root, tmp_path):
+@pytest.mark.parametrize("nodes, per_node", [(1, 3), (2, 1)])
+def test_world_size_other_than_k_times_r_is_refused(digits_root, tmp_path, nodes, per_node):
     run_dir = tmp_path / "run"
     # An override after the options counts too (replicas=2: K×R = 2×2).
     result = run_cli(
@@ -134,16 +136,16 @@ def test_world_size_other_than_k_times_r_is_refused(digits_root, tmp_path):
         f"run_dir={run_dir}",
         "--cpu",
         "--nodes",
-        "1",
+        str(nodes),
         "--gpus-per-node",
-        "3",
+        str(per_node),
         "--partition",
         "debug",
         "--time",
         "5",
         "replicas=2",
     )
-    assert_refused(result, "3 tasks", "K×R = 2×2 = 4")
+    assert_refused(result, f"--nodes {nodes} × --gpus-per-node {per_node} = {nodes * per_node} tasks", "K×R = 2×2 = 4")
     assert not run_dir.exists()
 
 
