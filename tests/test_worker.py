@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from cohort.config import load_config
 from cohort.mesh import Launch, _free_port
+from cohort.node import Node
 from cohort.worker import lost_peers_message, tell_peers_of_failure
 from tests.conftest import tiny_config
 
@@ -43,3 +44,19 @@ def test_without_a_failure_record_the_silent_members_are_named(store, tmp_path, 
     message = lost_peers_message(store, rank_of(0), config, step=7)
     assert message.startswith("member 0 (rank 0) lost the cohort at step 7: member(s) 2, 3 stopped answering")
     assert message.endswith("continue with resume=auto")
+
+
+def test_the_silent_ranks_nodes_are_named_and_a_node_silent_whole_as_such(store, tmp_path, digits_root):
+    config = load_config(tiny_config(tmp_path, digits_root, members=2), ["replicas=2"])
+    nodes = [Node(0, "a")] * 2 + [Node(1, "b")] * 2
+    store.set("cohort/alive/1", "7")  # rank 1, on rank 0's node, answers; node 1's ranks never do
+    message = lost_peers_message(store, rank_of(0), config, step=7, nodes=nodes)
+    assert message == (
+        "member 0 (rank 0) lost the cohort at step 7 on node 0 (a): member(s) 1 stopped answering (all of node 1 "
+        "(b), ranks 2-3) (dead, or stalled longer than train.dist_timeout_s=120s); continue with resume=auto"
+    )
+    tell_peers_of_failure(store, 3, ValueError("the trace folder is a file"))
+    message = lost_peers_message(store, rank_of(0), config, step=7, nodes=nodes)
+    assert message.startswith(
+        "member 0 (rank 0) stopped at step 7 on node 0 (a): member 1 (rank 3 on node 1 (b)) failed with an error"
+    )
