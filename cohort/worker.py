@@ -195,10 +195,8 @@ def lost_peers_message(
         if nodes and silent:
             who += f" ({where(silent, nodes)})"
     except Exception:  # the store went down with its host: under torchrun, the agent serving it
-        who = (
-            f"a peer died or stalled, and the rendezvous store at {launch.master_addr}:{launch.master_port} is "
-            f"gone too (with the node that served it, likely)"
-        )
+        store_at = f"{launch.master_addr}:{launch.master_port}"
+        who = f"the rendezvous store at {store_at} is gone, likely with the node serving it"
     return (
         f"member {member} (rank {launch.rank}) lost the cohort at step {step}{on(launch.rank)}: {who} (dead, or "
         f"stalled longer than train.dist_timeout_s={config.train.dist_timeout_s:g}s); continue with resume=auto"
