@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from cohort.config import CohortConfig
 from cohort.errors import CohortError
+from cohort.node import Node, this_node
 from cohort.placement import Placement, PlacementError, place, rank_cores
 
 
@@ -202,6 +203,11 @@ class CohortMesh:
             timeout=timeout,
             backend=backends["member"],
         )
+        # Every rank's node, gathered while every rank lives: a rank that loses its peers names
+        # the nodes they ran on (``cohort.worker``), and rank 0 records the layout (``cohort.node``).
+        here = this_node()
+        self.nodes: list[Node] = [here] * self.world_size
+        dist.all_gather_object(self.nodes, here)
 
     @property
     def is_main(self) -> bool:

@@ -6,6 +6,7 @@
     RUN_DIR/checkpoints/step-NNNNNNNNN/ see cohort.checkpoint (best/: train.select_by's choice)
     RUN_DIR/trace/                      per-step traces (train.trace=true)
     RUN_DIR/submission.json             the SLURM job that trains it (cohort submit)
+    RUN_DIR/nodes.json                  which node each rank runs on (cohort.node), rewritten at every start
     RUN_DIR/HOLD.json                   who uses it now (cohort.run_hold), while a run or an eval lives
     RUN_DIR/nodes/<node>.json           each node's marker of the latest start (cohort.shared_fs; jobs on several nodes)
 
@@ -237,6 +238,7 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.trace = self.path / "trace"
         self.submission_file = self.path / "submission.json"
+        self.nodes_file = self.path / "nodes.json"
 
     def require_run(self) -> None:
         """Raise unless this folder holds a run (its config.yaml), for the tools that read one."""

@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 from cohort import checkpoint
-from cohort.run_dir import HOLD_FILE, RunDir, read_json
+from cohort.node import layout, nodes_of_record
+from cohort.run_dir import HOLD_FILE, RunDir, RunDirError, read_json
 from cohort.run_hold import read_holder, stale_reason
 
 
@@ -61,6 +62,20 @@ def hold_line(run_dir: Path) -> str:
     return f"in use: no (a stale hold of {holder.describe()} is left: {reason}; the next run takes it over)"
 
 
+def nodes_line(run: RunDir, replicas: int) -> str | None:
+    """Which node each rank of the run's newest start runs (or ran) on, from ``nodes.json``
+    (``cohort.node``); None for a run from before it was written."""
+    if not run.nodes_file.is_file():
+        return None
+    fix = "delete it; the run's next start writes it again"
+    record = read_json(run.nodes_file, fix, {"ranks": list}, "which node each rank runs on")
+    try:
+        nodes = nodes_of_record(record)
+    except (KeyError, TypeError):
+        raise RunDirError(f"{run.nodes_file}: a rank's row lacks its rank, node or host; {fix}") from None
+    return f"nodes: {layout(nodes, replicas)}"
+
+
 def run_status(run_dir: str | Path) -> str:
     """A few lines saying where the run in ``run_dir`` stands."""
     run = RunDir(run_dir)
@@ -82,6 +97,9 @@ def run_status(run_dir: str | Path) -> str:
         lines.append(f"logs: {logs[0]} (task 0 of {len(submission['logs'])})")
 
     lines.append(hold_line(run.path))
+    nodes = nodes_line(run, config.replicas)
+    if nodes is not None:
+        lines.append(nodes)
     rows = run.read_metrics()
     evaluated = sorted({row["epoch"] for row in rows})
     newest = checkpoint.latest_complete(run.path)

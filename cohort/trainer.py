@@ -29,6 +29,7 @@ from cohort.inputs import MemberRuntime, StepView, TeacherInputs, build_provider
 from cohort.mesh import CohortMesh
 from cohort.models import build_model
 from cohort.models.batch_ensemble import factor_init
+from cohort.node import layout, layout_record
 from cohort.objective import LossInputs, build_objective
 from cohort.optim import build_optimizer, lr_factor, parameter_groups, set_lr
 from cohort.predict import cohort_logits
@@ -143,10 +144,16 @@ class Trainer:
         self.hold = RunHold.acquire(self.run.path, "cohort train")
 
     def create_run_dir(self) -> None:
-        """Rank 0: the run directory's folders, its config.yaml and its teachers' record."""
+        """Rank 0: the run directory's folders, its config.yaml, its teachers' record, and which
+        node each rank runs on (``nodes.json``, for ``cohort status``; said in the log too
+        when the ranks span several nodes)."""
         self.run.create(self.config)
         if self.plan.teachers is not None:
             write_json(self.run.path / "teacher.json", self.plan.teachers.record())
+        nodes, replicas = self.mesh.nodes, self.config.replicas
+        write_json(self.run.nodes_file, layout_record(nodes, replicas))
+        if len(set(nodes)) > 1:
+            print(f"cohort: ranks on {len(set(nodes))} nodes: {layout(nodes, replicas)}", flush=True)
 
     def close(self) -> None:
         """Release what outlives a step: the run directory's hold."""

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from cohort.config import CohortConfig, load_config
 from cohort.errors import CohortError
 from cohort.mesh import Launch, detect_launch, join_cohort
+from cohort.node import Node, where
 from cohort.preflight import plan_run
 from cohort.stopping import INTERRUPTED_EXIT, LAUNCHER_PID_ENV, Stopped, ignore_stop_signals
 from cohort.trainer import Trainer
@@ -97,7 +98,7 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
             raise
         step = trainer.step if trainer is not None else 0
         print(
-            f"cohort: error: {lost_peers_message(mesh.store, launch, config, step)}",
+            f"cohort: error: {lost_peers_message(mesh.store, launch, config, step, mesh.nodes)}",
             file=sys.stderr,
             flush=True,
         )
@@ -161,17 +162,21 @@ def tell_peers_of_failure(store: dist.Store, rank: int, error: Exception) -> Non
         pass
 
 
-def lost_peers_message(store: dist.Store, launch: Launch, config: CohortConfig, step: int) -> str:
+def lost_peers_message(
+    store: dist.Store, launch: Launch, config: CohortConfig, step: int, nodes: list[Node] | None = None
+) -> str:
     """Say why this rank's collective failed, through the rendezvous store: a peer that failed
     with an error of its own (``tell_peers_of_failure``) is named with its error; otherwise,
-    the members that stopped answering.
+    the members that stopped answering and, given every rank's node (``CohortMesh.nodes``),
+    where they ran: a node whose every rank is silent is named as lost whole.
 
     Every surviving rank records itself in the store and waits a moment for the others;
     the ranks that never appear are the dead or stalled ones. The store is torchrun's
-    agent's (it outlives the workers); elsewhere it may be gone, and then we say so.
+    agent's (it outlives the workers, not its node); elsewhere it may be gone, and then we say so.
     """
     member, replicas = launch.rank // config.replicas, config.replicas
-    here = f"member {member} (rank {launch.rank}) stopped at step {step}"
+    on = (lambda rank: f" on {nodes[rank]}") if nodes else (lambda rank: "")
+    here = f"member {member} (rank {launch.rank}) stopped at step {step}{on(launch.rank)}"
     try:
         store.set_timeout(datetime.timedelta(seconds=5))
         store.set(f"cohort/alive/{launch.rank}", str(step))
@@ -181,15 +186,18 @@ def lost_peers_message(store: dist.Store, launch: Launch, config: CohortConfig, 
             rank = failed[0]
             error = store.get(FAILED_KEY.format(rank=rank)).decode(errors="replace")
             return (
-                f"{here}: member {rank // replicas} (rank {rank}) failed with an error ({error}), printed in "
-                f"full above; fix that, then continue with resume=auto"
+                f"{here}: member {rank // replicas} (rank {rank}{on(rank)}) failed with an error ({error}), printed "
+                f"in full above; fix that, then continue with resume=auto"
             )
         silent = [r for r in range(launch.world_size) if not store.check([f"cohort/alive/{r}"])]
         missing = sorted({r // replicas for r in silent})
         who = f"member(s) {', '.join(map(str, missing))} stopped answering" if missing else "a peer failed"
-    except Exception:  # the store went down with its host rank
-        who = "a peer died or stalled (the rendezvous store is gone too)"
+        if nodes and silent:
+            who += f" ({where(silent, nodes)})"
+    except Exception:  # the store went down with its host: under torchrun, the agent serving it
+        store_at = f"{launch.master_addr}:{launch.master_port}"
+        who = f"the rendezvous store at {store_at} is gone, likely with the node serving it"
     return (
-        f"member {member} (rank {launch.rank}) lost the cohort at step {step}: {who} (dead, or stalled "
-        f"longer than train.dist_timeout_s={config.train.dist_timeout_s:g}s); continue with resume=auto"
+        f"member {member} (rank {launch.rank}) lost the cohort at step {step}{on(launch.rank)}: {who} (dead, or "
+        f"stalled longer than train.dist_timeout_s={config.train.dist_timeout_s:g}s); continue with resume=auto"
     )
