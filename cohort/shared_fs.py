@@ -13,8 +13,6 @@ path. A job on one node writes and checks nothing.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import uuid
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch.distributed as dist
 
 from cohort.errors import CohortError
 from cohort.mesh import CohortMesh
+from cohort.node import this_node
 from cohort.run_dir import write_json
 
 MARKERS = "nodes"
@@ -30,11 +29,6 @@ MARKERS = "nodes"
 
 class NotSharedError(CohortError, RuntimeError):
     """The run directory is not the same folder on every node of the job."""
-
-
-def node_name() -> str:
-    """This rank's node: SLURM's name for it (``SLURMD_NODENAME``, set in every task), else the host name."""
-    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def marker_path(run_path: Path, node: str) -> Path:
@@ -75,7 +69,8 @@ def missing_marker(run_path: Path, nodes: list[str], token: str, here: str) -> s
 def check_shared_run_dir(run_path: Path, mesh: CohortMesh, node: str | None = None) -> None:
     """Raise NotSharedError on every rank unless every node of the job sees the same run
     directory (a collective: every rank calls it, after rank 0 created the folder)."""
-    node = node or node_name()
+    # By host name, not node index: two torchrun agents on one machine share its file system.
+    node = node or this_node().host
     everyone: list = [None] * mesh.world_size
     dist.all_gather_object(everyone, (node, uuid.uuid4().hex))
     nodes = list(dict.fromkeys(name for name, _ in everyone))
