@@ -239,10 +239,10 @@ def data(s: Setting) -> dict:
 
     rng = np.random.default_rng(0)
     train_n, test_n = (20_000, 2_000) if not s.smoke else (2_000, 500)
+    colour = rng.integers(0, 256, (10, 1, 1, 3))  # each class its own tint, in every split: a learnable signal
 
     def images(n: int) -> tuple[np.ndarray, np.ndarray]:
         labels = rng.integers(0, 10, n)
-        colour = rng.integers(0, 256, (10, 1, 1, 3))  # each class its own tint: a learnable signal
         noise = rng.integers(0, 256, (n, 32, 32, 3))
         return ((noise + colour[labels]) // 2).astype(np.uint8), labels.astype(np.int64)
 
