@@ -193,6 +193,9 @@ def environment(s: Setting) -> dict:
     if torch.cuda.is_available():
         row["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         row["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+    manifest = REPO / "wheels" / "MANIFEST"  # what bench/gpu_wheels.sh carried and left out
+    if manifest.is_file():
+        row["wheels_manifest"] = manifest.read_text().splitlines()
     with ThreadPoolExecutor(len(IMPORTS)) as pool:  # each in a fresh interpreter, all at once
         row["imports"] = dict(zip(IMPORTS, (p or "ok" for p in pool.map(import_problem, IMPORTS))))
     missing = [name for name, problem in row["imports"].items() if problem != "ok"]
