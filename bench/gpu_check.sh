@@ -17,7 +17,7 @@ export PYTHONPATH="$PWD/.gpu-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 # cohort.launch is the top-level launch/ folder, mapped by pyproject.toml when cohort is
 # installed; run from the tree uninstalled, a link stands in for the mapping.
 if [[ ! -e cohort/launch ]]; then
-    ln -s ../launch cohort/launch
+    ln -sfn ../launch cohort/launch  # -f: a dangling link from another checkout
 fi
 
 # Only what the machine cannot import already: never shadow its own torch, numpy or triton.
