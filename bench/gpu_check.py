@@ -122,7 +122,10 @@ def run_row(name: str, work: Path, limit_s: float, smoke: bool) -> dict:
         printed, _ = child.communicate(timeout=limit_s)
     except subprocess.TimeoutExpired:
         os.killpg(child.pid, signal.SIGKILL)
-        printed, _ = child.communicate()
+        try:  # a process of another session may still hold the pipe: do not wait on it for long
+            printed, _ = child.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            printed = b""
         row = {"status": f"timed out after {limit_s:.0f} s (killed)"}
     else:
         if out.is_file():
