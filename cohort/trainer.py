@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cohort.batch import IGNORE_LABEL, Batch, device_formats, model_input
 from cohort.checkpointer import Checkpointer, Position
+from cohort.compiled import compiled
 from cohort.data.loader import MemberLoader
 from cohort.epoch_meter import EpochMeter
 from cohort.errors import CohortError
@@ -83,6 +84,7 @@ class Trainer:
                 process_group=mesh.replica_group,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
+        self.model = compiled(self.model, config.train.compile)  # ``self.net`` stays the plain module
         self.optim_config = config.member_optim(self.member)
         self.optimizer = build_optimizer(
             parameter_groups(self.net, self.optim_config, config.batch_ensemble), self.optim_config
