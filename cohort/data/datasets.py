@@ -640,7 +640,7 @@ def write_fashion_mnist(
     test split is the data set's own. A missing, truncated or malformed file is a one-line
     error naming it (``cohort.data.idx``).
     """
-    from cohort.data.idx import read_idx
+    from cohort.data.idx import IdxError, read_idx
 
     if not source.is_dir():
         raise DataError(
@@ -654,7 +654,7 @@ def write_fashion_mnist(
             path = path.with_suffix("")
         try:
             return read_idx(path, ndim)
-        except DataError as error:
+        except IdxError as error:
             raise DataError(f"{error}; the four files are at {FASHION_MNIST_URL}") from None
 
     arrays = {part: read(part, 3 if part.endswith("images") else 1) for part in FASHION_MNIST_FILES}

@@ -4,8 +4,8 @@ import struct
 import numpy as np
 import pytest
 
-from cohort.data.datasets import FASHION_MNIST_DEBIAN, FASHION_MNIST_FILES, DataError
-from cohort.data.idx import read_idx
+from cohort.data.datasets import FASHION_MNIST_DEBIAN, FASHION_MNIST_FILES
+from cohort.data.idx import IdxError, read_idx
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -44,7 +44,7 @@ def test_a_damaged_idx_file_is_a_one_line_error_naming_it(tmp_path, damage, mess
     raw = idx_bytes(np.zeros((5, 28, 28), dtype=np.uint8))
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(damage(raw)))
-    with pytest.raises(DataError, match=message) as error:
+    with pytest.raises(IdxError, match=message) as error:
         read_idx(path, 3)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
@@ -52,9 +52,9 @@ def test_a_damaged_idx_file_is_a_one_line_error_naming_it(tmp_path, damage, mess
 def test_a_cut_gzip_stream_or_a_missing_file_is_a_one_line_error(tmp_path):
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.arange(100, dtype=np.uint8)))[:-12])
-    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz is not a whole gzip file"):
+    with pytest.raises(IdxError, match=r"t10k-labels-idx1-ubyte.gz is not a whole gzip file"):
         read_idx(path, 1)
-    with pytest.raises(DataError, match=r"nothing.gz is missing"):
+    with pytest.raises(IdxError, match=r"nothing.gz is missing"):
         read_idx(tmp_path / "nothing.gz", 1)
 
 
