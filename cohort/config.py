@@ -471,8 +471,10 @@ class TrainConfig:
     compile: bool = False
     """``torch.compile`` the member's training forward (``cohort.compiled``; inductor, which
     needs a C compiler on the CPU and Triton on CUDA). Checkpoints keep the plain module's
-    keys: a compiled member resumes uncompiled and back. Evaluation runs uncompiled. The
-    first steps of a run, and of every resume, wait for the compilation."""
+    keys, so a compiled member's checkpoint loads uncompiled (``cohort eval``, as a teacher);
+    ``resume=auto`` refuses the switch as any other change of the config (compiled kernels
+    round differently). Evaluation runs uncompiled. The first steps of a run, and of every
+    resume, wait for the compilation."""
     members_per_gpu: int | str = "auto"
     """Member ranks sharing one GPU (CUDA only; ``cohort/placement.py``): a divisor n of K,
     or ``auto``: one rank per GPU when the node has enough GPUs, else the smallest n that
