@@ -156,9 +156,13 @@ def cmd_dee(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from cohort.study import run_study
+    from cohort.study import StudyStopped, run_study
 
-    run_study(args.configs, args.seeds, args.out, args.set)
+    try:
+        run_study(args.configs, args.seeds, args.out, args.set)
+    except StudyStopped as stop:
+        print(f"cohort: {stop}", file=sys.stderr)
+        return INTERRUPTED_EXIT
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cohort.config import CohortConfig, ConfigError, load_config
+from cohort.errors import CohortError
 from cohort.preflight import plan_run
 from cohort.report import NO_SPREAD, Run, mean_std
 from cohort.run_dir import RunDirError
@@ -37,6 +38,10 @@ COLUMNS = (
     ("ensemble ece", lambda t: t["ensemble"]["ece"]),
     ("disagreement", lambda t: t["ensemble"]["disagreement"]),
 )
+
+
+class StudyStopped(CohortError):
+    """A stop signal ended the run in progress (cleanly, at a checkpoint): the study stops too."""
 
 
 def finished(run_dir: Path, config: CohortConfig) -> bool:
@@ -126,6 +131,13 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
             raise RunDirError(
                 f"{config.name} with seed {config.seed} failed (exit {code}; its error is above); "
                 f"fix it and rerun the study: finished runs are kept"
+            )
+        if not finished(Path(config.run_dir), config):
+            # The launcher returns 0 when a stop signal (Ctrl-C, SIGTERM) ended every rank
+            # cleanly at a checkpoint: the study stops with it rather than start the next run.
+            raise StudyStopped(
+                f"study stopped during {config.name} with seed {config.seed} (a stop signal; it saved); "
+                f"rerun the same command to continue: finished runs are kept"
             )
     runs = {name: [Run.load(Path(out) / name / f"seed{seed}") for seed in seeds] for name in names}
     table = study_table(names, runs)

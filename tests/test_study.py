@@ -1,9 +1,15 @@
 """cohort study: real runs over two seeds, a table, and no retraining of finished runs."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import yaml
 
-from tests.conftest import run_cli, tiny_config
+from tests.conftest import REPO, run_cli, tiny_config
 
 pytestmark = pytest.mark.multiprocess
 
@@ -73,3 +79,30 @@ def test_a_failing_run_stops_the_study_with_one_line(digits_root, tmp_path):
         "above); fix it and rerun the study: finished runs are kept"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_stop_signal_stops_the_study_not_just_its_run(digits_root, tmp_path):
+    """SIGTERM to `cohort study` reaches its launcher, whose ranks save and end cleanly (exit 0):
+    the study must stop there, saying how to continue, not go on to the next seed."""
+    config = tiny_config(tmp_path, digits_root, members=2, train={"epochs": 50, "max_steps_per_epoch": 4})
+    out = tmp_path / "s"
+    study = subprocess.Popen(
+        [sys.executable, "-m", "cohort.cli", "study", str(config), "--seeds", "0", "1", "--out", str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = out / "test" / "seed0" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.2)  # until seed 0 has evaluated its first epoch (of 50: far from its end)
+    study.send_signal(signal.SIGTERM)
+    stdout, stderr = study.communicate(timeout=300)
+    assert study.returncode == 130, stdout[-2000:] + stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "cohort: study stopped during test with seed 0 (a stop signal; it saved); rerun the same command "
+        "to continue: finished runs are kept"
+    ), stderr[-3000:]
+    assert "training test with seed 1" not in stdout and not (out / "test" / "seed1").exists()
