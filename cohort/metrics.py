@@ -214,24 +214,22 @@ def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
             table[member] = _scored(z, y, temperatures[member])
         table["ensemble"].update(diversity(split_logits))
         table["ensemble"]["subensembles"] = [
-            {
-                "size": size,
-                **{
-                    key: float(
-                        np.mean(
-                            [
-                                _scored(ensemble_logits(split_logits[list(s)]), y, subset_temperatures[s])[key]
-                                for s in subsets(k, size)
-                            ]
-                        )
-                    )
-                    for key in (*METRICS, *(f"c_{m}" for m in METRICS))
-                },
-            }
-            for size in range(1, k + 1)
+            _subensemble_row(split_logits, y, size, subset_temperatures) for size in range(1, k + 1)
         ]
         results[split] = table
     return results
+
+
+def _subensemble_row(split_logits: np.ndarray, labels: np.ndarray, size: int, temperatures: dict) -> dict:
+    """Every metric averaged over the ensembles of ``size`` members, each subset scored once
+    (scoring it again for every metric made a K = 10 evaluation outlast the peers' timeout)."""
+    k = split_logits.shape[0]
+    rows = [
+        _scored(ensemble_logits(split_logits[list(subset)]), labels, temperatures[subset])
+        for subset in subsets(k, size)
+    ]
+    keys = (*METRICS, *(f"c_{m}" for m in METRICS))
+    return {"size": size, **{key: float(np.mean([row[key] for row in rows])) for key in keys}}
 
 
 def _scored(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:

@@ -221,6 +221,10 @@ def test_evaluate_cohort_rows_and_subensembles():
     assert [s["size"] for s in sizes] == [1, 2, 3]
     assert sizes[0]["nll"] == pytest.approx(np.mean([results["test"][m]["nll"] for m in range(3)]))
     assert sizes[2]["nll"] == pytest.approx(ens["nll"])
+    # Size 2: each metric the mean over the three pairs, each pair scored at its own val temperature.
+    pairs = [evaluate_cohort({s: z[list(p)] for s, z in logits.items()}, labels) for p in ((0, 1), (0, 2), (1, 2))]
+    for key in ("acc", "nll", "ece", "c_nll", "c_ece"):
+        assert sizes[1][key] == pytest.approx(np.mean([pair["test"]["ensemble"][key] for pair in pairs]))
     # Calibration on val can only help val NLL.
     for m in (0, 1, 2, "ensemble"):
         assert results["val"][m]["c_nll"] <= results["val"][m]["nll"] + 1e-9
