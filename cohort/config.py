@@ -174,6 +174,10 @@ class ResolutionConfig:
         return progressive_resolution(epoch, self.min_res, self.max_res, self.start_ramp, self.end_ramp)
 
 
+INPUT_SCALINGS = ("dataset", "unit")
+"""``data.normalize``'s choices."""
+
+
 @dataclass
 class DataConfig:
     root: str = "data/digits"
@@ -211,6 +215,17 @@ class DataConfig:
     os_cache: bool = True
     """FFCV reads the files through the OS page cache (true), or reads the pages a batch needs
     itself (false: for data larger than memory, best with ``order: page_local``)."""
+    normalize: str = "dataset"
+    """The input scaling of every member's first layer: ``dataset`` ((x − mean) / std per
+    channel, the training split's statistics from ``meta.json``) or ``unit`` (the pixels in
+    [0, 1] and nothing more, as google/uncertainty-baselines' (Fashion-)MNIST LeNet-5 reads
+    them: ``configs/fashion_lenet5*.yaml``). Checkpoints hold the scaling they trained with."""
+
+    def input_statistics(self, meta: dict) -> tuple[list[float], list[float]]:
+        """The per-channel (mean, std) that ``normalize`` puts in front of each network."""
+        if self.normalize == "unit":
+            return [0.0] * len(meta["mean"]), [1.0] * len(meta["std"])
+        return list(meta["mean"]), list(meta["std"])
 
     @property
     def semi_supervised(self) -> bool:
@@ -750,6 +765,7 @@ class CohortConfig:
         t, d = self.train, self.data
         d.resolution.validate()
         _choose("data.order", d.order, ("shuffle", "page_local"))
+        _choose("data.normalize", d.normalize, INPUT_SCALINGS)
         if d.page_window < 1:
             raise ConfigError(f"data.page_window must be >= 1, got {d.page_window}")
         if d.order == "page_local" and self.pairs_partners:

@@ -147,7 +147,9 @@ def check_input_size(config: CohortConfig, meta: dict) -> None:
     for arch, blurpool in archs:
         try:
             with torch.device("meta"):
-                net = build_model(arch, meta["num_classes"], meta["mean"], meta["std"], blurpool=blurpool).eval()
+                net = build_model(
+                    arch, meta["num_classes"], *config.data.input_statistics(meta), blurpool=blurpool
+                ).eval()
         except Exception:  # not buildable on the meta device: nothing learnt
             continue
         for side in input_sizes(config, meta):
@@ -181,7 +183,9 @@ def check_batch_ensembles(config: CohortConfig, meta: dict) -> None:
     for arch, blurpool, size in wrapped:
         try:
             with torch.device("meta"):
-                build_model(arch, meta["num_classes"], meta["mean"], meta["std"], blurpool, batch_ensemble=size)
+                build_model(
+                    arch, meta["num_classes"], *config.data.input_statistics(meta), blurpool, batch_ensemble=size
+                )
         except ValueError as error:
             member = next(i for i, m in enumerate(config.members) if (m.arch, m.blurpool) == (arch, blurpool))
             raise ConfigError(

@@ -68,8 +68,7 @@ class Trainer:
         self.net = build_model(
             self.member_config.arch,
             self.num_classes,
-            plan.meta["mean"],
-            plan.meta["std"],
+            *config.data.input_statistics(plan.meta),
             blurpool=self.member_config.blurpool,
             batch_ensemble=self.member_config.batch_ensemble,
             factor_init=factor_init(config.batch_ensemble),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -18,39 +17,13 @@ import torch
 
 from cohort.checkpoint import latest_complete, load_model, load_part
 from cohort.compiled import compiled
-from cohort.config import load_config
-from cohort.mesh import detect_launch, join_cohort
 from cohort.models import build_model
-from cohort.preflight import plan_run
-from cohort.stopping import STOP_SIGNALS
-from cohort.trainer import Trainer
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, train_here
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None,
     reason="torch.compile's inductor backend builds C++ on the CPU and no C compiler is installed",
 )
-
-
-def train_here(config_path: Path, *overrides: str) -> Path:
-    """Train the config's one-member cohort in this process; its run directory. The trainer's
-    stop-signal handlers are put back afterwards: they are pytest's process's."""
-    config = load_config(str(config_path), list(overrides))
-    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    threads = torch.get_num_threads()
-    mesh = join_cohort(config, detect_launch(env={}))
-    trainer = None
-    try:
-        trainer = Trainer(plan_run(config), mesh)
-        trainer.fit()
-    finally:
-        if trainer is not None:
-            trainer.close()
-        mesh.close()
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
-        torch.set_num_threads(threads)
-    return Path(config.run_dir)
 
 
 def step_losses(run_dir: Path) -> list[float]:

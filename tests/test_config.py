@@ -310,6 +310,7 @@ def test_keys_of_config_format_1_say_where_they_live_now(tmp_path, text, message
         ),
         ("data: {order: sequential}\n", r"data\.order 'sequential' is not valid; choose one of: shuffle, page_local"),
         ("data: {order: page_local, page_window: 0}\n", r"data\.page_window must be >= 1, got 0"),
+        ("data: {normalize: imagenet}\n", r"data\.normalize 'imagenet' is not valid; choose one of: dataset, unit"),
         (
             "data: {order: page_local}\nloss: {cskd: {weight: 1}}\n",
             r"data\.order page_local cannot lay out CS-KD's partners",
