@@ -5,9 +5,13 @@ and the bad inputs that must be refused before anything is queued."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 import time
+from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,24 +82,55 @@ def test_preempted_by_scontrol_requeue_resumes_and_matches(submitted_pair, slurm
     np.testing.assert_array_equal(final_logits(run_dir), reference)
 
 
+SIGNAL_BEFORE_S = 40
+LONGEST_UNSIGNALLED_S = 60 - SIGNAL_BEFORE_S + 30
+"""With a 1-minute limit, the signal 40 s before it, and slurmctld checking time limits every
+30 s, an attempt is signalled at the first check at least 20 s in: at most 50 s in."""
+
+
+def epochs_to_outlast(run_dir: Path, seconds: float, epochs: int = 20) -> int:
+    """The fewest epochs (at least ``epochs``) of the digits pair that keep a job running past
+    ``seconds``, judged by the uninterrupted ``epochs``-epoch job in ``run_dir``: its span
+    (submitit's first and last log lines), then for each further epoch the mean seconds of its
+    epochs' training steps alone (evaluations add to that, so the estimate errs long)."""
+    stamps = re.findall(r"^submitit INFO \((\S+ \S+)\)", logs_of(run_dir)[0].read_text(), re.M)
+    start, end = (datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f") for stamp in (stamps[0], stamps[-1]))
+    rows = [row for row in RunDir(run_dir).read_metrics() if row["member"] == 0 and row["split"] == "test"]
+    step_seconds = sum(row["seconds"] for row in rows) / len(rows)
+    return epochs + max(0, math.ceil((seconds - (end - start).total_seconds()) / step_seconds))
+
+
 @pytest.mark.multiprocess
 @pytest.mark.slurm
 def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_cluster, digits_root, tmp_path):
-    """A real time limit: 1 minute per job, the signal 40 s before it; the 20 epochs need
-    more than one minute, so the job must be requeued at least once by submitit."""
-    reference = final_logits(submitted_pair[0])
+    """A real time limit: 1 minute per job, the signal 40 s before it. The job must outlast
+    its first attempt, so it trains the digits pair for as many epochs as keep it running past
+    LONGEST_UNSIGNALLED_S here (20 where the uninterrupted pair already does: 20 epochs took 25 s
+    on one machine, 180 s with requeues on a slower one), and must match the same epochs run
+    uninterrupted."""
+    epochs = epochs_to_outlast(submitted_pair[0], LONGEST_UNSIGNALLED_S + 5)
+    if epochs == 20:
+        reference = final_logits(submitted_pair[0])
+    else:  # a faster machine: the same longer cohort uninterrupted
+        (reference_job,), _ = submit(slurm_cluster, tmp_path / "reference", digits_root, f"train.epochs={epochs}")
+        assert wait_for_job(reference_job, slurm_cluster)["JobState"] == "COMPLETED"
+        reference = final_logits(tmp_path / "reference")
     run_dir = tmp_path / "run"
-    # slurmctld checks time limits every 30 s and sends the signal at the first check at most
-    # 30 s before its time (20 s into the attempt): the first check after the attempt starts.
-    # So each attempt lives under 30 s, most of it start-up, and the run needs many requeues.
+    # Each later attempt is signalled 20 to 50 s in too, most of it start-up, so the run may
+    # need many requeues.
     (job_id,), _ = submit(
-        slurm_cluster, run_dir, digits_root, options=("--signal-delay-s", "40", "--max-timeouts", "30"), time_min=1
+        slurm_cluster,
+        run_dir,
+        digits_root,
+        f"train.epochs={epochs}",
+        options=("--signal-delay-s", str(SIGNAL_BEFORE_S), "--max-timeouts", "30"),
+        time_min=1,
     )
     fields = wait_for_job(job_id, slurm_cluster, logs=logs_of(run_dir))
     log = logs_of(run_dir)[0].read_text()
-    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, (fields, log[-3000:])
+    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, (epochs, fields, log[-3000:])
     assert "cohort: stopped by SIGUSR2 at step" in log and f"Requeued job {job_id}" in log, log[-3000:]
-    assert_every_epoch_once(run_dir, 20)
+    assert_every_epoch_once(run_dir, epochs)
     np.testing.assert_array_equal(final_logits(run_dir), reference)
 
 
