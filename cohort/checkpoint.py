@@ -163,5 +163,5 @@ def load_model(
     model = build_model(
         arch, meta["num_classes"], meta["mean"], meta["std"], blurpool=blurpool, batch_ensemble=batch_ensemble
     ).to(device)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["model"])  # with the input scaling it trained with (data.normalize)
     return model.eval()
