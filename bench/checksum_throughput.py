@@ -7,7 +7,7 @@ function that ``cohort data`` records and ``cohort data verify`` compares with),
 times cold and warm: cold after ``posix_fadvise(DONTNEED)`` drops the file from this machine's
 page cache (a virtual machine's host may still cache it; a disk slower than the hash makes
 verification slower still), warm right after. It also hashes the same bytes in memory with
-SHA-256 and BLAKE2b (the choice ``cohort.data.datasets.CHECKSUM`` explains), prints the
+SHA-256 and BLAKE2b (the choice ``cohort.data.folder.CHECKSUM`` explains), prints the
 medians and the minutes verification would take at the warm rate on FFCV's ImageNet train
 files (sizes from FFCV's benchmark table, docs.ffcv.io/benchmarks.html), and removes the file.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cohort.data.datasets import CHUNK, file_checksum  # noqa: E402
+from cohort.data.folder import CHUNK, file_checksum  # noqa: E402
 
 IMAGENET_GB = {
     "ffcv-imagenet's proportion, quality 90, 512 px": 202.04,

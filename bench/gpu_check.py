@@ -503,7 +503,7 @@ def timed_steps(net, batches, steps: int, bf16: bool, channels_last: bool, devic
     """images/s of ``steps`` training steps of ``net`` on ``batches`` (after 3 untimed ones)."""
     import torch
 
-    from cohort.batch import device_formats, model_input
+    from cohort.data.batch import device_formats, model_input
 
     autocast, channels_last = device_formats(bf16, channels_last, device)
     net = net.to(memory_format=torch.channels_last) if channels_last else net

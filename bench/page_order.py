@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cohort.data.datasets import ArrayDataset, _write_splits
+from cohort.data.datasets import _write_splits
 from cohort.data.loader import MemberLoader
+from cohort.data.splits import ArrayDataset
 
 
 def write_synthetic(root: Path, images: int, side: int) -> int:

@@ -4,7 +4,7 @@
     python bench/teacher_placement.py --arch wrn28_10 --classes 100 --resolution 32 --batch 64
 
 ODS computes one x′ per step from one teacher, drawn at random, and every student needs
-that x′ (``cohort.teachers``). Two layouts:
+that x′ (``cohort.train.teachers``). Two layouts:
 
 - ``every rank holds every teacher``: the student rank computes x′ itself; it pays the
   memory of J teachers and no communication.
@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cohort.models import build_model
-from cohort.teachers import ods_direction, ods_perturbation
+from cohort.train.teachers import ods_direction, ods_perturbation
 
 
 def timed(fn, repeats: int, sync) -> float:

@@ -96,9 +96,9 @@ def port_epoch(loader, nets, optimizers) -> tuple[int, float]:
 def run_port(root: Path, epochs: int, workers: int) -> list[float]:
     """Images/s per member of the port, per epoch after the first."""
     from cohort.config import OptimConfig
-    from cohort.data.datasets import read_meta
+    from cohort.data.folder import read_meta
     from cohort.models import build_model
-    from cohort.optim import build_optimizer
+    from cohort.train.optim import build_optimizer
 
     torch.set_num_threads(os.cpu_count() or 1)
     images, labels = train_images(root)

@@ -7,23 +7,23 @@ import sys
 from pathlib import Path
 
 from cohort.config import ConfigError, load_config
-from cohort.data.datasets import DataError
+from cohort.data.folder import DataError
+from cohort.dist.placement import PlacementError, place
+from cohort.dist.stopping import INTERRUPTED_EXIT
 from cohort.errors import CohortError
-from cohort.placement import PlacementError, place
 from cohort.preflight import plan_eval, plan_run
-from cohort.run_hold import RunHold
-from cohort.stopping import INTERRUPTED_EXIT
+from cohort.run.hold import RunHold
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from cohort.data import datasets
+    from cohort.data import datasets, folder
 
     out = Path(args.out)
     if args.dataset == "verify":
-        files, count, seconds = datasets.verify_data(out)
+        files, count, seconds = folder.verify_data(out)
         print(
-            f"verified {out}: its {files} files ({datasets.human_bytes(count)}, {count} bytes) match the "
-            f"{datasets.CHECKSUM} digests in meta.json; {seconds:.2f} s"
+            f"verified {out}: its {files} files ({folder.human_bytes(count)}, {count} bytes) match the "
+            f"{folder.CHECKSUM} digests in meta.json; {seconds:.2f} s"
         )
         return 0
     # Each writer has its own default val size; only the sizes given are passed on.
@@ -73,7 +73,7 @@ def check_local_gpus(config, replicas: int) -> None:
     """Whether this machine's GPUs can hold the cohort's K × ``replicas`` ranks (on CUDA)."""
     import torch
 
-    from cohort.mesh import uses_cuda
+    from cohort.dist.mesh import uses_cuda
 
     if uses_cuda(config.train.device):
         try:  # every rank runs on this node
@@ -101,14 +101,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cohort.status import run_status
+    from cohort.run.status import run_status
 
     print(run_status(args.run_dir))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cohort.evaluate import run_eval
+    from cohort.evaluate.checkpoint_eval import run_eval
 
     if args.replicas is not None and not args.distributed:
         raise ConfigError("--replicas splits a --distributed evaluation; add --distributed, or drop --replicas")
@@ -126,7 +126,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def eval_distributed(args: argparse.Namespace, plan) -> int:
-    """``cohort eval --distributed``: K×R ranks of ``cohort.eval_worker`` through torchrun."""
+    """``cohort eval --distributed``: K×R ranks of ``cohort.evaluate.worker`` through torchrun."""
     from cohort.launch.torchrun import launch_local
 
     options = [
@@ -138,28 +138,31 @@ def eval_distributed(args: argparse.Namespace, plan) -> int:
         str(plan.replicas),
         *(["--data", args.data] if args.data else []),
     ]
-    return launch_local([args.run_dir, *options], plan.config.num_members * plan.replicas, module="cohort.eval_worker")
+    return launch_local(
+        [args.run_dir, *options], plan.config.num_members * plan.replicas, module="cohort.evaluate.worker"
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cohort.report import write_report
+    from cohort.evaluate.report import write_report
 
     write_report(args.run_dirs)
     return 0
 
 
 def cmd_dee(args: argparse.Namespace) -> int:
-    from cohort.dee import run_dee
+    from cohort.evaluate.dee import run_dee
 
     run_dee(args.reference, args.run_dirs, args.temperature, args.rule)
     return 0
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from cohort.study import StudyStopped, run_study
+    from cohort.evaluate.study import StudyStopped, run_study
+    from cohort.launch.torchrun import launch_local  # torch's launcher: imported when a study runs
 
     try:
-        run_study(args.configs, args.seeds, args.out, args.set)
+        run_study(args.configs, args.seeds, args.out, args.set, launch_local)
     except StudyStopped as stop:
         print(f"cohort: {stop}", file=sys.stderr)
         return INTERRUPTED_EXIT

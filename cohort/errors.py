@@ -1,7 +1,7 @@
 """The one base of the errors a user can fix: each message is one line naming the culprit and
 the fix, and each error says whether every rank meets it alike.
 
-A worker (``cohort.worker``) prints a *shared* error once, from global rank 0 (every rank
+A worker (``cohort.train.worker``) prints a *shared* error once, from global rank 0 (every rank
 of the cohort raised the same one: a bad config, a damaged checkpoint, a desynchronised
 exchange), and an error of one rank's own (its loss went non-finite) from that rank. A
 class sets the default; one raise can say otherwise (``NonFiniteError(..., shared=True)``

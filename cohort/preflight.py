@@ -20,14 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cohort import checkpoint
 from cohort.config import CohortConfig, ConfigError
-from cohort.data.datasets import DataError, check_beton, check_data, ensure_data
+from cohort.config.names import FIXED_INPUT_ARCHITECTURES
+from cohort.data.datasets import ensure_data
+from cohort.data.folder import DataError, check_beton, check_data
 from cohort.data.labelled import check_labelled
-from cohort.model_names import FIXED_INPUT_ARCHITECTURES
-from cohort.run_dir import RunDir, RunDirError
-from cohort.selection import read_selection
-from cohort.teacher_run import TeacherPlan, check_teacher, check_teacher_record
+from cohort.run import checkpoint_files as checkpoint
+from cohort.run.directory import RunDir
+from cohort.run.files import RunDirError
+from cohort.run.selection import read_selection
+from cohort.run.teacher_run import TeacherPlan, check_teacher, check_teacher_record
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,8 @@ def check_records(run: RunDir, teachers: TeacherPlan | None) -> None:
     naming it, before any process starts): ``metrics.jsonl`` (a torn last line is recovered
     later, by rank 0), ``selection.json``, the teachers' record, the newest checkpoint's marker."""
     run.read_metrics(notice=False)
-    if (run.path / "selection.json").is_file():
-        read_selection(run.path / "selection.json")
+    if run.selection_file.is_file():
+        read_selection(run.selection_file)
     if teachers is not None:
         check_teacher_record(run.path, teachers)
     checkpoint.latest_complete(run.path)

@@ -4,7 +4,7 @@
 
 Every task runs one rank in-process (no torchrun inside the job): it reads
 ``submitit.JobEnvironment()`` and meets its peers on the first host, at a port derived
-from the job id (``cohort.mesh.slurm_launch``). ``--seeds`` submits a job array, one
+from the job id (``cohort.dist.mesh.slurm_launch``). ``--seeds`` submits a job array, one
 cohort per seed, each in ``RUN_DIR/seed<N>``.
 
 Preemption and time limits. SLURM sends SIGUSR2 ``--signal-delay-s`` before the time
@@ -31,8 +31,9 @@ import submitit
 
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.preflight import plan_run
-from cohort.run_dir import RunDir, write_json
-from cohort.run_hold import RunHold
+from cohort.run.directory import RunDir
+from cohort.run.files import write_json
+from cohort.run.hold import RunHold
 
 
 class SubmitError(ConfigError):
@@ -51,8 +52,8 @@ class CohortJob(submitit.helpers.Checkpointable):
         self.config_path, self.overrides = config_path, overrides
 
     def __call__(self) -> dict:
-        from cohort.mesh import slurm_launch
-        from cohort.worker import run_worker
+        from cohort.dist.mesh import slurm_launch
+        from cohort.train.worker import run_worker
 
         env = submitit.JobEnvironment()
         launch = slurm_launch(

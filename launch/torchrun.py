@@ -1,13 +1,13 @@
 """Start a cohort's K×R processes on this machine through torchrun's own API.
 
 Equivalent to ``torchrun --standalone --nproc-per-node K*R -m cohort.train CONFIG ...`` (or
-``-m cohort.eval_worker RUN_DIR ...``):
+``-m cohort.evaluate.worker RUN_DIR ...``):
 torchrun picks a free rendezvous port, watches the workers and, when one fails, stops
 the others, so an error on any rank ends the whole cohort instead of hanging it.
 
 SIGTERM and SIGINT (Ctrl-C) to this process are handled here, not by torchrun's agent (which
 would forward them, wait 30 s, SIGKILL and raise a ``SignalException`` traceback): the first
-is forwarded to the workers as SIGTERM, a stop signal (``cohort.stopping``), and the agent
+is forwarded to the workers as SIGTERM, a stop signal (``cohort.dist.stopping``), and the agent
 goes on watching them while they agree on a step, save and exit; then one line, exit 0.
 A second SIGINT is forwarded as SIGINT: the workers stop at once, without saving.
 """
@@ -25,12 +25,12 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import get_args_parser, run
 
-from cohort.stopping import LAUNCHER_PID_ENV
+from cohort.dist.stopping import LAUNCHER_PID_ENV
 
 
 def launch_local(arguments: list[str], nproc: int, max_restarts: int = 0, module: str = "cohort.train") -> int:
     """Run ``python -m MODULE ARGUMENTS`` in ``nproc`` local processes (``cohort.train``:
-    CONFIG [key=value ...]; ``cohort.eval_worker``: RUN_DIR [options]); returns their exit code."""
+    CONFIG [key=value ...]; ``cohort.evaluate.worker``: RUN_DIR [options]); returns their exit code."""
     # torchrun warns about OMP_NUM_THREADS when it is unset; cohort.train sets torch's
     # thread count itself (train.threads_per_rank), so say so and silence the warning.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -53,7 +53,7 @@ def launch_local(arguments: list[str], nproc: int, max_restarts: int = 0, module
             *arguments,
         ]
     )
-    # The workers (this process's children) stop when it dies: ``cohort.worker.die_with_launcher``.
+    # The workers (this process's children) stop when it dies: ``cohort.train.worker.die_with_launcher``.
     outer = os.environ.get(LAUNCHER_PID_ENV)
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     signals = LauncherSignals(module)
@@ -105,7 +105,7 @@ class NoWorkers(Exception):
 
 class LauncherSignals:
     """SIGTERM and SIGINT to the launcher: the first is forwarded to the workers as SIGTERM
-    (a stop signal, ``cohort.stopping``); a second SIGINT is forwarded as SIGINT (a second
+    (a stop signal, ``cohort.dist.stopping``); a second SIGINT is forwarded as SIGINT (a second
     Ctrl-C: stop at once). The agent keeps watching the workers meanwhile, so their exit
     codes decide the launcher's."""
 

@@ -149,29 +149,32 @@ def on_small_disk(mount: Path, kib: int, command: list[str], timeout: float = 60
 
 def train_here(config_path: Path, *overrides: str) -> Path:
     """Train the config's one-member cohort in this process (a "single" launch: a gloo group of
-    one); its run directory. The trainer's stop-signal handlers are put back afterwards: they
-    are pytest's process's."""
+    one), as a worker does (``cohort.train.worker``); its run directory. The trainer's
+    stop-signal handlers are put back afterwards: they are pytest's process's."""
     import signal
 
     import torch
 
     from cohort.config import load_config
-    from cohort.mesh import detect_launch, join_cohort
+    from cohort.dist.mesh import detect_launch, join_cohort
+    from cohort.dist.stopping import STOP_SIGNALS
     from cohort.preflight import plan_run
-    from cohort.stopping import STOP_SIGNALS
-    from cohort.trainer import Trainer
+    from cohort.run.opening import open_run
+    from cohort.train.trainer import Trainer
 
     config = load_config(str(config_path), list(overrides))
     handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     threads = torch.get_num_threads()
     mesh = join_cohort(config, detect_launch(env={}))
-    trainer = None
+    hold = None
     try:
-        trainer = Trainer(plan_run(config), mesh)
+        plan = plan_run(config)
+        trainer = Trainer(plan, mesh)
+        hold = open_run(plan, mesh)
         trainer.fit()
     finally:
-        if trainer is not None:
-            trainer.close()
+        if hold is not None:
+            hold.release()
         mesh.close()
         for signum, handler in handlers.items():
             signal.signal(signum, handler)

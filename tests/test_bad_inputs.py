@@ -26,8 +26,8 @@ import pytest
 import torch
 import yaml
 
-from cohort.run_dir import HOLD_FILE
-from cohort.run_hold import Holder, create_whole
+from cohort.run.directory import HOLD_FILE
+from cohort.run.hold import Holder, create_whole
 from tests.conftest import run_cli, run_torchrun, tiny_config
 
 pytestmark = pytest.mark.multiprocess
@@ -154,8 +154,8 @@ def run_dir_is_another_folder(b: Bench) -> Situation:
 
 def checkpoint_part_of_another_arch(b: Bench) -> Situation:
     """config.yaml matches, but member 0's part of the latest checkpoint holds a resnet20."""
-    from cohort.checkpoint import latest_complete
     from cohort.models import build_model
+    from cohort.run.checkpoint_files import latest_complete
 
     situation = b.on_run_copy("resume=auto")
     part = latest_complete(situation.run_dir) / "member-0.pt"

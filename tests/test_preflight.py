@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from cohort.config import ConfigError, load_config
-from cohort.data.datasets import DataError
+from cohort.data.folder import DataError
 from cohort.preflight import plan_eval, plan_run
-from cohort.run_dir import RunDir, RunDirError
+from cohort.run.directory import RunDir
+from cohort.run.files import RunDirError
 from tests.conftest import tiny_config
 
 

@@ -1,7 +1,7 @@
 """Read a ``.beton`` file's header, field list, per-sample metadata and allocation table with
 numpy alone.
 
-The checks that run before any process starts (``cohort.data.datasets.check_beton``, from
+The checks that run before any process starts (``cohort.data.folder.check_beton``, from
 ``cohort train`` and ``cohort submit``) need only these tables; importing FFCV for them
 costs about 5 s (numba, OpenCV). The layouts below are FFCV 1.0.2's (``ffcv/types.py``,
 ``ffcv/reader.py`` and its fields' ``metadata_type``); ``tests/data/test_beton.py`` checks

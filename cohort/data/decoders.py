@@ -26,7 +26,7 @@ from ffcv.fields.rgb_image import IMAGE_MODES, ResizedCropRGBImageDecoder
 from ffcv.libffcv import imdecode, resize_crop
 from ffcv.pipeline.compiler import Compiler
 
-from cohort.data.augment import AugmentationClock, _int64_pointer, sample_key, uniform
+from cohort.data.randomness import AugmentationClock, int64_pointer, sample_key, uniform
 
 CROP_SALT = 0xC40
 """The stream of the crop box, apart from every ``SeededImageOp``'s salt."""
@@ -98,7 +98,7 @@ class SeededRandomResizedCrop(ResizedCropRGBImageDecoder):
 
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, scratch = my_storage
-            cell = numba.carray(_int64_pointer(address), 2)
+            cell = numba.carray(int64_pointer(address), 2)
             stream, epoch = np.uint64(cell[0]), np.uint64(cell[1])
             for row in loop(len(batch_indices)):
                 index = batch_indices[row]
@@ -118,16 +118,3 @@ class SeededRandomResizedCrop(ResizedCropRGBImageDecoder):
 
         decode.is_parallel = True
         return decode
-
-
-def progressive_resolution(epoch: int, min_res: int, max_res: int, start_ramp: int, end_ramp: int) -> int:
-    """ffcv-imagenet's training resolution at ``epoch`` (``train_imagenet.py``, ``get_resolution``):
-    ``min_res`` up to ``start_ramp``, ``max_res`` from ``end_ramp``, and between them the linear
-    ramp rounded to a multiple of 32. A pure function of the epoch: a resumed run trains at
-    the same resolutions."""
-    if epoch <= start_ramp:
-        return min_res
-    if epoch >= end_ramp:
-        return max_res
-    value = float(np.interp(epoch, [start_ramp, end_ramp], [min_res, max_res]))
-    return int(np.round(value / 32)) * 32

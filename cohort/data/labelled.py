@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cohort.data.datasets import DataError
+from cohort.data.folder import DataError
 
 LABELLED_STREAM = 0x1ABE1
 """Mixed into the seed of the class-balanced choice, so it draws from no other stream."""

@@ -16,13 +16,14 @@ from ffcv.loader import Loader
 from ffcv.pipeline.compiler import Compiler
 from ffcv.transforms import Squeeze, ToDevice, ToTensor, ToTorchImage
 
-from cohort.batch import IGNORE_LABEL, Batch
 from cohort.config import CohortConfig, ResolutionConfig
-from cohort.data.augment import AugmentationClock, build_policy
-from cohort.data.datasets import read_meta
+from cohort.data.batch import IGNORE_LABEL, Batch
 from cohort.data.decoders import SeededRandomResizedCrop
+from cohort.data.folder import read_meta
 from cohort.data.labelled import train_labels
 from cohort.data.order import CohortOrder, sample_pages, unshard
+from cohort.data.policies import build_policy
+from cohort.data.randomness import AugmentationClock
 
 
 def _set_decoder_threads(cls, threads: int) -> None:
@@ -31,7 +32,7 @@ def _set_decoder_threads(cls, threads: int) -> None:
     FFCV 1.0.2 also sets torch's intra-op threads to the loader's worker count (at every
     epoch, from its loader thread), which ties the model's float results to
     ``data.num_workers``. Decoding threads and model threads are kept apart here, so a run
-    is bit-identical whatever the worker count (tests/test_train_multiprocess.py).
+    is bit-identical whatever the worker count (tests/scenarios/test_train_multiprocess.py).
     """
     cls.num_threads = min(threads if threads >= 1 else numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(cls.num_threads)

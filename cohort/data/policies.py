@@ -1,51 +1,94 @@
-"""The augmentation policies' names, their order from mildest to strongest, and strengths.
+"""The named augmentation policies, each a list of seeded operations (``cohort.data.augment``).
 
-Config validation reads these, so this module imports nothing heavy (no numba, FFCV or
-torch); the policies themselves, FFCV operations, are built in ``cohort.data.augment``.
+Their names, order and strength range live in ``cohort.config.names``, which imports no
+numba or FFCV, so that validating a config stays fast.
 """
 
 from __future__ import annotations
 
-POLICY_ORDER: tuple[str, ...] = (
-    "none",
-    "crop",
-    "standard",
-    "gray",
-    "posterize",
-    "rotate",
-    "color",
-    "standard_cutout",
-    "solarize",
-    "randaugment",
+from collections.abc import Callable
+
+from cohort.config.names import ALL_POLICIES, STRENGTH_RANGE
+from cohort.data.augment import (
+    RANDAUGMENT_MAX_MAGNITUDE,
+    ColorJitter,
+    Cutout,
+    Grayscale,
+    Posterize,
+    RandAugment,
+    RandomFlip,
+    RandomTranslate,
+    Rotate,
+    SeededImageOp,
+    Solarize,
 )
-"""Every policy, from the mildest to the strongest (at equal strength)."""
+from cohort.data.randomness import AugmentationClock
 
-EXTRA_POLICIES: tuple[str, ...] = ("flip",)
-"""Policies outside the mild-to-strong order (``policies: auto`` never picks them): ``flip``
-alone follows ImageNet's random-resized crop (``data.random_resized_crop``)."""
-ALL_POLICIES = POLICY_ORDER + EXTRA_POLICIES
-CROP_FREE_POLICIES = ("none", "flip")
-"""The policies that do not crop: those that may follow a random-resized crop."""
-
-STRENGTH_RANGE = (0.0, 2.0)
-"""Valid policy strengths: 0 is no augmentation, 1 each policy's default, 2 the strongest."""
+Policy = Callable[[AugmentationClock, int, float], list[SeededImageOp]]
 
 
-def auto_policies(num_members: int) -> list[str]:
-    """``num_members`` distinct policies spread evenly over ``POLICY_ORDER``.
+def _crop(clock: AugmentationClock, size: int, strength: float) -> RandomTranslate:
+    return RandomTranslate(clock, 1, pad=round(size // 8 * strength))
 
-    With two or more members the first gets the mildest policy and the last the strongest;
-    a lone member gets the middle one.
+
+def _flip(clock: AugmentationClock, strength: float) -> RandomFlip:
+    # Beyond one half, flipping would make the mirrored view the usual one: no stronger.
+    return RandomFlip(clock, 2, p=0.5 * min(strength, 1.0))
+
+
+def _chance(p: float, strength: float) -> float:
+    return min(p * strength, 1.0)
+
+
+# A policy maps (clock, image size, strength) to its operations, in order. Salts number
+# the ops so that two ops of one policy draw independent streams. Strength scales every
+# magnitude and probability linearly (capped where the op saturates), except the solarize
+# threshold, which halves per unit of strength.
+POLICIES: dict[str, Policy] = {
+    "none": lambda clock, size, s: [],
+    "crop": lambda clock, size, s: [_crop(clock, size, s)],
+    "standard": lambda clock, size, s: [_crop(clock, size, s), _flip(clock, s)],
+    "standard_cutout": lambda clock, size, s: [
+        _crop(clock, size, s),
+        _flip(clock, s),
+        Cutout(clock, 3, size=round(size // 4 * s)),
+    ],
+    "color": lambda clock, size, s: [
+        ColorJitter(clock, 4, 0.4 * s, 0.4 * s, 0.4 * s),
+        _crop(clock, size, s),
+        _flip(clock, s),
+    ],
+    "gray": lambda clock, size, s: [_crop(clock, size, s), Grayscale(clock, 5, p=_chance(0.5, s))],
+    "solarize": lambda clock, size, s: [
+        _crop(clock, size, s),
+        _flip(clock, s),
+        Solarize(clock, 6, p=_chance(0.5, s), threshold=256.0 / 2.0**s),
+    ],
+    "posterize": lambda clock, size, s: [
+        _crop(clock, size, s),
+        _flip(clock, s),
+        Posterize(clock, 7, p=_chance(0.5, s), bits=max(8 - round(4 * s), 1)),
+    ],
+    "rotate": lambda clock, size, s: [Rotate(clock, 8, max_degrees=15.0 * s), _crop(clock, size, s)],
+    "randaugment": lambda clock, size, s: [
+        _crop(clock, size, s),
+        _flip(clock, s),
+        RandAugment(clock, 9, n=2, magnitude=min(9.0 * s, RANDAUGMENT_MAX_MAGNITUDE)),
+    ],
+    "flip": lambda clock, size, s: [_flip(clock, s)],  # after data.random_resized_crop (EXTRA_POLICIES)
+}
+
+assert sorted(POLICIES) == sorted(ALL_POLICIES), "cohort.config.names names every policy built here"
+
+
+def build_policy(name: str, clock: AugmentationClock, image_size: int, strength: float = 1.0) -> list[SeededImageOp]:
+    """The operations of policy ``name`` at ``strength`` (see ``STRENGTH_RANGE``).
+
+    An unknown name lists the valid ones; a strength outside the range names it.
     """
-    available = len(POLICY_ORDER)
-    if num_members < 1:
-        raise ValueError(f"policies: auto needs at least one member, got {num_members}")
-    if num_members > available:
-        raise ValueError(
-            f"policies: auto has {num_members} members but only {available} policies exist; name each member's policy"
-        )
-    if num_members == 1:
-        return [POLICY_ORDER[(available - 1) // 2]]
-    # Round i·(M − 1)/(N − 1) half up in integers: steps of at least 1 stay distinct.
-    span, gaps = available - 1, num_members - 1
-    return [POLICY_ORDER[(2 * i * span + gaps) // (2 * gaps)] for i in range(num_members)]
+    if name not in POLICIES:
+        raise ValueError(f"unknown augmentation policy {name!r}; valid: {', '.join(POLICIES)}")
+    low, high = STRENGTH_RANGE
+    if not low <= strength <= high:
+        raise ValueError(f"augmentation strength must be in [{low}, {high}], got {strength}")
+    return POLICIES[name](clock, image_size, strength)

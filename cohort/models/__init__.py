@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from cohort.model_names import (
+from cohort.config.names import (
     ARCHITECTURE_NAMES,
     TORCHVISION_PREFIX,
-    WRN_PATTERN,  # noqa: F401 (re-exported)
+    WRN_PATTERN,
     is_known_architecture,
 )
 from cohort.models.batch_ensemble import DEFAULT_FACTOR_INIT, BatchEnsemble, FactorInit
@@ -40,8 +40,8 @@ ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     "wrn28_2": lambda c: WideResNet(28, 2, c),
     "wrn28_10": lambda c: WideResNet(28, 10, c),
 }
-# Config validation checks names against cohort.model_names, which imports no torch.
-assert tuple(ARCHITECTURES) == ARCHITECTURE_NAMES, "cohort.model_names names every architecture built here, in order"
+# Config validation checks names against cohort.config.names, which imports no torch.
+assert tuple(ARCHITECTURES) == ARCHITECTURE_NAMES, "cohort.config.names names every architecture built here, in order"
 
 
 class Normalize(nn.Module):

@@ -15,7 +15,7 @@ the trainer and evaluation see n members where the config has one (``members.<i>
 
 Factors start as N(1, 0.5) (giung2's default ``ALPHA_INITIALIZER`` / ``GAMMA_INITIALIZER``)
 or, as uncertainty-baselines' ``random_sign_init`` > 0, as ±1 with P(+1) = p; member biases
-start at 0. The optimiser groups of the factors are ``cohort.optim.parameter_groups``'.
+start at 0. The optimiser groups of the factors are ``cohort.train.optim.parameter_groups``'.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
   depth 9n + 2), 614,452 parameters for 100 classes, as theirs. cohort's ``resnet56`` is He
   et al.'s basic-block ResNet-56 (6n + 2).
 
-Written from the papers' descriptions and the official code's structure; ``tests/test_models.py``
+Written from the papers' descriptions and the official code's structure; ``tests/models/test_models.py``
 checks the parameter and layer counts against the official networks'.
 """
 

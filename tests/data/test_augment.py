@@ -4,13 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from cohort.config.names import ALL_POLICIES, POLICY_ORDER, STRENGTH_RANGE, auto_policies
 from cohort.data.augment import (
-    ALL_POLICIES,
-    POLICIES,
-    POLICY_ORDER,
     RANDAUGMENT_OPS,
-    STRENGTH_RANGE,
-    AugmentationClock,
     ColorJitter,
     Cutout,
     Grayscale,
@@ -20,11 +16,10 @@ from cohort.data.augment import (
     RandomTranslate,
     Rotate,
     Solarize,
-    auto_policies,
-    build_policy,
-    uniform,
 )
 from cohort.data.loader import MemberLoader
+from cohort.data.policies import POLICIES, build_policy
+from cohort.data.randomness import AugmentationClock, uniform
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cohort.data.datasets import DataError, read_meta
+from cohort.data.folder import DataError, read_meta
 from cohort.data.loader import MemberLoader
 from tests.conftest import run_cli
 
@@ -319,7 +319,7 @@ def test_a_data_root_that_is_a_file_is_neither_read_nor_written(tmp_path):
 def test_splits_of_another_image_size_than_meta_json_says_are_refused(tmp_path, tiny_root):
     import shutil
 
-    from cohort.data.datasets import check_data
+    from cohort.data.folder import check_data
 
     assert check_data(tiny_root)["image_size"] == 8
     root, other = tmp_path / "data", tmp_path / "other"
@@ -372,7 +372,7 @@ def test_sample_pointers_past_the_end_of_a_beton_are_refused(tmp_path, digits_ro
     import shutil
 
     from cohort.data.beton import ALLOCATION, read_tables
-    from cohort.data.datasets import check_data
+    from cohort.data.folder import check_data
 
     check_data(digits_root)  # the intact data passes
     root = tmp_path / "data"
@@ -419,7 +419,7 @@ def flip_an_image_byte(beton) -> None:
 def test_verify_passes_on_a_written_folder_and_names_a_changed_file(tmp_path, digits_root):
     import shutil
 
-    from cohort.data.datasets import check_data, verify_data
+    from cohort.data.folder import check_data, verify_data
 
     root = tmp_path / "data"
     shutil.copytree(digits_root, root)

@@ -9,8 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from cohort.data.augment import AugmentationClock
-from cohort.data.decoders import CROP_SALT, progressive_resolution, random_resized_box
+from cohort.config.data import progressive_resolution
+from cohort.data.decoders import CROP_SALT, random_resized_box
+from cohort.data.randomness import AugmentationClock
 
 MASK = (1 << 64) - 1
 

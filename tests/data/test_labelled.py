@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cohort.config import DataConfig
-from cohort.data.datasets import DataError
+from cohort.data.folder import DataError
 from cohort.data.labelled import choose_labelled, labelled_set, read_index_file, train_labels
 
 LABELS = np.repeat(np.arange(5), [40, 30, 20, 9, 1])

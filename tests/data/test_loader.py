@@ -5,7 +5,7 @@ import pytest
 import torch
 from ffcv.reader import Reader
 
-from cohort.batch import IGNORE_LABEL, model_input
+from cohort.data.batch import IGNORE_LABEL, model_input
 from cohort.data.labelled import choose_labelled, train_labels
 from cohort.data.loader import MemberLoader
 
@@ -144,7 +144,7 @@ def test_an_evaluation_batch_is_at_most_the_replicas_shard(digits_root, tmp_path
 def test_the_shipped_semi10_config_at_seed_5_meets_a_batch_with_no_label_and_still_trains(digits_root):
     from cohort.config import load_config
     from cohort.data.labelled import check_labelled
-    from cohort.objective import LossInputs, build_objective
+    from cohort.train.objective import LossInputs, build_objective
     from tests.conftest import REPO
 
     config = load_config(REPO / "configs" / "digits_semi10_dml.yaml", ["seed=5", f"data.root={digits_root}"])

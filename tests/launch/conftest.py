@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cohort.run_dir import RunDir
+from cohort.run.directory import RunDir
 from tests.conftest import REPO, run_cli
 
 CLUSTER = REPO / "slurm" / "local-cluster.sh"

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from cohort.config import load_config
-from cohort.run_dir import RunDir
+from cohort.run.directory import RunDir
 from tests.conftest import REPO, run_cli
 from tests.launch.conftest import (
     PAIR,
@@ -45,7 +45,7 @@ def test_submit_trains_the_digits_pair_to_completion(submitted_pair, slurm_clust
     for log in logs_of(run_dir):
         assert log.is_file(), log
     assert "ensemble" in logs_of(run_dir)[0].read_text()  # rank 0 printed the final table
-    assert not (run_dir / "nodes").exists()  # one node: no node markers (cohort.shared_fs)
+    assert not (run_dir / "nodes").exists()  # one node: no node markers (cohort.run.shared_fs)
 
     assert_every_epoch_once(run_dir, 20)
     logits = final_logits(run_dir)

@@ -49,7 +49,7 @@ def sbatch(env: dict, log, *args: str, nodes: int = 2, tasks_per_node: int = 2) 
 
 
 def node_markers(run_dir) -> dict[str, str]:
-    """Each node's marker of the run's latest start (``cohort.shared_fs``): node → token."""
+    """Each node's marker of the run's latest start (``cohort.run.shared_fs``): node → token."""
     markers = [json.loads(p.read_text()) for p in sorted((run_dir / "nodes").glob("*.json"))]
     return {marker["node"]: marker["token"] for marker in markers}
 

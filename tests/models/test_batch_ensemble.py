@@ -13,9 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cohort import checkpoint
 from cohort.config import BatchEnsembleConfig, CohortConfig, MemberConfig, OptimConfig, TeacherConfig, load_config
-from cohort.exchange import LogitExchange
 from cohort.models import build_model
 from cohort.models.batch_ensemble import (
     BatchEnsemble,
@@ -24,10 +22,12 @@ from cohort.models.batch_ensemble import (
     FactorInit,
     as_members,
 )
-from cohort.objective import LossInputs, build_objective
-from cohort.optim import build_optimizer, parameter_groups, set_lr
-from cohort.teacher_run import TeacherPlan
-from cohort.teachers import Teachers
+from cohort.run import checkpoint_files as checkpoint
+from cohort.run.teacher_run import TeacherPlan
+from cohort.train.exchange import LogitExchange
+from cohort.train.objective import LossInputs, build_objective
+from cohort.train.optim import build_optimizer, parameter_groups, set_lr
+from cohort.train.teachers import Teachers
 
 META = {"num_classes": 10, "mean": [0.5] * 3, "std": [0.25] * 3}
 
@@ -195,7 +195,7 @@ def test_a_batch_ensemble_student_has_the_official_one_to_one_distillation_loss(
     """Member 1 of a cohort [plain, BE-2] is students 1 and 2: it reads teachers 1 and 2, and its
     objective equals train_student.py's (1 − α)·CE + α·T²·KL(batchmean) over the repeated batch,
     internal member j's block distilled from teacher j."""
-    from cohort.inputs import TeacherInputs
+    from cohort.train.inputs import TeacherInputs
 
     config = CohortConfig(
         members=[MemberConfig(arch="small_cnn16"), MemberConfig(arch="small_cnn16", batch_ensemble=2)],
@@ -246,7 +246,7 @@ def test_mimicry_reads_the_other_members_and_siblings_only_when_asked():
     objective = build_objective(config, 0)
     labels = torch.randint(0, 5, (4,))
     _, terms = objective(LossInputs(logits, labels, 0.0, peers=siblings))
-    from cohort.losses import mimicry_loss
+    from cohort.train.losses import mimicry_loss
 
     each = [mimicry_loss(logits[j], siblings[j]) for j in range(3)]
     assert torch.allclose(terms["mimicry"], torch.stack(each).mean())
@@ -255,8 +255,8 @@ def test_mimicry_reads_the_other_members_and_siblings_only_when_asked():
 
 
 def test_predictions_hold_every_internal_member_and_the_ensemble_averages_probabilities(digits_root):
-    from cohort.metrics import evaluate_cohort
-    from cohort.predict import predict
+    from cohort.evaluate.metrics import evaluate_cohort
+    from cohort.evaluate.predict import predict
 
     config = load_config(
         "configs/digits_pair.yaml",

@@ -1,0 +1,92 @@
+"""The optimiser and the learning-rate schedule: ``optim:`` (each member may override it,
+``members.<i>.optim``) and ``schedule:``. ``cohort.train.optim`` builds and steps them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cohort.config.checks import ConfigError, choose, refuse_nonfinite
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    """``sgd`` or ``adamw``."""
+    lr: float = 0.1
+    """The peak learning rate, which the schedule (``schedule:``) multiplies by its factor."""
+    momentum: float = 0.9
+    """SGD's momentum (0: plain SGD); in [0, 1)."""
+    nesterov: bool = False
+    """Nesterov momentum (SGD with momentum > 0 only)."""
+    weight_decay: float = 5e-4
+    """L2 weight decay (SGD) or decoupled weight decay (AdamW)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW only."""
+    eps: float = 1e-8
+    """AdamW only: the ε added to the root of the second moment (PyTorch's default; Keras'
+    Adam, behind uncertainty-baselines' LeNet-5 numbers, uses 1e-7)."""
+    bn_weight_decay: bool = True
+    """Weight decay on BatchNorm's weights and biases too (ffcv-imagenet's recipe: false)."""
+
+    def validate(self, where: str) -> None:
+        refuse_nonfinite(self, where)
+        choose(f"{where}.name", self.name, ("sgd", "adamw"))
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ConfigError(
+                f"{where}.betas must be two numbers in [0, 1) (AdamW's β1, β2), got {self.betas}; e.g. [0.9, 0.999]"
+            )
+        if not self.lr > 0:
+            raise ConfigError(f"{where}.lr must be > 0, got {self.lr}")
+        if not self.eps > 0:
+            raise ConfigError(f"{where}.eps must be > 0, got {self.eps}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError(f"{where}: need weight_decay >= 0 and 0 <= momentum < 1")
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ConfigError(f"{where}.nesterov needs name=sgd and momentum > 0")
+
+
+SCHEDULES = ("step", "cosine", "constant", "cyclic", "warmup_linear_decay")
+"""The learning-rate schedules ``cohort.train.optim.lr_factor`` knows."""
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "step"
+    """``step`` (multiply by ``gamma`` at ``milestones``), ``cosine``, ``constant``, ``cyclic``
+    (ffcv-imagenet's: linear from 1e-4 of the LR to the LR at ``peak_epoch``, then linear to 0
+    at the last epoch), or ``warmup_linear_decay`` (cs-giung/giung2's ``WarmupLinearDecayLR``,
+    ``cohort.train.optim.warmup_linear_decay``: ``milestones`` [m0, m1, m2], linear warm-up from
+    ``warmup_factor`` over the epochs before m0, 1 until m1, linear down to ``gamma`` at m2,
+    then ``gamma``; per epoch, as the official code steps it)."""
+    milestones: list[int] = field(default_factory=list)
+    """Epochs at which the step schedule multiplies the LR by ``gamma``; ``warmup_linear_decay``:
+    its three milestones (the official [5, 150, 270] for 300 epochs)."""
+    gamma: float = 0.1
+    """``step``: the factor at each milestone; ``warmup_linear_decay``: the final factor (official 0.01)."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up from 0, in (fractional) epochs, before the schedule proper."""
+    peak_epoch: float = 2.0
+    """``cyclic`` only: where the LR peaks."""
+    warmup_factor: float = 0.01
+    """``warmup_linear_decay`` only: the factor of its first epoch (giung2's ``WARMUP_FACTOR``)."""
+
+    def validate(self) -> None:
+        choose("schedule.name", self.name, SCHEDULES)
+        if self.name == "cyclic" and (self.peak_epoch <= 0 or self.warmup_epochs > 0):
+            raise ConfigError(
+                f"schedule cyclic climbs to its peak itself: need peak_epoch > 0 and warmup_epochs 0, "
+                f"got peak_epoch {self.peak_epoch}, warmup_epochs {self.warmup_epochs}"
+            )
+        if self.name == "warmup_linear_decay":
+            if len(self.milestones) != 3 or self.milestones[0] < 1 or self.warmup_epochs > 0:
+                raise ConfigError(
+                    f"schedule warmup_linear_decay warms up itself: need three milestones [m0, m1, m2] with "
+                    f"m0 >= 1 (e.g. [5, 150, 270]) and warmup_epochs 0, got milestones {self.milestones}, "
+                    f"warmup_epochs {self.warmup_epochs}"
+                )
+            if not 0 < self.warmup_factor <= 1:
+                raise ConfigError(f"schedule.warmup_factor must be in (0, 1], got {self.warmup_factor}")
+        if self.warmup_epochs < 0 or not self.gamma > 0:
+            raise ConfigError("schedule: need warmup_epochs >= 0 and gamma > 0")
+        if sorted(self.milestones) != list(self.milestones):
+            raise ConfigError(f"schedule.milestones must increase, got {self.milestones}")

@@ -1,0 +1,163 @@
+"""The rules that span sections of the config, one named function each (as torchtitan's
+``config/validation.py``). A section's own keys are checked by the section
+(``DataConfig.validate`` and the like); ``CohortConfig.validate`` runs these after them,
+in the order of ``RULES``. Each raises ``ConfigError``: one line naming the keys and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from cohort.config.checks import ConfigError
+from cohort.config.names import CROP_FREE_POLICIES, auto_policies
+
+if TYPE_CHECKING:
+    from cohort.config.schema import CohortConfig
+
+
+def members_fit_gpus(config: CohortConfig) -> None:
+    """``train.members_per_gpu``: auto, or a divisor of K (a GPU holds the same replica of n members)."""
+    packing = config.train.members_per_gpu  # an int or a string: building the tree checked its type
+    if packing != "auto" and (isinstance(packing, str) or packing < 1 or config.num_members % packing):
+        raise ConfigError(
+            f"train.members_per_gpu must be auto or a divisor of the K={config.num_members} members "
+            f"(a GPU holds the same replica of n members), got {packing!r}"
+        )
+
+
+def auto_policies_fit(config: CohortConfig) -> None:
+    """``policies: auto`` needs a distinct policy for every member."""
+    if config.policies == "auto":
+        try:
+            auto_policies(config.num_members)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
+def member_names_unique(config: CohortConfig) -> None:
+    names = set()
+    for i, member in enumerate(config.members):
+        if member.name in names:
+            raise ConfigError(f"members.{i}.name {member.name!r} is used twice; give each member its own name")
+        names.add(member.name)
+
+
+def no_crop_after_random_resized_crop(config: CohortConfig) -> None:
+    """``data.random_resized_crop`` already crops: members' policies may only flip, or nothing."""
+    if not config.data.random_resized_crop:
+        return
+    for i, member in enumerate(config.members):
+        if member.policy not in CROP_FREE_POLICIES:
+            raise ConfigError(
+                f"members.{i}.policy {member.policy} crops again after data.random_resized_crop; "
+                f"use {' or '.join(CROP_FREE_POLICIES)} (ImageNet's recipe: flip)"
+            )
+
+
+def member_weights_name_terms(config: CohortConfig) -> None:
+    """``members.<i>.loss``: weights >= 0 of terms the objective has."""
+    terms = config.loss.terms()
+    for i, member in enumerate(config.members):
+        for name, weight in member.loss.items():
+            if name not in terms:
+                raise ConfigError(f"members.{i}.loss.{name} is not a term of the objective; valid: {', '.join(terms)}")
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0 <= weight < math.inf:
+                raise ConfigError(f"members.{i}.loss.{name} must be a weight >= 0, got {weight!r}")
+
+
+def margin_outweighs_mimicry(config: CohortConfig) -> None:
+    """``loss.diversity.kind: margin`` pushes members apart only with β > λ."""
+    if config.loss.diversity.kind != "margin":
+        return
+    for m in range(config.num_members):
+        terms = config.enabled_terms(m)
+        if "diversity" in terms and terms["diversity"] <= terms.get("mimicry", 0.0):
+            beta, lam = terms["diversity"], terms["mimicry"]
+            raise ConfigError(
+                f"member {m}: loss.diversity.weight β={beta:g} must exceed loss.mimicry.weight λ={lam:g} with "
+                f"kind margin: inside the margin the two add to (λ − β)·T²·KL, so β <= λ never pushes members "
+                f"apart; e.g. loss.diversity.weight={2 * lam:g}"
+            )
+
+
+def every_member_has_a_term(config: CohortConfig) -> None:
+    for m in range(config.num_members):
+        if not config.enabled_terms(m):
+            raise ConfigError(f"member {m}'s objective has no term with weight > 0; set one, e.g. loss.ce.weight=1")
+
+
+def distillation_has_teachers(config: CohortConfig) -> None:
+    """``loss.distill`` and ``teacher.run_dir`` come together."""
+    if config.distils and not config.teacher.enabled:
+        raise ConfigError("loss.distill needs teachers: set teacher.run_dir=<a finished cohort run directory>")
+    if config.teacher.enabled and not config.distils:
+        raise ConfigError(
+            f"teacher.run_dir is set ({config.teacher.run_dir}) but no member distils it; set "
+            f"loss.distill.weight=0.9 loss.ce.weight=0.1 (the paper's α), or remove teacher.run_dir"
+        )
+
+
+def ods_shares_views(config: CohortConfig) -> None:
+    """ODS and ConfODS give one x′ to every student, so the students must see one view."""
+    perturbation = config.teacher.perturbation
+    streams = {config.view_stream(m) for m in range(config.num_members)}
+    if perturbation in ("ods", "confods") and len(streams) > 1:
+        raise ConfigError(
+            f"teacher.perturbation {perturbation} perturbs one clean view along one teacher's gradient and "
+            f"gives that x′ to every student, but views: {config.views} gives the members different views; "
+            f"set views=shared"
+        )
+
+
+def partners_in_shuffled_order(config: CohortConfig) -> None:
+    """CS-KD's partners are drawn over the whole training set: ``page_local`` cannot lay them out."""
+    if config.data.order == "page_local" and config.pairs_partners:
+        raise ConfigError("data.order page_local cannot lay out CS-KD's partners (loss.cskd); use data.order=shuffle")
+
+
+def partners_need_labels(config: CohortConfig) -> None:
+    """CS-KD draws an anchor's partner from its class, which a hidden label does not reveal."""
+    if config.data.semi_supervised and config.pairs_partners:
+        raise ConfigError(
+            "loss.cskd draws each anchor's partner from its class, which an unlabelled anchor "
+            "does not reveal; train CS-KD with every label (data.labelled_fraction=1)"
+        )
+
+
+def min_logit_needs_labels(config: CohortConfig) -> None:
+    """KDCL's ``ensemble_min_logit`` target reads every sample's label."""
+    if config.data.semi_supervised and config.exchanges_logits and config.loss.mimicry.target == "ensemble_min_logit":
+        raise ConfigError(
+            "loss.mimicry.target ensemble_min_logit reads every sample's label; with hidden "
+            "labels use ensemble_mean (or data.labelled_fraction=1)"
+        )
+
+
+def partners_batch_norm(config: CohortConfig) -> None:
+    """CS-KD's partner forward runs in train mode: BatchNorm needs two partners at least."""
+    batch_size = config.data.batch_size
+    if config.pairs_partners and batch_size < 2:
+        raise ConfigError(
+            f"data.batch_size {batch_size} is too small for loss.cskd: the B partners run their "
+            f"own train-mode forward, whose BatchNorm needs B >= 2; set data.batch_size >= 2 "
+            f"(each step then reads batch_size anchors and batch_size partners)"
+        )
+
+
+RULES = (
+    members_fit_gpus,
+    auto_policies_fit,
+    member_names_unique,
+    no_crop_after_random_resized_crop,
+    member_weights_name_terms,
+    margin_outweighs_mimicry,
+    every_member_has_a_term,
+    distillation_has_teachers,
+    ods_shares_views,
+    partners_in_shuffled_order,
+    partners_need_labels,
+    min_logit_needs_labels,
+    partners_batch_norm,
+)
+"""Every rule, in the order ``CohortConfig.validate`` runs them."""

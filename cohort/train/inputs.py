@@ -1,0 +1,169 @@
+"""What a member's objective reads besides its own logits and labels, each from its provider.
+
+A term declares what it needs (``TermConfig.NEEDS``): ``peers``, ``partners``, ``teachers``.
+Every need of some member's objective selects one provider here, which the step runs after
+the member's forward pass (``Trainer.train_step``); a provider owns the extra forwards and
+collectives its input takes, and returns fields of ``cohort.train.objective.LossInputs``. A term
+with a new kind of input is a provider here plus a term in ``cohort.train.objective``: the step
+does not change (as mdistiller's distillers run their own teacher forward).
+
+The needs are the cohort's, not one member's: the exchange is a collective every member
+joins, and CS-KD's partner rows and the teachers' x′ are laid out for the whole cohort.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+
+from cohort.data.batch import Batch
+from cohort.dist.mesh import CohortMesh
+from cohort.preflight import RunPlan
+from cohort.train.exchange import LogitExchange
+from cohort.train.teachers import Teachers, trace_fields
+
+
+@dataclass
+class StepView:
+    """What a provider may read at one step."""
+
+    batch: Batch
+    images: torch.Tensor
+    """The model input of every row of the batch (anchors, then partners)."""
+    logits: torch.Tensor
+    """The member's logits on the anchors, with gradients (autocast's dtype)."""
+    step: int
+
+
+@dataclass
+class MemberRuntime:
+    """The rank's objects a provider is built from, beside the config."""
+
+    mesh: CohortMesh
+    net: torch.nn.Module
+    """The member's network."""
+    model: torch.nn.Module
+    """The network as trained (DDP over the replicas when R > 1)."""
+    autocast: AbstractContextManager
+    channels_last: bool
+    stop_on_nonfinite: bool
+    traced: bool
+    """The step's draws are written to the trace (``train.trace``)."""
+
+
+class Provider:
+    """One kind of input, built from the run's plan and the rank's runtime objects;
+    ``__call__`` returns ``LossInputs`` fields by name."""
+
+    def __init__(self, plan: RunPlan, rt: MemberRuntime):
+        pass
+
+    waited_s = 0.0
+    """Seconds this provider has spent waiting in collectives (the exchange's)."""
+
+    def __call__(self, view: StepView) -> dict[str, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def drawn(self) -> dict:
+        """What the last step drew, as numbers for the trace (``cohort.train.trace``)."""
+        return {}
+
+
+class Peers(Provider):
+    """``peers``: the other members' detached logits on the batch's anchors, all-gathered over
+    the member group with the sample indices that guard against desync (``cohort.train.exchange``)."""
+
+    def __init__(self, plan: RunPlan, rt: MemberRuntime):
+        mesh = rt.mesh
+        config = plan.config
+        self.exchange = LogitExchange(
+            mesh.member_group,
+            mesh.member,
+            mesh.members,
+            rt.stop_on_nonfinite,
+            transport=mesh.member_device,
+            sizes=config.ensemble_sizes,
+            siblings_are_peers=config.batch_ensemble.siblings_are_peers,
+        )
+
+    def __call__(self, view: StepView) -> dict:
+        waited = time.perf_counter()
+        anchors = view.batch.indices[: view.batch.anchors]
+        peers = self.exchange.peers(self.exchange.gather(view.logits, anchors, view.step))
+        self.waited_s += time.perf_counter() - waited
+        return {"peers": peers}
+
+
+class Partners(Provider):
+    """``partners``: the member's logits on the batch's partner rows (CS-KD's same-class partners).
+
+    As alinlab/cs-kd's ``train.py``: a second forward, after the anchors', in train mode
+    (BatchNorm normalises the partners by their own batch statistics and updates its
+    running ones) and without gradient."""
+
+    def __init__(self, plan: RunPlan, rt: MemberRuntime):
+        self.net, self.autocast = rt.net, rt.autocast
+
+    def __call__(self, view: StepView) -> dict:
+        if view.batch.anchors == len(view.images):
+            return {"partners": None}
+        with torch.no_grad(), self.autocast:
+            return {"partners": self.net(view.images[view.batch.anchors :]).float()}
+
+
+class TeacherInputs(Provider):
+    """``teachers``: the frozen teachers' logits on x′, and the member's own logits on x′ with
+    gradients (``perturbed``; None when x′ = x, ``teacher.perturbation: none``).
+
+    As the official code (``train_student.py``): the student runs on the clean batch for its
+    other terms and again, in train mode and with gradient, on x′ for distillation."""
+
+    def __init__(self, plan: RunPlan, rt: MemberRuntime):
+        self.teachers = Teachers(
+            plan.config, plan.teachers, rt.mesh.member, plan.meta, rt.mesh.device, rt.autocast, rt.channels_last
+        )
+        self.model, self.autocast, self.replica, self.traced = rt.model, rt.autocast, rt.mesh.replica, rt.traced
+        self.internal_members = plan.config.members[rt.mesh.member].batch_ensemble
+        self.last_drawn: dict = {}
+
+    def __call__(self, view: StepView) -> dict:
+        clean = view.images[: view.batch.anchors]
+        x_prime, drawn = self.teachers.perturb(clean, view.step, self.replica)
+        self.last_drawn = trace_fields(drawn) if self.traced else {}
+        if x_prime is None:
+            return {"teachers": self.per_student(self.teachers.logits(clean)), "perturbed": None}
+        with self.autocast:
+            student = self.model(x_prime).float()
+        return {"teachers": self.per_student(self.teachers.logits(x_prime)), "perturbed": student}
+
+    def per_student(self, teachers: torch.Tensor) -> torch.Tensor:
+        """The teachers' logits ``[J, B, C]`` as the objective reads them: as they are for a plain
+        member; for a BatchEnsemble of n, internal member j's ``[n, J_j, B, C]``: its own teacher
+        (one_to_one: J = n, teacher j to member j) or all of them (mean)."""
+        n = self.internal_members
+        if n == 1:
+            return teachers
+        if self.teachers.plan.mapping == "one_to_one":
+            return teachers.unsqueeze(1)
+        return teachers.unsqueeze(0).expand(n, *teachers.shape)
+
+    def drawn(self) -> dict:
+        return self.last_drawn
+
+
+PROVIDERS: dict[str, type[Provider]] = {"teachers": TeacherInputs, "peers": Peers, "partners": Partners}
+"""The provider of each need, in the order the step runs them: the teachers' forward on x′, the
+exchange, the partners' forward. The order is part of what a run computes (each train-mode
+forward moves BatchNorm's running statistics), so it never depends on the config."""
+
+
+def build_providers(plan: RunPlan, rt: MemberRuntime) -> list[Provider]:
+    """The providers of the cohort's needs, in ``PROVIDERS``' order."""
+    needs = plan.config.cohort_needs
+    unknown = needs - set(PROVIDERS)
+    if unknown:  # a term declared a need no provider serves: a programming error, not a user's
+        raise RuntimeError(f"no provider for the objective's need(s) {sorted(unknown)}; register one in PROVIDERS")
+    return [provider(plan, rt) for need, provider in PROVIDERS.items() if need in needs]

@@ -1,0 +1,205 @@
+"""One rank's process: build the config, the mesh and the trainer, run it, and turn every
+way it can end into an exit code and at most one line on stderr.
+
+``python -m cohort.train`` (under torchrun or srun) and ``cohort submit``'s SLURM tasks
+enter here. The trainer itself (``cohort.train.trainer``) knows nothing of exit codes, of which
+rank prints an error, or of how a lost peer is diagnosed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+import torch.distributed as dist
+
+from cohort.config import CohortConfig, load_config
+from cohort.dist.mesh import Launch, detect_launch, join_cohort
+from cohort.dist.node import Node, where
+from cohort.dist.stopping import INTERRUPTED_EXIT, LAUNCHER_PID_ENV, Stopped, ignore_stop_signals
+from cohort.errors import CohortError
+from cohort.preflight import plan_run
+from cohort.run.opening import open_run
+from cohort.train.trainer import Trainer
+
+USAGE = """Train a cohort: one member per rank (R replica ranks with DDP), learning from each other
+through a logit exchange.
+
+    torchrun --nproc-per-node K*R -m cohort.train CONFIG [key=value ...]
+    cohort train CONFIG [key=value ...]       # the same; starts the K*R processes for you
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    return run_worker(argv, detect_launch()).exit_code
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """How a rank's training ended: its exit code, and the signal that stopped it (0: none)."""
+
+    exit_code: int
+    stopped_by: int = 0
+
+
+def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
+    """Train this rank's part of the cohort (``argv``: CONFIG [key=value ...]); never raises
+    for the errors a user can fix, and prints each of them once, as one line."""
+    if launch.launcher == "torchrun":
+        die_with_launcher()
+    trainer = mesh = hold = None
+    try:
+        config = load_config(argv[0], argv[1:])
+        # Before the process group: an error every rank meets alike is printed once, by rank 0.
+        plan = plan_run(config)
+        mesh = join_cohort(config, launch)
+        try:
+            trainer = Trainer(plan, mesh)
+            hold = open_run(plan, mesh)
+            trainer.fit()
+        except Exception as error:
+            shared = isinstance(error, Stopped) or (isinstance(error, CohortError) and error.shared)
+            if not shared and not is_collective_failure(error):
+                tell_peers_of_failure(mesh.store, launch.rank, error)  # this rank's own error
+            raise
+        finally:
+            if hold is not None:
+                hold.release()
+            mesh.close()
+            ignore_stop_signals()
+    except CohortError as error:
+        # An error every rank meets alike is printed once (by rank 0); an error of one rank
+        # (its own loss went non-finite) by that rank (``cohort.errors``).
+        if launch.rank == 0 or not error.shared:
+            print(f"cohort: error: {error}", file=sys.stderr, flush=True)
+        else:
+            # torchrun stops every worker once one exits; a silent rank that exited first
+            # could get rank 0 stopped before it prints the error they share.
+            time.sleep(2.0)
+        return WorkerExit(1)
+    except KeyboardInterrupt:  # Ctrl-C before the stop handlers are installed (``Trainer.fit``)
+        if launch.rank == 0:
+            print("cohort: interrupted (Ctrl-C) before training started; nothing was saved", file=sys.stderr)
+        return WorkerExit(INTERRUPTED_EXIT)
+    except Stopped as stop:
+        if launch.rank == 0:
+            print(f"cohort: {stop}", flush=True)
+        return WorkerExit(0, stop.signum)
+    except RuntimeError as error:
+        # gloo and NCCL report a dead or stalled peer as a RuntimeError from the collective.
+        if mesh is None or not is_collective_failure(error):
+            raise
+        step = trainer.step if trainer is not None else 0
+        print(
+            f"cohort: error: {lost_peers_message(mesh.store, launch, config, step, mesh.nodes)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return WorkerExit(1)
+    return WorkerExit(0)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+LAUNCHER_DEATH_SIGNAL = signal.SIGTERM
+"""What a torchrun worker receives when its launcher dies (``kill -9`` of ``cohort train``, or
+of torchrun's agent). SIGTERM is a stop signal (``cohort.dist.stopping``): every rank gets it at
+once, and the gloo process groups connect the ranks to each other, not through the agent,
+so they can still agree on a step, save there and exit 0, ready for ``resume=auto``. Where
+that cannot complete (a peer already gone), the collective fails or times out and the rank
+exits non-zero within ``train.dist_timeout_s``, so a worker never outlives its launcher for
+long. SIGKILL would end the workers at once, but throw away the steps since the last
+checkpoint; before training starts (no stop handler yet), SIGTERM ends a worker at once."""
+
+
+def die_with_launcher(signum: int = LAUNCHER_DEATH_SIGNAL) -> None:
+    """Ask Linux to send ``signum`` to this process when its parent (torchrun's agent) dies;
+    if the parent died before the call, send it now. Nothing elsewhere than Linux.
+
+    The kernel signals on the exit of the parent *thread* that forked this process: the
+    agent starts its workers from its main thread, which lives as long as the agent."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+        return  # not worth failing a run over: the worker then only lacks this guarantee
+    # The parent may have died between this process's start and the call: it was then
+    # reparented (to init or a subreaper). ``cohort train`` says which parent to expect; under
+    # a bare torchrun, whose agent may itself be process 1 in a container, nothing is checked.
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if launcher.isdigit() and os.getppid() != int(launcher):
+        os.kill(os.getpid(), signum)
+
+
+def is_collective_failure(error: Exception) -> bool:
+    if not isinstance(error, RuntimeError):
+        return False
+    text = str(error)
+    return isinstance(error, dist.DistError) or any(
+        marker in text for marker in ("gloo", "Timed out", "Connection closed by peer", "NCCL", "timed out")
+    )
+
+
+FAILED_KEY = "cohort/failed/{rank}"
+"""Where a rank that fails with an error of its own says so, for its peers' message."""
+
+
+def tell_peers_of_failure(store: dist.Store, rank: int, error: Exception) -> None:
+    """Record ``error`` (its type and first line) in the rendezvous store before this rank exits,
+    so that its peers, whose collectives then fail, name it instead of reporting a lost peer."""
+    text = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:200]
+    try:
+        store.set_timeout(datetime.timedelta(seconds=5))
+        store.set(FAILED_KEY.format(rank=rank), text)
+    except Exception:  # the store is gone: the peers will say they lost this rank
+        pass
+
+
+def lost_peers_message(
+    store: dist.Store, launch: Launch, config: CohortConfig, step: int, nodes: list[Node] | None = None
+) -> str:
+    """Say why this rank's collective failed, through the rendezvous store: a peer that failed
+    with an error of its own (``tell_peers_of_failure``) is named with its error; otherwise,
+    the members that stopped answering and, given every rank's node (``CohortMesh.nodes``),
+    where they ran: a node whose every rank is silent is named as lost whole.
+
+    Every surviving rank records itself in the store and waits a moment for the others;
+    the ranks that never appear are the dead or stalled ones. The store is torchrun's
+    agent's (it outlives the workers, not its node); elsewhere it may be gone, and then we say so.
+    """
+    member, replicas = launch.rank // config.replicas, config.replicas
+    on = (lambda rank: f" on {nodes[rank]}") if nodes else (lambda rank: "")
+    here = f"member {member} (rank {launch.rank}) stopped at step {step}{on(launch.rank)}"
+    try:
+        store.set_timeout(datetime.timedelta(seconds=5))
+        store.set(f"cohort/alive/{launch.rank}", str(step))
+        time.sleep(2.0)  # for the others to say they live, or that they failed
+        failed = [r for r in range(launch.world_size) if store.check([FAILED_KEY.format(rank=r)])]
+        if failed:
+            rank = failed[0]
+            error = store.get(FAILED_KEY.format(rank=rank)).decode(errors="replace")
+            return (
+                f"{here}: member {rank // replicas} (rank {rank}{on(rank)}) failed with an error ({error}), printed "
+                f"in full above; fix that, then continue with resume=auto"
+            )
+        silent = [r for r in range(launch.world_size) if not store.check([f"cohort/alive/{r}"])]
+        missing = sorted({r // replicas for r in silent})
+        who = f"member(s) {', '.join(map(str, missing))} stopped answering" if missing else "a peer failed"
+        if nodes and silent:
+            who += f" ({where(silent, nodes)})"
+    except Exception:  # the store went down with its host: under torchrun, the agent serving it
+        store_at = f"{launch.master_addr}:{launch.master_port}"
+        who = f"the rendezvous store at {store_at} is gone, likely with the node serving it"
+    return (
+        f"member {member} (rank {launch.rank}) lost the cohort at step {step}{on(launch.rank)}: {who} (dead, or "
+        f"stalled longer than train.dist_timeout_s={config.train.dist_timeout_s:g}s); continue with resume=auto"
+    )

@@ -1,0 +1,127 @@
+"""cohort eval, report and dee on a finished run (the session's dml_pair fixture)."""
+
+import json
+import shutil
+
+import matplotlib.image
+import numpy as np
+import pytest
+import yaml
+
+from cohort.run.checkpoint_files import MARKER
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.multiprocess
+
+
+def one_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("cohort: error: "), result.stderr
+    return lines[0]
+
+
+def test_training_records_the_selected_epoch_and_its_checkpoint(dml_pair):
+    _, run, _ = dml_pair
+    selection = json.loads((run / "selection.json").read_text())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val_nll = {r["epoch"]: r["nll"] for r in rows if r["split"] == "val" and r["member"] == "ensemble"}
+    assert selection["epoch"] == min(val_nll, key=val_nll.get)
+    assert (run / "checkpoints" / "best" / MARKER).is_file()
+    assert (run / "predictions" / "best" / "test.npz").is_file()
+    ensemble = next(r for r in rows if r["member"] == "ensemble" and r["split"] == "test")
+    assert {
+        "brier",
+        "ece",
+        "cw_ece",
+        "adaece",
+        "c_nll",
+        "c_ece",
+        "temperature",
+        "disagreement",
+        "pairwise_kl",
+        "subensembles",
+    } <= set(ensemble)
+
+
+def test_eval_reproduces_the_selected_epochs_test_metrics(dml_pair):
+    _, run, _ = dml_pair
+    result = run_cli("eval", str(run), "--checkpoint", "best")
+    assert result.returncode == 0, result.stderr[-2000:]
+    epoch = json.loads((run / "selection.json").read_text())["epoch"]
+    trained = {
+        r["member"]: r
+        for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        if r["epoch"] == epoch and r["split"] == "test"
+    }
+    evaluated = {
+        r["member"]: r
+        for r in map(json.loads, (run / "eval" / "best" / "metrics.jsonl").read_text().splitlines())
+        if r["split"] == "test"
+    }
+    for member in (0, 1, "ensemble"):
+        for key in ("acc", "nll", "ece", "c_nll"):
+            assert evaluated[member][key] == pytest.approx(trained[member][key], abs=1e-5)
+    saved = np.load(run / "eval" / "best" / "predictions" / "test.npz")
+    np.testing.assert_allclose(saved["logits"], np.load(run / "predictions" / "best" / "test.npz")["logits"], atol=1e-5)
+
+
+def test_eval_on_the_k_by_r_layout_gives_training_s_predictions(dml_pair, tmp_path):
+    """K = 2 members × 2 replicas, four real processes: each loads its member's part and
+    predicts its shard; the gathered logits are training's own for that checkpoint."""
+    _, run, _ = dml_pair
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("eval"))
+    result = run_cli("eval", str(copy), "--checkpoint", "best", "--distributed", "--replicas", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ensemble" in result.stdout and result.stdout.count("wrote ") == 1  # rank 0 alone writes
+    for split in ("val", "test"):
+        saved, trained = (
+            np.load(folder / f"{split}.npz")
+            for folder in (copy / "eval" / "best" / "predictions", run / "predictions" / "best")
+        )
+        assert saved["logits"].shape == trained["logits"].shape
+        np.testing.assert_array_equal(saved["labels"], trained["labels"])
+        np.testing.assert_allclose(saved["logits"], trained["logits"], atol=1e-5)
+
+
+def test_report_writes_markdown_and_readable_figures(dml_pair, tmp_path):
+    _, run, _ = dml_pair
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    result = run_cli("report", str(copy), str(run))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = (copy / "report.md").read_text()
+    assert report.count("| test (") == 2 and "members c_nll" in report and "![curves](curves.png)" in report
+    for name in ("reliability.png", "curves.png", "ensemble_size.png"):
+        image = matplotlib.image.imread(copy / name)
+        assert image.shape[0] > 300 and image.shape[1] > 700
+        assert image.std() > 0.05  # not a blank canvas
+
+
+def test_dee_against_an_independent_reference(dml_pair, tmp_path, cli_here):
+    _, run, _ = dml_pair
+    independent = tmp_path / "independent"
+    shutil.copytree(run, independent)
+    config = yaml.safe_load((independent / "config.yaml").read_text())
+    config["loss"]["mimicry"]["weight"] = 0.0
+    (independent / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run_cli("dee", "--reference", str(independent), str(run))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "reference curve" in result.stdout and result.stdout.count("DEE") == 3
+    line = one_error_line(cli_here("dee", "--reference", str(run), str(independent)))
+    assert "the DEE reference must be an independent run" in line and "config.yaml" in line and "mimicry" in line
+
+
+def test_bad_run_directories_are_one_line_errors(dml_pair, tmp_path, cli_here):
+    _, run, _ = dml_pair
+    assert "is not a cohort run directory" in one_error_line(cli_here("report", str(tmp_path)))
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    shutil.rmtree(broken / "predictions")
+    assert "predictions/best/test.npz is missing" in one_error_line(cli_here("report", str(broken)))
+    shutil.copytree(run / "predictions", broken / "predictions")
+    np.savez(broken / "predictions" / "best" / "test.npz", logits=np.zeros((3, 5, 10), np.float32), labels=np.zeros(5))
+    line = one_error_line(cli_here("report", str(broken)))
+    assert "test.npz holds logits of shape (3, 5, 10)" in line and "does not belong to this run" in line
+    shutil.rmtree(broken / "checkpoints")
+    assert "holds no complete checkpoint" in one_error_line(cli_here("eval", str(broken), "--checkpoint", "last"))

@@ -1,0 +1,57 @@
+"""The tables of ``cohort study`` and ``cohort report``, from recorded metric rows (no process)."""
+
+from cohort.evaluate.report import Run, summary_row
+from cohort.evaluate.study import curve_table, study_table
+
+METRICS = {"acc": 0.9, "nll": 0.3, "ece": 0.05, "c_nll": 0.28, "c_ece": 0.02}
+
+
+def curve_run(path, scale, members=2, epochs=10, every=1):
+    """A run evaluated after every ``every``-th of ``epochs`` epochs (metrics.jsonl counts from 0)."""
+    evaluated = [e for e in range(epochs) if (e + 1) % every == 0]
+    rows = [{"epoch": e, "split": "test", "member": "ensemble", "disagreement": scale * e / 10} for e in evaluated]
+    rows += [{"epoch": e, "split": "test", "member": m} for e in evaluated for m in range(members)]
+    return Run(path, "c", False, rows, evaluated[-1], False)
+
+
+def test_the_curve_reads_the_last_evaluation_at_each_fraction_of_training_and_names_it(tmp_path):
+    runs = {"c": [curve_run(tmp_path, 1.0), curve_run(tmp_path, 3.0)], "single": [curve_run(tmp_path, 1.0, members=1)]}
+    table = curve_table(["c", "single"], runs)
+    assert "single" not in table
+    row = table.splitlines()[2]
+    # At 10 %, 25 %, 50 %, 75 %, 100 % of 10 epochs: epochs 1, 2, 5, 7, 10 (counted from 1); mean of the seeds (×1, ×3).
+    assert row == (
+        "| c | 0.0000 ± 0.0000 (epoch 1) | 0.2000 ± 0.1000 (epoch 2) | 0.8000 ± 0.4000 (epoch 5) "
+        "| 1.2000 ± 0.6000 (epoch 7) | 1.8000 ± 0.9000 (epoch 10) |"
+    )
+
+
+def test_curve_columns_that_read_one_evaluation_say_so(tmp_path):
+    # eval_every 5 over 30 epochs: 10 % (epoch 3) has no evaluation yet and 25 % (epoch 7.5) has epoch 5's.
+    table = curve_table(["c"], {"c": [curve_run(tmp_path, 1.0, epochs=30, every=5)] * 2})
+    cells = table.splitlines()[2].strip("|").split("|")[1:]
+    assert [cell.split("(")[1].strip(" )") for cell in cells] == [
+        "epoch 5",
+        "epoch 5",
+        "epoch 15",
+        "epoch 20",
+        "epoch 30",
+    ]
+
+
+def test_one_seed_or_one_member_prints_no_spread_instead_of_a_zero_std(tmp_path):
+    def table(members, acc):
+        rows = {m: {**METRICS, "acc": a} for m, a in zip(range(members), acc)}
+        return {**rows, "ensemble": {**METRICS, "disagreement": 0.01}}
+
+    def run(acc):
+        rows = [{"epoch": 4, "split": "test", "member": m, **row} for m, row in table(2, acc).items()]
+        return Run(tmp_path, "c", False, rows, 4, False)
+
+    one_seed = study_table(["c"], {"c": [run([0.9, 0.8])]}).splitlines()[2]
+    assert "± 0.0000" not in one_seed and one_seed.count("± —") == 7 and "| 0.8500 ± — |" in one_seed
+    two_seeds = study_table(["c"], {"c": [run([0.9, 0.8]), run([0.7, 0.6])]}).splitlines()[2]
+    assert two_seeds.count("± —") == 0 and "| 0.7500 ± 0.1000 |" in two_seeds
+    one_member = summary_row("c", "4", table(1, [0.9]))
+    assert "± 0.0000" not in one_member and one_member.count("± —") == 5
+    assert summary_row("c", "4", table(2, [0.9, 0.8])).count("± —") == 0
