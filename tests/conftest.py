@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,26 @@ def on_small_disk(mount: Path, kib: int, command: list[str], timeout: float = 60
         text=True,
         timeout=timeout,
     )
+
+
+@contextmanager
+def one_rank(config=None):
+    """A one-process gloo group (a "single" launch) and its mesh, for in-process tests of the parts
+    that take part in collectives (checkpointer, stop signals); torch's thread count is put back."""
+    import torch
+
+    from cohort.config import CohortConfig
+    from cohort.dist.mesh import detect_launch, join_cohort
+
+    config = config or CohortConfig(members=[CohortConfig().members[0]])
+    config.train.device = "cpu"
+    threads = torch.get_num_threads()
+    mesh = join_cohort(config, detect_launch(env={}))
+    try:
+        yield mesh
+    finally:
+        mesh.close()
+        torch.set_num_threads(threads)
 
 
 def train_here(config_path: Path, *overrides: str) -> Path:
