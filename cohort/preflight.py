@@ -25,7 +25,7 @@ from cohort.config.names import FIXED_INPUT_ARCHITECTURES
 from cohort.data.datasets import ensure_data
 from cohort.data.folder import DataError, check_beton, check_data
 from cohort.data.labelled import check_labelled
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError
 from cohort.run.selection import read_selection
@@ -77,7 +77,7 @@ def check_records(run: RunDir, teachers: TeacherPlan | None) -> None:
         read_selection(run.selection_file)
     if teachers is not None:
         check_teacher_record(run.path, teachers)
-    checkpoint.latest_complete(run.path)
+    checkpoint_files.latest_complete(run.path)
 
 
 LOCAL_RANKS_PER_CORE = 4
@@ -230,21 +230,21 @@ def plan_eval(
 def checkpoint_folder(run: RunDir, which: str) -> Path:
     """The complete checkpoint ``which`` names: ``last``, ``best`` or a folder."""
     if which == "last":
-        folder = checkpoint.latest_complete(run.path)
+        folder = checkpoint_files.latest_complete(run.path)
         if folder is None:
             raise RunDirError(
                 f"{run.checkpoints} holds no complete checkpoint; train first (checkpoints need COMPLETE.json)"
             )
         return folder
-    folder = checkpoint.best_dir(run.path) if which == "best" else Path(which)
-    if not (folder / checkpoint.MARKER).is_file():
+    folder = checkpoint_files.best_dir(run.path) if which == "best" else Path(which)
+    if not (folder / checkpoint_files.MARKER).is_file():
         hint = (
             "train with train.select_by=val_ensemble_nll (or similar)"
             if which == "best"
             else "pick a complete checkpoint"
         )
-        raise RunDirError(f"{folder / checkpoint.MARKER} is missing: not a complete checkpoint; {hint}")
-    checkpoint.read_marker(folder)  # a damaged one is named now, not after predicting
+        raise RunDirError(f"{folder / checkpoint_files.MARKER} is missing: not a complete checkpoint; {hint}")
+    checkpoint_files.read_marker(folder)  # a damaged one is named now, not after predicting
     return folder
 
 

@@ -91,6 +91,7 @@ class DataConfig:
     epoch's resolution (``data.resolution``; ``cohort.data.decoders``). Members' policies
     then apply to the crop: ``flip`` (ImageNet's) or ``none``."""
     resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
+    """ImageNet-style progressive resizing (``ResolutionConfig``), with ``random_resized_crop``."""
     order: str = "shuffle"
     """The training order: ``shuffle`` (a full permutation per epoch) or ``page_local`` (the
     file's pages in a random order, samples shuffled within each run of ``page_window``

@@ -22,7 +22,7 @@ import yaml
 
 from cohort.evaluate.predict import predict
 from cohort.preflight import EvalPlan
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from cohort.run.files import replacing, writing
 
 RERUN = "rerun `cohort eval`"
@@ -33,7 +33,7 @@ def run_eval(plan: EvalPlan):
     """Evaluate ``plan`` (``cohort.preflight.plan_eval``) in this process, every member on the
     CPU; returns the folder written."""
     models = [
-        checkpoint.load_model(
+        checkpoint_files.load_model(
             plan.folder,
             m,
             member.arch,
@@ -57,7 +57,7 @@ def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, 
 
     results = evaluate_cohort(logits, labels)
     out = plan.run.evaluation(plan.folder.name)
-    epoch = checkpoint.weights_epoch(plan.folder)
+    epoch = checkpoint_files.weights_epoch(plan.folder)
     # Each file whole or not at all (``replacing``); a full disk is one line naming it.
     with writing(out.predictions, then=RERUN):
         out.predictions.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from cohort.errors import CohortError
 from cohort.evaluate.checkpoint_eval import write_eval
 from cohort.evaluate.predict import cohort_logits
 from cohort.preflight import EvalPlan, plan_eval
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 
 
 def evaluate_rank(plan: EvalPlan, launch: Launch) -> None:
@@ -31,7 +31,7 @@ def evaluate_rank(plan: EvalPlan, launch: Launch) -> None:
     mesh = join_cohort(config, launch, plan.replicas)
     try:
         member = config.members[mesh.member]
-        net = checkpoint.load_model(
+        net = checkpoint_files.load_model(
             plan.folder,
             mesh.member,
             member.arch,

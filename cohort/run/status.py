@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from cohort.dist.node import layout, nodes_of_record
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from cohort.run.directory import HOLD_FILE, RunDir
 from cohort.run.files import RunDirError, read_json
 from cohort.run.hold import read_holder, stale_reason
@@ -103,8 +103,8 @@ def run_status(run_dir: str | Path) -> str:
         lines.append(nodes)
     rows = run.read_metrics()
     evaluated = sorted({row["epoch"] for row in rows})
-    newest = checkpoint.latest_complete(run.path)
-    info = checkpoint.read_marker(newest) if newest is not None else None
+    newest = checkpoint_files.latest_complete(run.path)
+    info = checkpoint_files.read_marker(newest) if newest is not None else None
     if info is not None:
         position = (
             f"epoch {info['epoch'] + 1}, batch {info['batch']}"

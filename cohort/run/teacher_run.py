@@ -17,7 +17,7 @@ import numpy as np
 
 from cohort.config import CohortConfig, ConfigError
 from cohort.data.folder import DataError, read_meta
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError, read_json
 
@@ -56,15 +56,15 @@ class TeacherPlan:
 
 def choose_checkpoint(run: RunDir, which: str) -> Path:
     """The teachers' checkpoint folder for ``teacher.checkpoint`` = ``which``; raises RunDirError."""
-    best = checkpoint.best_dir(run.path)
-    if which == "best" or (which == "auto" and (best / checkpoint.MARKER).is_file()):
-        if not (best / checkpoint.MARKER).is_file():
+    best = checkpoint_files.best_dir(run.path)
+    if which == "best" or (which == "auto" and (best / checkpoint_files.MARKER).is_file()):
+        if not (best / checkpoint_files.MARKER).is_file():
             raise RunDirError(
-                f"{best / checkpoint.MARKER} is missing: teacher.run_dir {run.path} has no complete "
+                f"{best / checkpoint_files.MARKER} is missing: teacher.run_dir {run.path} has no complete "
                 f"best checkpoint (it trained without train.select_by); set teacher.checkpoint=last"
             )
         return best
-    last = checkpoint.latest_complete(run.path)
+    last = checkpoint_files.latest_complete(run.path)
     if last is None:
         raise RunDirError(
             f"{run.checkpoints} holds no complete checkpoint: teacher.run_dir {run.path} has not finished "
@@ -121,7 +121,7 @@ def check_teacher(config: CohortConfig, meta: dict) -> TeacherPlan | None:
         folder,
         tuple(m.arch for m in teacher_config.members),
         mapping,
-        checkpoint.weights_epoch(folder),
+        checkpoint_files.weights_epoch(folder),
         tuple(m.blurpool for m in teacher_config.members),
     )
 

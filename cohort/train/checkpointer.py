@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from cohort.config import CohortConfig
 from cohort.dist.mesh import CohortMesh
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError
 
@@ -82,13 +82,13 @@ class Checkpointer:
 
     def resume(self) -> tuple[Path, Position] | None:
         """Load the newest complete checkpoint, if any: (its folder, the position it holds)."""
-        latest = checkpoint.latest_complete(self.run.path)
+        latest = checkpoint_files.latest_complete(self.run.path)
         return None if latest is None else (latest, self.load(latest))
 
     def load(self, folder: Path) -> Position:
         problem = ""
         try:
-            state = checkpoint.load_part(folder, self.member, self.device)
+            state = checkpoint_files.load_part(folder, self.member, self.device)
             part = folder / f"member-{self.member}.pt"
             if state.get("format") != CHECKPOINT_FORMAT:
                 problem = (
@@ -123,13 +123,13 @@ class Checkpointer:
 
     def save(self, position: Position) -> None:
         """A step checkpoint to continue from ``position``; older ones beyond ``keep_last`` go."""
-        self.save_to(checkpoint.checkpoint_dir(self.run.path, position.step), position)
+        self.save_to(checkpoint_files.checkpoint_dir(self.run.path, position.step), position)
         if self.mesh.is_main:
-            checkpoint.prune(self.run.path, self.keep_last)  # removes only, ignoring errors
+            checkpoint_files.prune(self.run.path, self.keep_last)  # removes only, ignoring errors
 
     def save_best(self, position: Position) -> None:
         """``checkpoints/best``: the weights of the epoch ``train.select_by`` chose."""
-        self.save_to(checkpoint.best_dir(self.run.path), position)
+        self.save_to(checkpoint_files.best_dir(self.run.path), position)
 
     def save_to(self, folder: Path, position: Position) -> None:
         """Every member writes its part (``state_dict``), then rank 0 marks the folder complete.
@@ -139,17 +139,17 @@ class Checkpointer:
         goes on (a rank failing alone would leave its peers to report it lost instead)."""
         self.sync_buffers()
         # "best" is rewritten in place: incomplete until re-marked.
-        self.mesh.main_does(lambda: checkpoint.unmark(folder))
+        self.mesh.main_does(lambda: checkpoint_files.unmark(folder))
         problem = ""
         if self.mesh.replica == 0:
             try:
-                checkpoint.save_part(folder, self.member, self.state_dict(position))
+                checkpoint_files.save_part(folder, self.member, self.state_dict(position))
             except RunDirError as error:
                 problem = str(error)
         if problem := self.mesh.first_problem(problem):
             raise RunDirError(problem)
         info = {"epoch": position.epoch, "batch": position.batch, "step": position.step}
-        self.mesh.main_does(lambda: checkpoint.mark_complete(folder, self.mesh.members, info))
+        self.mesh.main_does(lambda: checkpoint_files.mark_complete(folder, self.mesh.members, info))
 
     def state_dict(self, position: Position) -> dict:
         """All this member needs to continue exactly from ``position``: weights, optimiser, RNG

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cohort.config import CohortConfig
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from cohort.run.teacher_run import TeacherPlan
 
 DRAW_STREAM = 0x0D5
@@ -129,7 +129,7 @@ class Teachers:
         self.nets = {j: self.load(j, meta, device) for j in held}
 
     def load(self, j: int, meta: dict, device: torch.device) -> nn.Module:
-        net = checkpoint.load_model(
+        net = checkpoint_files.load_model(
             self.plan.folder,
             j,
             self.plan.archs[j],

@@ -22,7 +22,7 @@ from cohort.models.batch_ensemble import (
     FactorInit,
     as_members,
 )
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from cohort.run.teacher_run import TeacherPlan
 from cohort.train.exchange import LogitExchange
 from cohort.train.objective import LossInputs, build_objective
@@ -184,7 +184,7 @@ def teacher_folder(tmp_path, count: int):
     for j in range(count):
         torch.manual_seed(20 + j)
         net = build_model("small_cnn16", 10, **NORM)
-        checkpoint.save_part(folder, j, {"arch": "small_cnn16", "model": net.state_dict()})
+        checkpoint_files.save_part(folder, j, {"arch": "small_cnn16", "model": net.state_dict()})
     return folder
 
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from tests.conftest import on_small_disk, small_disk_skip_reason
 
 FULL_DISK = r"""
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from cohort.config import load_config
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError, write_json
@@ -38,8 +38,8 @@ def attempt(name, write):
 
 
 # 64 KiB: room for the small files, not for a part of 4 MB.
-step = checkpoint.checkpoint_dir(run.path, 3)
-attempt("part", lambda: checkpoint.save_part(step, 0, {"model": torch.zeros(1_000_000)}))
+step = checkpoint_files.checkpoint_dir(run.path, 3)
+attempt("part", lambda: checkpoint_files.save_part(step, 0, {"model": torch.zeros(1_000_000)}))
 rows = [{"epoch": 0, "split": "val", "member": 0, "acc": 0.5}]
 run.append_metrics(rows)
 write_json(run.path / "selection.json", {"select_by": "val_ensemble_nll", "epoch": 0, "value": 1.0})
@@ -58,7 +58,7 @@ attempt("metrics", lambda: run.append_metrics(rows * 200))  # fills the page it 
 said["metrics after"] = run.read_metrics()
 attempt("selection", lambda: write_json(run.path / "selection.json", {"select_by": "x", "epoch": 1, "value": 0.5}))
 said["selection after"] = json.loads((run.path / "selection.json").read_text())["epoch"]
-attempt("marker", lambda: checkpoint.mark_complete(step, 1, {"epoch": 1, "batch": 0, "step": 3}))
+attempt("marker", lambda: checkpoint_files.mark_complete(step, 1, {"epoch": 1, "batch": 0, "step": 3}))
 attempt("predictions", lambda: run.save_predictions("val", np.zeros((2, 100, 10)), np.zeros(100)))
 config = load_config("configs/demo.yaml", [f"run_dir={disk / 'new' / 'run'}"])
 attempt("new run", lambda: RunDir(config.run_dir).create(config))
@@ -82,7 +82,7 @@ def test_a_full_disk_is_one_line_naming_it_and_leaves_no_temporary_or_torn_file(
     assert said["metrics after"] == [{"epoch": 0, "split": "val", "member": 0, "acc": 0.5}]  # cut back: no torn line
     assert said["selection"] == f"no space left on {disk} writing {run}/selection.json: {fix}"
     assert said["selection after"] == 0  # the old file, whole
-    assert said["marker"] == f"no space left on {disk} writing {step}/{checkpoint.MARKER}: {fix}"
+    assert said["marker"] == f"no space left on {disk} writing {step}/{checkpoint_files.MARKER}: {fix}"
     assert said["predictions"] == f"no space left on {disk} writing {run}/predictions/val.npz: {fix}"
     assert said["new run"] == f"no space left on {disk} writing {disk}/new/run/config.yaml: {fix}"
     left = sorted(
@@ -102,9 +102,9 @@ def test_a_full_disk_is_one_line_naming_it_and_leaves_no_temporary_or_torn_file(
 
 
 def test_a_part_that_fails_to_save_leaves_the_previous_one_and_no_temporary_file(tmp_path):
-    folder = checkpoint.checkpoint_dir(tmp_path, 3)
-    saved = checkpoint.save_part(folder, 0, {"model": torch.arange(4.0)})
+    folder = checkpoint_files.checkpoint_dir(tmp_path, 3)
+    saved = checkpoint_files.save_part(folder, 0, {"model": torch.arange(4.0)})
     before = saved.read_bytes()
     with pytest.raises(AttributeError, match="local object"):  # pickle cannot save a local function
-        checkpoint.save_part(folder, 0, {"model": torch.arange(8.0), "hook": lambda: None})
+        checkpoint_files.save_part(folder, 0, {"model": torch.arange(8.0), "hook": lambda: None})
     assert sorted(p.name for p in folder.iterdir()) == ["member-0.pt"] and saved.read_bytes() == before

@@ -14,7 +14,7 @@ from torch import nn
 
 from cohort.config import CohortConfig, LossConfig, TeacherConfig
 from cohort.models import build_model
-from cohort.run import checkpoint_files as checkpoint
+from cohort.run import checkpoint_files
 from cohort.run.teacher_run import TeacherPlan
 from cohort.train.losses import distillation_loss
 from cohort.train.teachers import (
@@ -117,7 +117,7 @@ def teachers_in(tmp_path, perturbation: str, mapping: str = "one_to_one", studen
                 if isinstance(module, nn.BatchNorm2d):
                     module.running_mean.uniform_(-0.1, 0.1)
                     module.running_var.uniform_(0.5, 2.0)
-        checkpoint.save_part(folder, j, {"arch": "small_cnn", "model": net.state_dict()})
+        checkpoint_files.save_part(folder, j, {"arch": "small_cnn", "model": net.state_dict()})
     config = CohortConfig(
         seed=0, loss=LossConfig(), teacher=TeacherConfig(run_dir=str(tmp_path), perturbation=perturbation)
     )
