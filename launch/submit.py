@@ -200,7 +200,7 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
 
     # Nothing was written or queued before this point. The run directories exist before the
     # job can start (a worker refuses a folder that holds only submitit's files).
-    logs = Path(base.run_dir) / "slurm"
+    logs = RunDir(base.run_dir).slurm_logs
     created = {outermost_missing(path) for path in [logs, *(Path(config.run_dir) for _, config in runs)]} - {None}
     for _, config in runs:
         RunDir(config.run_dir).create(config)

@@ -88,6 +88,27 @@ def test_every_relative_link_in_readme_and_docs_resolves():
     assert not problems, "\n".join(problems)
 
 
+PROJECT_PATH = re.compile(r"(?<![\w./-])((?:cohort|launch|tests|bench|scripts|slurm|configs)/[\w./-]*[\w/])")
+"""A path into the repository as the docs write them (``cohort/run/opening.py``, ``tests/scenarios/``)."""
+
+
+def named_paths(path: Path) -> set[str]:
+    """Every repository path a markdown file names, in prose or code, patterns (``*``, ``{a,b}``,
+    ``<name>``) and paths inside a run or data folder aside."""
+    text = path.read_text(encoding="utf-8")
+    return {m.group(1) for m in PROJECT_PATH.finditer(text) if text[m.end() : m.end() + 1] not in ("*", "{", "<")}
+
+
+def test_every_file_the_docs_name_exists():
+    missing = [
+        f"{doc.relative_to(REPO)}: {name}"
+        for doc in [*markdown_files(), REPO / "slurm" / "README.md"]
+        for name in sorted(named_paths(doc))
+        if not (REPO / name.split("::")[0]).exists()
+    ]
+    assert not missing, "\n".join(missing)
+
+
 def test_the_slug_rule_is_githubs():
     assert slug("The papers' claims, tested on digits") == "the-papers-claims-tested-on-digits"
     assert (

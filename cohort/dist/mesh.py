@@ -5,7 +5,7 @@ process group and the (member, replica) mesh.
 
 ``replica_group`` is a member's data-parallel group (DDP); ``member_group`` is the
 exchange group of the K ranks holding replica r of every member. Their backends follow the
-placement of ranks on GPUs (``cohort/placement.py``).
+placement of ranks on GPUs (``cohort/dist/placement.py``).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def pick_device(
     requested: str, launch: Launch, members_per_gpu: int | str = 1, members: int = 1, replicas: int = 1
 ) -> tuple[torch.device, Placement]:
     """This rank's device and the node's placement: ``cuda:<its GPU>`` (one rank per GPU, or
-    ``members_per_gpu`` members sharing one; ``cohort/placement.py``) or the CPU."""
+    ``members_per_gpu`` members sharing one; ``cohort/dist/placement.py``) or the CPU."""
     if not uses_cuda(requested):
         return torch.device("cpu"), Placement(1, replicas)
     try:

@@ -2,14 +2,16 @@
 
     RUN_DIR/config.yaml                 the resolved config (``config_file``)
     RUN_DIR/metrics.jsonl               one JSON object per member (and "ensemble") per evaluation
-    RUN_DIR/predictions/{val,test}.npz  logits float32 [K, N, C], labels int64 [N]; best/: the selected epoch's
-    RUN_DIR/checkpoints/step-NNNNNNNNN/ complete checkpoints (``cohort.run.checkpoint_files``); best/: the selected
+    RUN_DIR/predictions/{val,test}.npz  logits float32 [K, N, C], labels int64 [N], of the latest evaluation
+    RUN_DIR/predictions/best/           the same at the epoch train.select_by chose
+    RUN_DIR/checkpoints/step-NNNNNNNNN/ complete checkpoints (``cohort.run.checkpoint_files``); best/: the chosen one
     RUN_DIR/selection.json              the epoch train.select_by chose (``cohort.run.selection``)
     RUN_DIR/teacher_plan.json           the teachers a student distils, fixed at its first start
     RUN_DIR/teacher_metrics.json        those teachers' metrics on val and test, for reports
     RUN_DIR/tensorboard/                TensorBoard scalars (when tensorboard is installed)
     RUN_DIR/trace/                      per-step traces (train.trace=true)
     RUN_DIR/submission.json             the SLURM job that trains it (cohort submit)
+    RUN_DIR/slurm/                      cohort submit: submitit's job files and per-task logs
     RUN_DIR/nodes.json                  which node each rank runs on (``cohort.dist.node``), rewritten at every start
     RUN_DIR/nodes/<node>.json           each node's marker of the latest start (``cohort.run.shared_fs``)
     RUN_DIR/HOLD.json                   who uses it now (``cohort.run.hold``), while a run or an eval lives
@@ -136,6 +138,11 @@ class RunDir:
 
     def node_marker(self, node: str) -> Path:
         return self.path / "nodes" / f"{node}.json"
+
+    @property
+    def slurm_logs(self) -> Path:
+        """``cohort submit``: submitit's job files and per-task logs (a job array's: beside its seeds' runs)."""
+        return self.path / "slurm"
 
     @property
     def hold_file(self) -> Path:

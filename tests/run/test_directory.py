@@ -1,5 +1,6 @@
 """The run directory contract: what may start or resume where, and reading a finished run."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -238,3 +239,35 @@ def test_a_resumed_run_rewrites_its_metrics_without_the_torn_line(digits_root, t
         f"cohort: {metrics} ended in a torn line (a crash while it was written); rewrote it without that line"
     ]
     assert not list(run.glob(".*.tmp"))
+
+
+def contract_entries(text: str) -> list[str]:
+    """The ``RUN_DIR/<entry>`` names a listing of the run directory gives, in order."""
+    return re.findall(r"^\s*RUN_DIR/(\S+)", text, re.M)
+
+
+def test_the_run_directory_is_documented_once_as_its_contract_says():
+    """docs/usage.md lists what a run leaves as cohort.run.directory's docstring does, entry for
+    entry, and every file the contract names is a property of RunDir."""
+    import cohort.run.directory as directory
+
+    code, docs = contract_entries(directory.__doc__), contract_entries((REPO / "docs" / "usage.md").read_text())
+    assert sorted(code) == sorted(docs)
+    run = RunDir("r")
+    named = {
+        run.config_file, run.metrics_file, run.predictions, run.checkpoints, run.selection_file,
+        run.teacher_plan_file, run.teacher_metrics_file, run.tensorboard, run.trace, run.submission_file,
+        run.slurm_logs, run.nodes_file, run.node_marker("n").parent, run.hold_file, run.evaluation("c").path.parent,
+        run.report_file,
+    }  # fmt: skip
+    tops = {entry.split("/")[0].split(",")[0] for entry in code}
+    assert {p.name for p in named} == tops
+
+
+def test_a_file_an_earlier_cohort_named_otherwise_is_still_read(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.readable(run.teacher_plan_file) == run.teacher_plan_file  # neither exists: the new name
+    (tmp_path / "teacher.json").write_text("{}")
+    assert run.readable(run.teacher_plan_file) == tmp_path / "teacher.json"
+    run.teacher_plan_file.write_text("{}")
+    assert run.readable(run.teacher_plan_file) == run.teacher_plan_file  # the new one wins

@@ -234,7 +234,7 @@ def test_a_stalled_peer_makes_every_survivor_exit_naming_it(digits_root, tmp_pat
         and "dist_timeout_s=8s" in line
         for line in lines
     ), err[-3000:]
-    assert "cohort/train.py" not in err  # bare torchrun prints its own traceback; ours must not appear
+    assert "cohort/train/__main__.py" not in err  # bare torchrun prints its own traceback; ours must not appear
 
 
 def test_sigterm_checkpoints_at_an_agreed_step_and_resume_is_exact(uninterrupted, tmp_path):
