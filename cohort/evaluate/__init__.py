@@ -1,2 +1,2 @@
 """Everything that reads a trained cohort: predictions, metrics, ``cohort eval`` (one process,
-or ``python -m cohort.evaluate`` per rank), ``cohort report``, ``cohort dee``, ``cohort study``."""
+or ``python -m cohort.evaluate.worker`` per rank), ``cohort report``, ``cohort dee``, ``cohort study``."""

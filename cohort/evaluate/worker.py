@@ -4,7 +4,7 @@
 
 under torchrun or srun. Each rank loads only its member's part of the checkpoint on its own
 device (placement, bf16 and channels_last as in training), predicts its replica's shard, and
-rank 0 writes what the one-process ``cohort eval`` writes (``cohort.evaluate.write_eval``).
+rank 0 writes what the one-process ``cohort eval`` writes (``cohort.evaluate.checkpoint_eval.write_eval``).
 """
 
 from __future__ import annotations
