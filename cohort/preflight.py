@@ -25,6 +25,7 @@ from cohort.config.names import FIXED_INPUT_ARCHITECTURES
 from cohort.data.datasets import ensure_data
 from cohort.data.folder import DataError, check_beton, check_data
 from cohort.data.labelled import check_labelled
+from cohort.dist.memory import check_copies_fit
 from cohort.run import checkpoint_files
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError
@@ -51,7 +52,8 @@ def plan_run(config: CohortConfig, write_data: bool = False, local: bool = False
     """Check a training run before it starts. ``write_data``: write the digits data first when its
     folder is missing (the launchers; a worker only reads, since its peers would write alongside).
     ``local``: every rank will run on this machine (``cohort train``): no more of them than
-    ``local_rank_bound`` allows (checked first, before the data is written)."""
+    ``local_rank_bound`` allows (checked first, before the data is written), and
+    codistillation's copies fit its memory (``cohort.dist.memory``)."""
     if local:
         check_local_ranks(config)
     if write_data:
@@ -59,6 +61,8 @@ def plan_run(config: CohortConfig, write_data: bool = False, local: bool = False
     meta = check_data(config.data.root, config.data.batch_size, config.replicas)
     check_input_size(config, meta)
     check_batch_ensembles(config, meta)
+    if local:
+        check_copies_fit(config, meta)
     labelled = check_labelled(config)
     teachers = check_teacher(config, meta)
     run = RunDir(config.run_dir)

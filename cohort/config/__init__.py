@@ -5,6 +5,7 @@
     members.py  members:, batch_ensemble:, teacher:      data.py   data: (and its resolution:)
     optim.py    optim:, schedule:                         loss.py   loss: (one section per term)
     train.py    train:                                    rules.py  the checks that span sections
+    exchange.py exchange: (how members read each other)
     load.py     load_config, overrides, moved keys, run identity (``same_run_config``)
     tree.py     the generic YAML → dataclass engine       checks.py ConfigError and shared checks
     names.py    the names checked against (architectures, policies, metrics), without torch
@@ -13,7 +14,8 @@ The names below are the package's public surface; import them from here.
 """
 
 from cohort.config.checks import ConfigError, refuse_nonfinite
-from cohort.config.data import INPUT_SCALINGS, DataConfig, ResolutionConfig
+from cohort.config.data import INPUT_SCALINGS, SAMPLE_ORDERS, DataConfig, ResolutionConfig
+from cohort.config.exchange import EXCHANGE_MODES, ExchangeConfig
 from cohort.config.load import (
     EMPTY_CONFIG_FIX,
     MOVED_KEYS,
@@ -52,12 +54,14 @@ from cohort.config.tree import TreeError, build, config_to_dict, dump_config, re
 
 __all__ = [
     "EMPTY_CONFIG_FIX",
+    "EXCHANGE_MODES",
     "INPUT_SCALINGS",
     "MIMICRY_TARGETS",
     "MIN_DIST_TIMEOUT_S",
     "MOVED_KEYS",
     "PERTURBATIONS",
     "RUN_NEUTRAL_KEYS",
+    "SAMPLE_ORDERS",
     "SCHEDULES",
     "TEACHER_CHECKPOINTS",
     "TEACHER_MAPPINGS",
@@ -68,6 +72,7 @@ __all__ = [
     "CrossEntropyConfig",
     "DataConfig",
     "DistillConfig",
+    "ExchangeConfig",
     "DiversityConfig",
     "FocalConfig",
     "KDTermConfig",

@@ -60,6 +60,7 @@ def progressive_resolution(epoch: int, min_res: int, max_res: int, start_ramp: i
 
 
 INPUT_SCALINGS = ("dataset", "unit")
+SAMPLE_ORDERS = ("shared", "per_member")
 """``data.normalize``'s choices."""
 
 
@@ -97,6 +98,13 @@ class DataConfig:
     file's pages in a random order, samples shuffled within each run of ``page_window``
     pages: for data larger than memory; ``cohort.data.order.page_local_order``). Either way
     every member reads the same samples at every step and replicas stay disjoint."""
+    sample_order: str = "shared"
+    """Whose permutation the training order is: ``shared`` (one per epoch from the cohort seed:
+    every member reads the same samples at every step, as mimicry needs) or ``per_member``
+    (each member its own, from the cohort seed and the member; a member's replicas still share
+    it): for cohorts whose members never compare logits on the same samples at the same step,
+    independent ones (a deep ensemble of separate runs) and codistillation (``exchange.mode``).
+    Named apart from ``order``, which says how a permutation is laid out."""
     page_window: int = 8
     """``page_local``: how many of the file's pages (8 MiB each) are shuffled together."""
     os_cache: bool = True
@@ -121,6 +129,7 @@ class DataConfig:
     def validate(self) -> None:
         self.resolution.validate()
         choose("data.order", self.order, ("shuffle", "page_local"))
+        choose("data.sample_order", self.sample_order, SAMPLE_ORDERS)
         choose("data.normalize", self.normalize, INPUT_SCALINGS)
         if self.page_window < 1:
             raise ConfigError(f"data.page_window must be >= 1, got {self.page_window}")

@@ -127,7 +127,7 @@ def partners_need_labels(config: CohortConfig) -> None:
 
 def min_logit_needs_labels(config: CohortConfig) -> None:
     """KDCL's ``ensemble_min_logit`` target reads every sample's label."""
-    if config.data.semi_supervised and config.exchanges_logits and config.loss.mimicry.target == "ensemble_min_logit":
+    if config.data.semi_supervised and config.reads_peers and config.loss.mimicry.target == "ensemble_min_logit":
         raise ConfigError(
             "loss.mimicry.target ensemble_min_logit reads every sample's label; with hidden "
             "labels use ensemble_mean (or data.labelled_fraction=1)"
@@ -145,6 +145,37 @@ def partners_batch_norm(config: CohortConfig) -> None:
         )
 
 
+def exchange_has_readers(config: CohortConfig) -> None:
+    """``exchange:`` settings mean something only when some member reads its peers."""
+    changed = config.exchange.mode != "logits" or config.exchange.every != 1
+    if changed and not config.reads_peers:
+        raise ConfigError(
+            f"exchange.mode {config.exchange.mode} (every {config.exchange.every}) has nothing to exchange: no "
+            f"member reads its peers (loss.mimicry and loss.diversity have weight 0); set loss.mimicry.weight, "
+            f"or leave exchange: at its defaults"
+        )
+
+
+def own_orders_share_no_batch(config: CohortConfig) -> None:
+    """``data.sample_order: per_member`` gives each member other samples at a step: refused where
+    a term compares members on the same samples at the same step (the logit exchange, whose
+    sample-index guard would stop the run; ODS's one x′ for every student)."""
+    if config.data.sample_order != "per_member":
+        return
+    if config.exchanges_logits:
+        raise ConfigError(
+            "data.sample_order per_member gives each member other samples at a step, but the members "
+            "all-gather their logits on the batch (exchange.mode logits, for loss.mimicry or loss.diversity); "
+            "use exchange.mode=codistill (stale copies compute the peers' logits on each member's own batch), "
+            "or data.sample_order=shared"
+        )
+    if config.distils and config.teacher.perturbation in ("ods", "confods"):
+        raise ConfigError(
+            f"data.sample_order per_member gives each student other samples, but teacher.perturbation "
+            f"{config.teacher.perturbation} gives one x′ to every student; use data.sample_order=shared"
+        )
+
+
 RULES = (
     members_fit_gpus,
     auto_policies_fit,
@@ -159,5 +190,7 @@ RULES = (
     partners_need_labels,
     min_logit_needs_labels,
     partners_batch_norm,
+    exchange_has_readers,
+    own_orders_share_no_batch,
 )
 """Every rule, in the order ``CohortConfig.validate`` runs them."""

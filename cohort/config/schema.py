@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from cohort.config.checks import ConfigError, choose, refuse_nonfinite
 from cohort.config.data import DataConfig
+from cohort.config.exchange import ExchangeConfig
 from cohort.config.loss import LossConfig
 from cohort.config.members import BatchEnsembleConfig, MemberConfig, TeacherConfig
 from cohort.config.names import auto_policies
@@ -66,6 +67,8 @@ class CohortConfig:
     """A trained cohort to distil (``TeacherConfig``)."""
     batch_ensemble: BatchEnsembleConfig = field(default_factory=BatchEnsembleConfig)
     """How BatchEnsemble members are built and trained (``BatchEnsembleConfig``)."""
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
+    """How members read each other's logits: every step, every k-th, or stale copies (``ExchangeConfig``)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Epochs, cadences, devices and selection (``TrainConfig``)."""
 
@@ -122,10 +125,23 @@ class CohortConfig:
         return set().union(*(self.needs(m) for m in range(self.num_members)))
 
     @property
-    def exchanges_logits(self) -> bool:
-        """Whether the members all-gather their logits: some member's objective reads its peers'.
-        Every member then takes part, whether or not its own objective reads them."""
+    def reads_peers(self) -> bool:
+        """Whether some member's objective reads its peers' logits (``exchange:`` says how: an
+        all-gather, or stale copies). Every member then takes part, whether or not its own
+        objective reads them."""
         return "peers" in self.cohort_needs
+
+    @property
+    def exchanges_logits(self) -> bool:
+        """Whether the members all-gather their logits (``exchange.mode: logits`` and some member
+        reads its peers)."""
+        return self.reads_peers and self.exchange.mode == "logits"
+
+    @property
+    def codistills(self) -> bool:
+        """Whether members read their peers through stale copies of their networks
+        (``exchange.mode: codistill``) instead of an all-gather of logits."""
+        return self.reads_peers and self.exchange.mode == "codistill"
 
     @property
     def pairs_partners(self) -> bool:
@@ -143,13 +159,13 @@ class CohortConfig:
         only when members read each other's logits (mimicry needs no label). Otherwise no
         term reads an unlabelled sample, and the order holds the labelled ones alone, as the
         DML paper's independent baseline trains on them."""
-        return self.exchanges_logits
+        return self.reads_peers
 
     @property
     def independent(self) -> bool:
         """Members train without reading each other (the baseline a DEE reference must be):
         the one definition used by training, ``cohort report`` and ``cohort dee``."""
-        return not self.exchanges_logits
+        return not self.reads_peers
 
     @property
     def world_size(self) -> int:
@@ -201,6 +217,7 @@ class CohortConfig:
         self.loss.validate()
         self.teacher.validate()
         self.data.validate()
+        self.exchange.validate()
         self.train.validate()
         for rule in RULES:
             rule(self)

@@ -21,7 +21,7 @@ from cohort.data.batch import IGNORE_LABEL, Batch
 from cohort.data.decoders import SeededRandomResizedCrop
 from cohort.data.folder import read_meta
 from cohort.data.labelled import train_labels
-from cohort.data.order import CohortOrder, sample_pages, unshard
+from cohort.data.order import CohortOrder, order_stream, sample_pages, unshard
 from cohort.data.policies import build_policy
 from cohort.data.randomness import AugmentationClock
 
@@ -108,6 +108,7 @@ class MemberLoader:
         resolution: ResolutionConfig | None = None,
         page_window: int = 0,
         os_cache: bool = True,
+        own_order: int | None = None,
     ):
         """``view_stream``: the member whose augmentation draws this one uses
         (``CohortConfig.view_stream``; default: its own). ``labelled``: the training samples
@@ -117,7 +118,8 @@ class MemberLoader:
         ``random_resized_crop`` (train): decode each image as a seeded random-resized crop at
         ``resolution``'s size for the epoch; eval loaders decode at its ``eval_res``.
         ``page_window`` > 0 (train): the page-local order over that many pages at a time.
-        ``os_cache``: FFCV's own (read through the OS page cache, or page by page itself)."""
+        ``os_cache``: FFCV's own (read through the OS page cache, or page by page itself).
+        ``own_order`` (train): the stream of this member's own sample order (``cohort.data.order.order_stream``)."""
         self.root, self.split, self.train = Path(root), split, train
         self.meta = read_meta(self.root)
         self.path = self.root / f"{split}.beton"
@@ -145,6 +147,7 @@ class MemberLoader:
             anchors_per_batch=batch_size,
             pages=sample_pages(self.path) if train and page_window else None,
             window=page_window,
+            stream=own_order,
         )
         self.loader = Loader(
             str(self.path),
@@ -195,6 +198,7 @@ class MemberLoader:
             random_resized_crop=data.random_resized_crop,
             resolution=data.resolution,
             page_window=data.page_window if data.order == "page_local" else 0,
+            own_order=order_stream(data.sample_order, member),
         )
 
     @classmethod

@@ -2,7 +2,9 @@
 
 Mimicry compares members on the same images, so at every step replica r of *every*
 member must read the same indices. FFCV's ``distributed=True`` shards over the global
-world (wrong for a (K, R) mesh), so this order shards over replicas only.
+world (wrong for a (K, R) mesh), so this order shards over replicas only. A cohort whose
+members never compare logits on one batch may give each member its own permutation
+(``data.sample_order: per_member``, ``order_stream``); a member's replicas still share it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ class CohortOrder(TraversalOrder):
 
     Training (``shuffle=True``): every epoch a new permutation of all samples, cut to a
     multiple of R so that shards have equal length, and replica r takes every R-th
-    sample starting at r. Members do not enter the seed, so they agree.
+    sample starting at r. Members do not enter the seed, so they agree, unless ``stream``
+    gives each member an order of its own (``order_stream``).
 
     Evaluation (``shuffle=False``): samples in file order, shard r = samples r, r+R, …,
     the last shards padded by repeating the final sample so all replicas run the same
@@ -42,16 +45,19 @@ class CohortOrder(TraversalOrder):
         anchors_per_batch: int = 0,
         pages: np.ndarray | None = None,
         window: int = 8,
+        stream: int | None = None,
     ):
         """``partners_of``: every sample's label, to follow each batch of ``anchors_per_batch``
         anchors by their same-class partners (CS-KD, ``with_partners``); training only.
         ``pages``: every sample's page in the file, for the page-local order
-        (``page_local_order``, ``window`` pages at a time; training only)."""
+        (``page_local_order``, ``window`` pages at a time; training only). ``stream``: the
+        order's own stream (``order_stream``); None: the cohort's shared order."""
         if not 0 <= replica < replicas:
             raise ValueError(f"replica {replica} is outside 0..{replicas - 1}")
         self.seed, self.replica, self.replicas, self.shuffle = seed, replica, replicas, shuffle
         self.partners_of, self.anchors_per_batch = partners_of, anchors_per_batch
         self.pages, self.window = pages, window
+        self.stream = () if stream is None else (ORDER_STREAM, stream)
         self.start = 0
         """Samples of the shard to skip: resuming mid-epoch starts at a batch boundary without
         decoding the batches before it."""
@@ -70,13 +76,13 @@ class CohortOrder(TraversalOrder):
     def shard(self, indices: np.ndarray, epoch: int) -> np.ndarray:
         """The indices replica ``self.replica`` reads in ``epoch`` (pure function)."""
         if self.shuffle and self.pages is not None:
-            order = page_local_order(indices, self.pages, self.seed, epoch, self.window)
+            order = page_local_order(indices, self.pages, self.seed, epoch, self.window, self.stream)
             # Whole batches to each replica in turn: a batch stays a run of nearby samples.
             step = self.replicas * self.anchors_per_batch
             order = order[: len(order) - len(order) % step].reshape(-1, self.replicas, self.anchors_per_batch)
             return order[:, self.replica].reshape(-1)
         if self.shuffle:
-            rng = np.random.default_rng([self.seed, epoch])
+            rng = np.random.default_rng([self.seed, epoch, *self.stream])
             order = indices[rng.permutation(len(indices))]
             order = order[: len(order) - len(order) % self.replicas]
             mine = order[self.replica :: self.replicas]
@@ -88,17 +94,30 @@ class CohortOrder(TraversalOrder):
         return padded[self.replica :: self.replicas]
 
 
+ORDER_STREAM = 0x0DE5
+"""Mixed into the seed of a member's own order (``data.sample_order: per_member``), with the member."""
+
+
+def order_stream(sample_order: str, member: int) -> int | None:
+    """The stream of member ``member``'s training order: its own (``per_member``), or None (the
+    cohort's shared order: the seed alone, as before per-member orders existed)."""
+    return member if sample_order == "per_member" else None
+
+
 PAGE_STREAM = 0x9A6E
 """Mixed into the seed of the page-local order, apart from the full shuffle's stream."""
 
 
-def page_local_order(indices: np.ndarray, pages: np.ndarray, seed: int, epoch: int, window: int) -> np.ndarray:
+def page_local_order(
+    indices: np.ndarray, pages: np.ndarray, seed: int, epoch: int, window: int, stream: tuple[int, ...] = ()
+) -> np.ndarray:
     """Every sample of ``indices`` once, in an order that reads few pages of the file at a
     time: the pages in a random order, and the samples of each run of ``window`` consecutive
     pages shuffled together (FFCV's QUASI_RANDOM idea, which FFCV cannot combine with its
     distributed mode, ffcv #92). A pure function of (seed, epoch): every member reads the
-    same samples at every step, and a resumed epoch too. ``pages[i]`` is sample i's page."""
-    rng = np.random.default_rng([seed, epoch, PAGE_STREAM])
+    same samples at every step, and a resumed epoch too. ``pages[i]`` is sample i's page;
+    ``stream``: a member's own order (``CohortOrder.stream``)."""
+    rng = np.random.default_rng([seed, epoch, PAGE_STREAM, *stream])
     page_of = np.asarray(pages)[indices]
     present = np.unique(page_of)
     position = np.zeros(int(present.max()) + 1, dtype=np.int64)

@@ -17,7 +17,7 @@ from cohort.config.names import (
     WRN_PATTERN,
     is_known_architecture,
 )
-from cohort.models.batch_ensemble import DEFAULT_FACTOR_INIT, BatchEnsemble, FactorInit
+from cohort.models.batch_ensemble import DEFAULT_FACTOR_INIT, BatchEnsemble, FactorInit, factor_init
 from cohort.models.cifar_resnet import cifar_resnet, cifar_stem_resnet
 from cohort.models.lenet import LeNet5
 from cohort.models.mobilenetv2 import MobileNetV2
@@ -109,3 +109,18 @@ def build_model(
         raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}, or tv.<torchvision model>")
     model = nn.Sequential(Normalize(mean, std), add_blurpool(net) if blurpool else net)
     return BatchEnsemble(model, batch_ensemble, factor_init) if batch_ensemble > 1 else model
+
+
+def member_network(config, member: int, meta: dict) -> nn.Module:
+    """Member ``member``'s network as the config builds it (a ``CohortConfig``): its architecture,
+    BlurPool and BatchEnsemble size, behind the data's input scaling (``meta``: the data folder's
+    ``meta.json``). Its weights are drawn from torch's global generator: seed it first."""
+    own = config.members[member]
+    return build_model(
+        own.arch,
+        meta["num_classes"],
+        *config.data.input_statistics(meta),
+        blurpool=own.blurpool,
+        batch_ensemble=own.batch_ensemble,
+        factor_init=factor_init(config.batch_ensemble),
+    )

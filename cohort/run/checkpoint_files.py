@@ -115,7 +115,9 @@ def prune(run_dir: Path, keep_last: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def load_part(folder: Path, member: int, device) -> dict:
+def load_part(folder: Path, member: int, device, mmap: bool = False) -> dict:
+    """Member ``member``'s part of checkpoint ``folder``, on ``device``; ``mmap``: map the file and
+    read only the tensors the caller touches (a peer's part, of which one entry is wanted)."""
     import torch
 
     path = folder / f"member-{member}.pt"
@@ -124,7 +126,7 @@ def load_part(folder: Path, member: int, device) -> dict:
             f"{path} is missing from a checkpoint marked complete; delete {folder} to resume from an earlier one"
         )
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location=device, weights_only=False, mmap=mmap)
     except Exception as error:  # torch/pickle raise many kinds for a damaged file; name the file instead
         raise RunDirError(
             f"{path} cannot be read ({type(error).__name__}); delete {folder} to resume from an earlier one"

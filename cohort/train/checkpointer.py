@@ -11,8 +11,10 @@ reads only its own member's part, and the ranks agree before anything changes.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,7 +27,18 @@ from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError
 
 CHECKPOINT_FORMAT = 2
-"""Version of a checkpoint part's contents (2: epoch sums by term name)."""
+"""Version of a checkpoint part's contents (2: epoch sums by term name; a part may carry
+``inputs``, the providers' states, absent from older parts of the same format)."""
+
+
+class Stateful(Protocol):
+    """A provider of the step's inputs that carries a state of its own in the checkpoint."""
+
+    need: str
+
+    def state_dict(self) -> dict | None: ...
+
+    def load_state_dict(self, state: dict | None, folder: Path) -> str: ...
 
 
 @dataclass
@@ -43,9 +56,18 @@ class Checkpointer:
     """This rank's member (its network, optimiser and RNG states) in the run's checkpoints;
     built from the config and the rank's mesh, network and optimiser."""
 
-    def __init__(self, config: CohortConfig, mesh: CohortMesh, net: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    def __init__(
+        self,
+        config: CohortConfig,
+        mesh: CohortMesh,
+        net: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        inputs: Sequence[Stateful] = (),
+    ):
+        """``inputs``: the step's providers (``cohort.train.inputs``); those with a state of their
+        own (codistillation's copies) carry it in the part, by their ``need``."""
         self.run, self.mesh, self.arch = RunDir(config.run_dir), mesh, config.members[mesh.member].arch
-        self.net, self.optimizer = net, optimizer
+        self.net, self.optimizer, self.inputs = net, optimizer, list(inputs)
         train = config.train
         self.epochs, self.every_epochs, self.every_steps, self.keep_last = (
             train.epochs,
@@ -102,6 +124,9 @@ class Checkpointer:
                     f"is a {self.arch}; delete {folder} to resume from an earlier checkpoint, "
                     f"or choose another run_dir="
                 )
+            saved = state.get("inputs", {})
+            for provider in self.inputs:
+                problem = problem or provider.load_state_dict(saved.get(provider.need), folder)
         except RunDirError as error:
             problem = str(error)
         # Each rank reads only its own member's part. Agree before anything changes, so that
@@ -171,6 +196,7 @@ class Checkpointer:
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": rng,
+            "inputs": {p.need: state for p in self.inputs if (state := p.state_dict()) is not None},
         }
 
     def load_state_dict(self, state: dict) -> Position:

@@ -16,12 +16,15 @@ from __future__ import annotations
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from cohort.data.batch import Batch
 from cohort.dist.mesh import CohortMesh
+from cohort.models.batch_ensemble import as_members
 from cohort.preflight import RunPlan
+from cohort.train.codistill import PeerCopies
 from cohort.train.exchange import LogitExchange
 from cohort.train.teachers import Teachers, trace_fields
 
@@ -56,7 +59,11 @@ class MemberRuntime:
 
 class Provider:
     """One kind of input, built from the run's plan and the rank's runtime objects;
-    ``__call__`` returns ``LossInputs`` fields by name."""
+    ``__call__`` returns ``LossInputs`` fields by name (None where the input is absent at that
+    step: the terms that read it sit the step out, ``cohort.train.objective``)."""
+
+    need = ""
+    """The need it serves (``TermConfig.NEEDS``), and its key in a checkpoint part."""
 
     def __init__(self, plan: RunPlan, rt: MemberRuntime):
         pass
@@ -71,14 +78,33 @@ class Provider:
         """What the last step drew, as numbers for the trace (``cohort.train.trace``)."""
         return {}
 
+    def state_dict(self) -> dict | None:
+        """A state of its own that a checkpoint part carries (``cohort.train.checkpointer``); None: none."""
+        return None
+
+    def load_state_dict(self, state: dict | None, folder: Path) -> str:
+        """Restore ``state_dict``'s state from checkpoint ``folder``; the problem, or ""."""
+        return ""
+
 
 class Peers(Provider):
-    """``peers``: the other members' detached logits on the batch's anchors, all-gathered over
-    the member group with the sample indices that guard against desync (``cohort.train.exchange``)."""
+    """``peers``: the other members' detached logits on the batch's anchors, ``exchange:``'s way.
+
+    ``logits``: all-gathered over the member group with the sample indices that guard against
+    desync (``cohort.train.exchange``), on every ``exchange.every``-th step (on the others the
+    input is absent). ``codistill``: computed on this rank's own batch by stale copies of the
+    peers' networks (``cohort.train.codistill``), refreshed every ``exchange.refresh_every``
+    steps after the burn-in (absent before the first refresh). Either way the same ``[M−1, B, C]``
+    (``LogitExchange.peers``), so every term that reads peers works unchanged."""
+
+    need = "peers"
 
     def __init__(self, plan: RunPlan, rt: MemberRuntime):
         mesh = rt.mesh
         config = plan.config
+        self.cadence = config.exchange
+        self.autocast = rt.autocast
+        self.copies = PeerCopies(config, mesh, rt.net, plan.meta) if config.codistills else None
         self.exchange = LogitExchange(
             mesh.member_group,
             mesh.member,
@@ -90,11 +116,36 @@ class Peers(Provider):
         )
 
     def __call__(self, view: StepView) -> dict:
+        if self.copies is not None:
+            return {"peers": self.from_copies(view)}
+        if not self.cadence.gathers_at(view.step):
+            return {"peers": None}
         waited = time.perf_counter()
         anchors = view.batch.indices[: view.batch.anchors]
         peers = self.exchange.peers(self.exchange.gather(view.logits, anchors, view.step))
         self.waited_s += time.perf_counter() - waited
         return {"peers": peers}
+
+    def from_copies(self, view: StepView) -> torch.Tensor | None:
+        """Codistillation: refresh the copies where the cadence says (a collective, timed as the
+        exchange's), then every network's logits in ``member_names``' order, this member's own
+        detached, and this member's peers among them."""
+        if self.cadence.refreshes_at(view.step):
+            waited = time.perf_counter()
+            self.copies.refresh(view.step)
+            self.waited_s += time.perf_counter() - waited
+        if not self.copies.ready:
+            return None
+        theirs = self.copies.logits(view.images[: view.batch.anchors], self.autocast)
+        own = view.logits.detach().float()
+        rows = [as_members(own if j == self.exchange.member else theirs[j]) for j in range(self.exchange.num_members)]
+        return self.exchange.peers(torch.cat(rows))
+
+    def state_dict(self) -> dict | None:
+        return None if self.copies is None else self.copies.state_dict()
+
+    def load_state_dict(self, state: dict | None, folder: Path) -> str:
+        return "" if self.copies is None else self.copies.load_state_dict(state, folder)
 
 
 class Partners(Provider):
@@ -103,6 +154,8 @@ class Partners(Provider):
     As alinlab/cs-kd's ``train.py``: a second forward, after the anchors', in train mode
     (BatchNorm normalises the partners by their own batch statistics and updates its
     running ones) and without gradient."""
+
+    need = "partners"
 
     def __init__(self, plan: RunPlan, rt: MemberRuntime):
         self.net, self.autocast = rt.net, rt.autocast
@@ -120,6 +173,8 @@ class TeacherInputs(Provider):
 
     As the official code (``train_student.py``): the student runs on the clean batch for its
     other terms and again, in train mode and with gradient, on x′ for distillation."""
+
+    need = "teachers"
 
     def __init__(self, plan: RunPlan, rt: MemberRuntime):
         self.teachers = Teachers(

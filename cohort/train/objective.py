@@ -262,23 +262,30 @@ class Objective:
     def needs(self) -> set[str]:
         return {need for term, _ in self.terms.values() for need in term.needs}
 
-    def __call__(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The total loss, and every term (and ``loss``, the total) detached, for logging."""
+    def __call__(self, inputs: LossInputs) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The total loss, and every term (and ``loss``, the total) detached, for logging. A term
+        whose input is absent at this step (peers between two exchanges of ``exchange.every``,
+        or before codistillation's first refresh) sits the step out, logged as 0; with every
+        term out, the total is None: the member has nothing to learn at this step."""
         if self.internal_members == 1:
             return self.weighted_sum(inputs)
         each = [self.weighted_sum(inputs.internal(j)) for j in range(self.internal_members)]
-        total = torch.stack([t for t, _ in each]).mean()
+        totals = [t for t, _ in each]
+        total = None if totals[0] is None else torch.stack(totals).mean()
         return total, {name: torch.stack([values[name] for _, values in each]).mean() for name in each[0][1]}
 
-    def weighted_sum(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def weighted_sum(self, inputs: LossInputs) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """One network's total and terms."""
         total, values = None, {}
         for name, (term, weight) in self.terms.items():
+            if any(getattr(inputs, need) is None for need in term.needs):
+                values[name] = torch.zeros((), device=inputs.logits.device)
+                continue
             value = term(inputs)
             values[name] = value.detach()
             weighted = weight * term.weight_factor(inputs.progress) * value
             total = weighted if total is None else total + weighted
-        values["loss"] = total.detach()
+        values["loss"] = total.detach() if total is not None else torch.zeros((), device=inputs.logits.device)
         return total, values
 
 

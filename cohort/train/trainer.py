@@ -25,8 +25,7 @@ from cohort.data.loader import MemberLoader
 from cohort.dist.mesh import CohortMesh
 from cohort.dist.stopping import StopSignals, stopped
 from cohort.errors import CohortError
-from cohort.models import build_model
-from cohort.models.batch_ensemble import factor_init
+from cohort.models import member_network
 from cohort.preflight import RunPlan
 from cohort.run.checkpoint_files import checkpoint_dir
 from cohort.run.directory import RunDir
@@ -64,14 +63,7 @@ class Trainer:
         self.num_classes = plan.meta["num_classes"]
 
         torch.manual_seed(member_init_seed(config.seed, self.member))
-        self.net = build_model(
-            self.member_config.arch,
-            self.num_classes,
-            *config.data.input_statistics(plan.meta),
-            blurpool=self.member_config.blurpool,
-            batch_ensemble=self.member_config.batch_ensemble,
-            factor_init=factor_init(config.batch_ensemble),
-        ).to(self.device)
+        self.net = member_network(config, self.member, plan.meta).to(self.device)
         self.autocast, self.channels_last = device_formats(config.train.bf16, config.train.channels_last, self.device)
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -104,7 +96,7 @@ class Trainer:
             traced=config.train.trace,
         )
         self.providers = build_providers(plan, runtime)
-        self.checkpointer = Checkpointer(config, mesh, self.net, self.optimizer)
+        self.checkpointer = Checkpointer(config, mesh, self.net, self.optimizer, self.providers)
         self.recorder = Recorder(config, self.run, mesh.is_main, self.objective.names, plan.teachers)
         self.evaluator = Evaluator(
             config, mesh, self.net, self.autocast, self.channels_last, self.checkpointer, self.recorder
@@ -192,6 +184,10 @@ class Trainer:
                     buffer.copy_(saved)
             return None
         self.optimizer.zero_grad(set_to_none=True)
+        if loss is None:  # every term sat this step out (``Objective``): nothing to learn, no step
+            if self.config.replicas > 1:
+                (logits.sum() * 0.0).backward()  # DDP's replicas expect the reduction that follows a forward
+            return terms
         loss.backward()
         self.optimizer.step()
         return terms
@@ -204,12 +200,13 @@ class Trainer:
                 f"(num_classes in meta.json); rewrite the data folder with `cohort data`"
             )
 
-    def skips_nonfinite(self, loss: torch.Tensor) -> bool:
-        """Whether this step is skipped for a non-finite loss (``train.on_nonfinite``)."""
+    def skips_nonfinite(self, loss: torch.Tensor | None) -> bool:
+        """Whether this step is skipped for a non-finite loss (``train.on_nonfinite``; None: no loss, finite)."""
+        finite = loss is None or bool(torch.isfinite(loss))
         if self.skip_nonfinite:
             # Every rank skips together: replicas' DDP all-reduce and peers stay in step.
-            return self.mesh.any_rank(not bool(torch.isfinite(loss)))
-        if not torch.isfinite(loss):
+            return self.mesh.any_rank(not finite)
+        if not finite:
             raise NonFiniteError(
                 f"member {self.member} ({self.member_config.name}) has a non-finite loss at step {self.step}; "
                 f"lower the learning rate or check the data"

@@ -481,3 +481,40 @@ def test_cohort_train_reports_a_bad_config_in_one_line_and_starts_nothing(
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("cohort: error: ") and "Traceback" not in captured.err
     assert re.search(message, lines[0]) and captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("exchange.every=0", "exchange.every must be >= 1"),
+        ("exchange.refresh_every=0", "exchange.refresh_every must be >= 1"),
+        ("exchange.burn_in_steps=-1", "exchange.burn_in_steps must be >= 0"),
+        ("exchange.mode=gossip", "exchange.mode 'gossip' is not valid; choose one of: logits, codistill"),
+        ("data.sample_order=mine", "data.sample_order 'mine' is not valid; choose one of: shared, per_member"),
+        ("data.sample_order=per_member", "data.sample_order per_member gives each member other samples at a step, but"),
+    ],
+)
+def test_exchange_and_sample_order_settings_are_one_line_errors(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, "members: [{}, {}]\n"), [override])
+
+
+def test_codistillation_takes_per_member_orders_and_refuses_what_it_cannot_serve(tmp_path):
+    path = write(tmp_path, "members: [{}, {}]\nexchange: {mode: codistill, refresh_every: 3}\n")
+    config = load_config(path, ["data.sample_order=per_member"])
+    assert config.codistills and config.reads_peers and not config.exchanges_logits and not config.independent
+    with pytest.raises(ConfigError, match="exchange.every 4 is for mode logits"):
+        load_config(path, ["exchange.every=4"])
+    with pytest.raises(ConfigError, match="has nothing to exchange: no member reads its peers"):
+        load_config(path, ["loss.mimicry.weight=0"])
+    independent = load_config(path, ["loss.mimicry.weight=0", "exchange.mode=logits", "data.sample_order=per_member"])
+    assert independent.independent  # separate orders: a deep ensemble of separate runs
+
+
+def test_the_cadences_say_which_steps_gather_and_which_refresh(tmp_path):
+    config = load_config(
+        write(tmp_path, "members: [{}, {}]\nexchange: {mode: codistill, refresh_every: 3, burn_in_steps: 2}\n")
+    )
+    assert [s for s in range(12) if config.exchange.refreshes_at(s)] == [2, 5, 8, 11]
+    config.exchange.every = 4
+    assert [s for s in range(12) if config.exchange.gathers_at(s)] == [0, 4, 8]

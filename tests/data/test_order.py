@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cohort.data.order import CohortOrder, partner_table, unshard
+from cohort.data.order import CohortOrder, order_stream, partner_table, unshard
 
 N = 103
 
@@ -132,3 +132,28 @@ def test_sample_pages_reads_each_images_page_from_the_file(digits_root):
     tables = read_tables(digits_root / "train.beton")
     assert len(pages) == tables.num_samples and pages.min() >= 1  # page 0 holds the header
     assert np.all(np.diff(pages) >= 0)  # the writer fills pages in sample order
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_per_member_orders_are_permutations_of_their_own_shared_by_a_members_replicas(replicas):
+    """``data.sample_order: per_member``: member m's replicas cut one permutation of m's own into
+    disjoint shards; members' permutations differ; the shared order is what it always was."""
+    indices = np.arange(N, dtype=np.uint64)
+
+    def member_order(member, epoch=2):
+        stream = order_stream("per_member", member)
+        parts = [CohortOrder(7, r, replicas, stream=stream).shard(indices, epoch) for r in range(replicas)]
+        union = np.concatenate(parts)
+        assert len(np.unique(union)) == len(union) == N - N % replicas  # disjoint shards of one permutation
+        return np.stack(parts, axis=1).reshape(-1)  # the member's permutation, in step order
+
+    orders = [member_order(m) for m in range(3)]
+    assert all(not np.array_equal(orders[a], orders[b]) for a in range(3) for b in range(a + 1, 3))
+    assert np.array_equal(member_order(1), orders[1])  # a pure function of (seed, member, epoch)
+    assert order_stream("shared", 1) is None
+    shared = np.stack(shards(2, replicas), axis=1).reshape(-1)
+    assert not any(np.array_equal(shared, order) for order in orders)
+    pages = np.arange(N) // 10
+    own = [CohortOrder(7, 0, 1, pages=pages, window=2, anchors_per_batch=4, stream=m).shard(indices, 0) for m in (0, 1)]
+    assert len(set(own[0])) == len(own[0]) == len(own[1]) == N - N % 4  # page-local orders too, whole batches
+    assert not np.array_equal(own[0], own[1])

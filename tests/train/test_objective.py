@@ -218,3 +218,18 @@ def test_the_import_time_check_names_a_missing_or_mismatched_term(change, messag
     change(terms)
     with pytest.raises(TypeError, match=message):
         check_registry(terms)
+
+
+def test_terms_whose_input_is_absent_sit_the_step_out(tmp_path):
+    """Between two exchanges (``exchange.every``) or before codistillation's first refresh the
+    peers are absent: mimicry sits out, logged as 0; a member with no other term learns nothing."""
+    torch.manual_seed(6)
+    own, labels = torch.randn(8, 4, requires_grad=True), torch.randint(0, 4, (8,))
+    cohort = config(tmp_path, "members: [{}, {loss: {ce: 0}}]\nloss: {mimicry: {weight: 0.5}}\n")
+    loss, terms = build_objective(cohort, 0)(LossInputs(own, labels, progress=0.0, peers=None))
+    assert torch.equal(loss, F.cross_entropy(own, labels)) and terms["mimicry"].item() == 0.0
+    assert terms["loss"].item() == pytest.approx(loss.item())
+    loss, terms = build_objective(cohort, 1)(LossInputs(own, labels, progress=0.0, peers=None))
+    assert loss is None and terms == {"mimicry": torch.tensor(0.0), "loss": torch.tensor(0.0)}
+    loss, _ = build_objective(cohort, 1)(LossInputs(own, labels, progress=0.0, peers=torch.randn(1, 8, 4)))
+    assert loss is not None and loss.requires_grad
