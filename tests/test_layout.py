@@ -142,3 +142,11 @@ def test_tests_mirror_the_package():
     packages = sorted(p.name for p in (REPO / "cohort").iterdir() if (p / "__init__.py").is_file())
     missing = [name for name in [*packages, "launch", "scenarios"] if not (REPO / "tests" / name).is_dir()]
     assert not missing, f"tests/ lacks folders for {missing}"
+
+
+def test_every_package_is_in_pyproject_so_a_regular_install_has_it():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {".".join(p.relative_to(REPO).parts[:-1]) for p in (REPO / "cohort").rglob("__init__.py")}
+    assert listed == packages | {"cohort.launch"}

@@ -1,5 +1,5 @@
 """Rank 0's record of a run: each evaluation's metric rows (``metrics.jsonl``), predictions,
-TensorBoard scalars, the console line, the model selection, ``teachers.json``, and the final
+TensorBoard scalars, the console line, the model selection, ``teacher_metrics.json``, and the final
 table. Other ranks hold a recorder that records nothing."""
 
 from __future__ import annotations

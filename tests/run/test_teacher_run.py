@@ -48,8 +48,8 @@ def test_a_resumed_student_refuses_teachers_other_than_those_it_started_with(dml
     config, run, _ = dml_pair
     meta = read_meta(load_config(config).data.root)
     best = check_teacher(student_config(config, run), meta)
-    (tmp_path / "teacher.json").write_text(json.dumps(best.record()))
+    (tmp_path / "teacher_plan.json").write_text(json.dumps(best.record()))
     check_teacher_record(tmp_path, best)  # the same teachers: fine
     last = check_teacher(student_config(config, run, "teacher.checkpoint=last"), meta)
-    with pytest.raises(RunDirError, match="teacher.json says this run distils .*best"):
+    with pytest.raises(RunDirError, match="teacher_plan.json says this run distils .*best"):
         check_teacher_record(tmp_path, last)

@@ -28,9 +28,8 @@ def steps(run, member: int, replica: int) -> list[dict]:
 def test_codistillation_reads_copies_after_its_burn_in_and_resumes_between_refreshes_bit_identically(
     digits_root, tmp_path
 ):
-    config = tiny_config(
-        tmp_path, digits_root, members=2, replicas=2, train=TRAIN, exchange=EXCHANGE, data={"sample_order": "per_member"}
-    )
+    own_orders = {"sample_order": "per_member"}
+    config = tiny_config(tmp_path, digits_root, members=2, replicas=2, train=TRAIN, exchange=EXCHANGE, data=own_orders)
     run = tmp_path / "run"
     result = run_torchrun(4, str(config))
     assert result.returncode == 0, result.stderr[-3000:]
