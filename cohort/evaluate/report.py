@@ -18,6 +18,7 @@ from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError, replacing
 from cohort.run.selection import read_selection
 from cohort.run.teacher_run import read_teachers_metrics
+from cohort.run.tracking import attach, each
 
 COLUMNS = ("acc", "nll", "ece", "c_nll", "c_ece")
 
@@ -201,7 +202,8 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def write_report(paths: list[str]) -> Path:
+def build_report(paths: list[str]) -> tuple[Path, list[Path], str]:
+    """``report.md`` and the figures, written into the first run: their paths, and the table. Prints nothing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,6 +224,17 @@ def write_report(paths: list[str]) -> Path:
     text += [f"![{f.stem}]({f.name})" for f in figures]
     with replacing(out.report_file, then=RERUN) as f:
         f.write("\n".join(text) + "\n")
+    return out.report_file, figures, table
+
+
+def write_report(paths: list[str]) -> Path:
+    """``cohort report``: ``build_report``, the table printed, and the files kept with the first
+    run's tracked runs (``tracking.json``), if it has any."""
+    report, figures, table = build_report(paths)
     print(table)
-    print(f"\nwrote {out.report_file} and {', '.join(f.name for f in figures)}")
-    return out.report_file
+    print(f"\nwrote {report} and {', '.join(f.name for f in figures)}")
+    trackers = attach(RunDir(paths[0]))
+    for path in (report, *figures):
+        trackers = each(trackers, lambda tracker, path=path: tracker.artifact(path, "report"))
+    each(trackers, lambda tracker: tracker.close(None))
+    return report
