@@ -72,8 +72,10 @@ class Tracking:
 
     def stop(self) -> None:
         """At the exit of a process that did not finish (stopped to be resumed, or failed): the
-        tracked runs closed as killed; resuming opens them again."""
-        self.close("KILLED", EXIT_TIMEOUT_S)
+        tracked runs closed as killed, as far as they still can be (W&B's own exit hook may have
+        closed its run, or its service gone with a signal to the process group): quietly, since
+        resuming opens them again."""
+        self.close("KILLED", EXIT_TIMEOUT_S, quiet=True)
 
     # --- on the tracking thread -----------------------------------------------------------
 
@@ -84,12 +86,12 @@ class Tracking:
             except Exception as error:  # a job of every tracker (the report's files): say it, go on
                 say(f"tracking: {type(error).__name__}: {first_line(error)}; training goes on")
 
-    def close(self, status: str, timeout: float) -> None:
+    def close(self, status: str, timeout: float, quiet: bool = False) -> None:
         atexit.unregister(self.stop)
         thread, self.thread = self.thread, None
         if thread is None:
             return
-        self.jobs.put(lambda: self.each(lambda tracker: tracker.close(status)))
+        self.jobs.put(lambda: self.each(lambda tracker: tracker.close(status), quiet))
         self.jobs.put(None)
         thread.join(timeout)
         if thread.is_alive():
@@ -99,12 +101,13 @@ class Tracking:
                 flush=True,
             )
 
-    def each(self, action: Callable[[Tracker], None]) -> None:
+    def each(self, action: Callable[[Tracker], None], quiet: bool = False) -> None:
         for name, tracker in list(self.trackers.items()):
             try:
                 action(tracker)
             except Exception as error:  # tracking never stops training
-                warn(name, error)
+                if not quiet:
+                    warn(name, error)
                 del self.trackers[name]
 
     def open(self, rows: list[dict]) -> None:
