@@ -43,6 +43,7 @@ def test_each_evaluation_writes_a_row_per_network_and_the_ensemble_with_its_owne
     logits, labels = evaluation(3.0)
     rec.record(0, per_member, logits, labels, step=6)
     rows = [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
+    assert {r["step"] for r in rows} == {6}  # the global optimiser step of the evaluation
     assert [(r["split"], r["member"]) for r in rows] == [
         (split, member) for split in ("val", "test") for member in (0, 1, 2, "ensemble")
     ]
