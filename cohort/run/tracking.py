@@ -174,7 +174,9 @@ def tracked_metrics(rows: list[dict], names: list[str], training_keys: list[str]
                     metrics[f"train/{key}/{who}"] = float(value)
             else:
                 metrics[f"{split}/{key}/{who}"] = float(value)
-    return by_step
+    # ``epoch`` last: MLflow writes a batch in order, and its history of ``epoch`` says how far a
+    # tracked run got (``MlflowTracker.logged_step``), so a step cut short is not taken as whole.
+    return {step: {**{k: v for k, v in m.items() if k != "epoch"}, "epoch": m["epoch"]} for step, m in by_step.items()}
 
 
 # --- the record ---------------------------------------------------------------------------
@@ -191,16 +193,21 @@ def write_record(run: RunDir, record: dict[str, dict]) -> None:
     write_json(run.tracking_file, record, indent=1)
 
 
-def same_place(entry: dict | None, where: dict) -> bool:
+PLACE_KEYS = {"wandb": ("project", "entity"), "mlflow": ("tracking_uri", "experiment")}
+"""What makes a tracked run another one. Not W&B's mode (an offline run continues online under its
+id) nor its folder (a run directory may move: ``run_dir`` is run-neutral)."""
+
+
+def same_place(name: str, entry: dict | None, where: dict) -> bool:
     """Whether an entry of ``tracking.json`` tracks to the place ``where`` names (same URI, project...)."""
-    return entry is not None and all(entry.get(key) == value for key, value in where.items())
+    return entry is not None and all(entry.get(key) == where.get(key) for key in PLACE_KEYS[name])
 
 
 def open_tracker(name: str, where: dict, known: dict | None, run: RunDir) -> tuple[Tracker, dict]:
     """Open the tracked run ``known`` names if it tracks to ``where``, else a new one there; the
     tracker and its entry (with ``last_step``, -1 for a new run)."""
     tracker = TRACKERS[name](where)
-    known = known if same_place(known, where) else None
+    known = known if same_place(name, known, where) else None
     entry = tracker.open(known, run.path.resolve().name)
     entry.setdefault("last_step", -1)
     logged = tracker.logged_step() if known else None
@@ -218,6 +225,8 @@ def attach(run: RunDir) -> list[Tracker]:
         if name not in TRACKERS:
             continue
         where = {k: v for k, v in entry.items() if k not in ("id", "run_id", "experiment_id", "last_step")}
+        if name == "wandb":
+            where["dir"] = str(run.path.resolve())  # the folder may have moved since
         try:
             opened.append(open_tracker(name, where, entry, run)[0])
         except Exception as error:  # tracking never stops the tool that reads the run

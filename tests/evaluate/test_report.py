@@ -91,7 +91,8 @@ def test_report_writes_markdown_and_readable_figures(dml_pair, tmp_path):
     result = run_cli("report", str(copy), str(run))
     assert result.returncode == 0, result.stderr[-2000:]
     report = (copy / "report.md").read_text()
-    assert report.count("| test (") == 6 and "members c_nll" in report  # two runs: selected, best, last and "![curves](curves.png)" in report
+    # Two runs, three rows each: selected, best, last.
+    assert report.count("| test (") == 6 and "members c_nll" in report and "![curves](curves.png)" in report
     for name in ("reliability.png", "curves.png", "ensemble_size.png"):
         image = matplotlib.image.imread(copy / name)
         assert image.shape[0] > 300 and image.shape[1] > 700

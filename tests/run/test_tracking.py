@@ -113,9 +113,18 @@ def rows_at(epoch: int, step: int, seconds: float = 1.0) -> list[dict]:
     return rows
 
 
+def stopped(tracking: Tracking) -> None:
+    """``Tracking.stop`` (a process's exit), then wait for the trackers however long they take: a
+    loaded machine can keep them past ``EXIT_TIMEOUT_S``, after which a real process just ends."""
+    thread = tracking.thread
+    tracking.stop()
+    if thread is not None:
+        thread.join()
+
+
 def test_a_row_becomes_metrics_named_as_in_the_files():
     metrics = tracked_metrics(rows_at(1, 6), ["crop-a.0", "crop-a.1", "plain"], ["ce", "seconds"])
-    assert list(metrics) == [6]
+    assert list(metrics) == [6] and list(metrics[6])[-1] == "epoch"  # last: it marks a step logged whole
     at = metrics[6]
     assert at["epoch"] == 1.0 and at["val/acc/crop-a.1"] == 0.1 and at["test/nll/ensemble"] == 1.0
     assert at["test/nll/ensemble-of-1"] == 2.5 and at["val/temperature_at_bound/ensemble"] == 0.0
@@ -170,7 +179,7 @@ def test_a_second_start_continues_the_tracked_runs_and_logs_no_step_twice(tmp_pa
     first.start([])
     first.log(rows_at(0, 4))
     first.log(rows_at(1, 8))
-    first.stop()  # the process ends before its next checkpoint
+    stopped(first)  # the process ends before its next checkpoint
     record = json.loads(run.tracking_file.read_text())
     assert record["mlflow"]["last_step"] == record["wandb"]["last_step"] == 8
 
@@ -181,7 +190,7 @@ def test_a_second_start_continues_the_tracked_runs_and_logs_no_step_twice(tmp_pa
     second.start(rows_at(0, 4))  # what metrics.jsonl holds after the resume's cut
     second.log(rows_at(1, 8, seconds=9.0))  # redone
     second.log(rows_at(2, 12))
-    second.stop()
+    stopped(second)
 
     again = json.loads(run.tracking_file.read_text())
     assert again["mlflow"]["run_id"] == record["mlflow"]["run_id"] and again["wandb"]["id"] == record["wandb"]["id"]
@@ -205,10 +214,28 @@ def test_an_evaluation_is_added_once_however_often_it_is_repeated(tmp_path):
     run.create(config)
     tracking = Tracking(config, run, config.member_names, [])
     tracking.start(rows_at(0, 4) + rows_at(1, 8))
-    tracking.stop()
+    stopped(tracking)
     for _ in range(2):
         (tracker,) = attach(run)
         tracker.summary({"eval/best/test/acc/ensemble": 0.5, "eval/best/step": 4.0}, 4)
         tracker.close(None)
     history = mlflow_history(json.loads(run.tracking_file.read_text())["mlflow"])
     assert history["eval/best/test/acc/ensemble"] == [(4, 0.5)] and history["epoch"] == [(4, 0.0), (8, 1.0)]
+
+
+def test_a_tracker_added_later_or_pointed_elsewhere_catches_up_from_the_rows(tmp_path):
+    """``track`` is run-neutral: a tracker added when a run resumes logs the rows it already has;
+    another tracking URI opens a new tracked run there, which gets them all."""
+    config = tracked_config(tmp_path)
+    run = RunDir(config.run_dir)
+    run.create(config)
+    rows = rows_at(0, 4) + rows_at(1, 8)
+    entries = []
+    for store in ("a", "b"):
+        config.track.mlflow = MlflowConfig(tracking_uri=f"file:{tmp_path / store}")
+        tracking = Tracking(config, run, config.member_names, [])
+        tracking.start(rows)
+        stopped(tracking)
+        entries.append(json.loads(run.tracking_file.read_text())["mlflow"])
+        assert mlflow_history(entries[-1])["epoch"] == [(4, 0.0), (8, 1.0)]
+    assert entries[0]["run_id"] != entries[1]["run_id"] and entries[1]["tracking_uri"] == (tmp_path / "b").as_uri()
