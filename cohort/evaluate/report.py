@@ -11,7 +11,7 @@ curve. Members are named as the config names them (``config.member_names``) ever
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ class Run:
     rows: list[dict]
     epoch: int
     selected: bool
-    names: list[str]
+    names: list[str] = field(default_factory=list)
     """The members' names (``config.member_names``), in the order of the rows' ``member`` indices."""
     select_by: str = "last"
 
@@ -65,7 +65,9 @@ class Run:
 
     def member_name(self, member: int | str) -> str:
         """A row's member as the config names it (``ensemble`` stays)."""
-        return member if member == "ensemble" or member >= len(self.names) else self.names[member]
+        if member == "ensemble":
+            return member
+        return self.names[member] if member < len(self.names) else f"member {member}"
 
     @property
     def evaluated(self) -> list[int]:
