@@ -238,7 +238,7 @@ def warn(name: str, error: BaseException) -> None:
     text = (str(error).splitlines() or [""])[0][:200]
     print(
         f"cohort: warning: {name} tracking stopped ({type(error).__name__}: {text}); the run goes on, "
-        f"its files hold everything, and the next start (resume=auto) or cohort eval catches the tracker up",
+        f"its files hold everything, and the next start (resume=auto, also of a finished run) catches it up",
         file=sys.stderr,
         flush=True,
     )

@@ -138,8 +138,8 @@ class Recorder:
         evaluated), hand it and the report's files to the trackers."""
         if self.tensorboard is not None:
             self.tensorboard.close()
-        if self.results is not None and self.is_main:
-            self.tracking.finish(print_summary(self.results, self.run, self.names))
+        if self.is_main:  # a finished run started again (resume=auto) brings its trackers up to date
+            self.tracking.finish(print_summary(self.results, self.run, self.names) if self.results else "")
 
 
 def open_tensorboard(run: RunDir, resumed_at: int | None):

@@ -63,7 +63,8 @@ class Tracking:
             self.jobs.put(lambda: self.sync(rows))
 
     def finish(self, table: str) -> None:
-        """After the last epoch: ``cohort report``'s files and the final table as artefacts, the
+        """After the last epoch (or when a finished run is started again): ``cohort report``'s files
+        and the final table (``table``; none: this process evaluated nothing) as artefacts, the
         tracked runs closed as finished; waits for them up to ``FINISH_TIMEOUT_S``."""
         if self.thread is None:
             return
@@ -97,7 +98,7 @@ class Tracking:
         if thread.is_alive():
             print(
                 f"cohort: warning: the trackers did not finish writing within {timeout:g} s; "
-                f"{self.run.metrics_file} holds every row, and cohort eval or a resume catches them up",
+                f"{self.run.metrics_file} holds every row, and the next start (resume=auto) catches them up",
                 flush=True,
             )
 
@@ -154,7 +155,7 @@ class Tracking:
         with tempfile.TemporaryDirectory() as folder:
             final = Path(folder) / "final_table.txt"
             final.write_text(table + "\n")
-            for path, where in [(final, "report"), *files]:
+            for path, where in [(final, "report")] * bool(table) + files:
                 self.each(lambda tracker, path=path, where=where: tracker.artifact(path, where))
 
 

@@ -239,3 +239,36 @@ def test_a_tracker_added_later_or_pointed_elsewhere_catches_up_from_the_rows(tmp
         entries.append(json.loads(run.tracking_file.read_text())["mlflow"])
         assert mlflow_history(entries[-1])["epoch"] == [(4, 0.0), (8, 1.0)]
     assert entries[0]["run_id"] != entries[1]["run_id"] and entries[1]["tracking_uri"] == (tmp_path / "b").as_uri()
+
+
+def test_training_feeds_the_tracker_and_a_finished_run_started_again_brings_a_new_one_up_to_date(digits_root, tmp_path):
+    """In process, one member on a one-process group: the recorder's rows reach MLflow at their
+    steps, with the config, the run's path and the report's files; MLflow added to the finished
+    run (resume=auto, nothing left to train) gets the whole history and is closed as finished."""
+    from mlflow import MlflowClient
+
+    from tests.conftest import tiny_config, train_here
+
+    config = tiny_config(
+        tmp_path, digits_root, members=[{"arch": "small_cnn", "name": "solo"}], loss={"mimicry": {"weight": 0}}
+    )
+    short = ("train.epochs=2", "train.max_steps_per_epoch=2")
+    run = RunDir(train_here(config, *short, f"track.mlflow.tracking_uri=file:{tmp_path / 'a'}"))
+    rows = run.read_metrics()
+    assert sorted({r["step"] for r in rows}) == [2, 4]
+    entry = json.loads(run.tracking_file.read_text())["mlflow"]
+    history = mlflow_history(entry)
+    assert history["val/acc/solo"] == [(r["step"], r["acc"]) for r in rows if r["split"] == "val" and r["member"] == 0]
+    client = MlflowClient(tracking_uri=entry["tracking_uri"])
+    logged = client.get_run(entry["run_id"])
+    assert logged.info.status == "FINISHED" and logged.data.params["members.0.name"] == "solo"
+    assert "track.mlflow.tracking_uri" not in logged.data.params  # run-neutral: may change on resume
+    assert {a.path for a in client.list_artifacts(entry["run_id"], "report")} >= {
+        "report/reliability.png",
+        "report/final_table.txt",
+    }
+
+    train_here(config, *short, "resume=auto", f"track.mlflow.tracking_uri=file:{tmp_path / 'b'}")
+    moved = json.loads(run.tracking_file.read_text())["mlflow"]
+    assert moved["run_id"] != entry["run_id"] and mlflow_history(moved) == history
+    assert MlflowClient(tracking_uri=moved["tracking_uri"]).get_run(moved["run_id"]).info.status == "FINISHED"
