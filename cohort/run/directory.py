@@ -19,7 +19,7 @@
     RUN_DIR/nodes/<node>.json           each node's marker of the latest start (``cohort.run.shared_fs``)
     RUN_DIR/HOLD.json                   who uses it now (``cohort.run.hold``), while a run or an eval lives
     RUN_DIR/eval/<checkpoint>/          cohort eval: metrics.jsonl, predictions/, source.yaml
-    RUN_DIR/report.md, *.png            cohort report: the table, reliability.png, curves.png, ensemble_size.png
+    RUN_DIR/report.md, *.png            cohort report (and training's end, with track: on): the table and figures
 
 Runs written before the teachers' two files got distinct names hold ``teacher.json`` and
 ``teachers.json``; they are still read (``readable``).
