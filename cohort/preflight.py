@@ -7,9 +7,10 @@
 Each turns what a user asked for into what the processes need, or stops at the first problem
 with a one-line error naming the culprit and the fix (``cohort.errors``): the data folder
 checked whole, the labelled set of a semi-supervised run, the teachers' checkpoint, the run
-directory's verdict. The launchers call them before starting anything, and every rank calls
-them again on the files it is about to read (a rank cannot trust a check made on another
-node, or minutes earlier), so a trainer or an evaluator takes a plan and checks nothing itself.
+directory's verdict, the trackers (``cohort.run.tracking.check_trackers``: package, store,
+server). The launchers call them before starting anything, and every rank calls them again
+on the files it is about to read (a rank cannot trust a check made on another node, or
+minutes earlier), so a trainer or an evaluator takes a plan and checks nothing itself.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError
 from cohort.run.selection import read_selection
 from cohort.run.teacher_run import TeacherPlan, check_teacher, check_teacher_record
+from cohort.run.tracking import check_trackers, read_record
 
 
 @dataclass(frozen=True)
@@ -69,19 +71,22 @@ def plan_run(config: CohortConfig, write_data: bool = False, local: bool = False
     continues = run.check(config)
     if continues and config.resume == "auto":
         check_records(run, teachers)
+    check_trackers(config, run)
     return RunPlan(config, meta, labelled, teachers, continues)
 
 
 def check_records(run: RunDir, teachers: TeacherPlan | None) -> None:
     """The files a resumed run reads back, each read as it will be (a damaged one is one line
     naming it, before any process starts): ``metrics.jsonl`` (a torn last line is recovered
-    later, by rank 0), ``selection.json``, the teachers' record, the newest checkpoint's marker."""
+    later, by rank 0), ``selection.json``, the teachers' record, the newest checkpoint's marker,
+    ``tracking.json``."""
     run.read_metrics(notice=False)
     if run.selection_file.is_file():
         read_selection(run.selection_file)
     if teachers is not None:
         check_teacher_record(run.path, teachers)
     checkpoint_files.latest_complete(run.path)
+    read_record(run)
 
 
 LOCAL_RANKS_PER_CORE = 4

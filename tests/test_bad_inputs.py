@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +97,23 @@ class Bench:
 
 
 # --- the builders that need more than a config and overrides -----------------------------------
+
+
+def tracker_package_missing(b: Bench) -> Situation:
+    # None in sys.modules is Python's own way to make an import fail (importlib's find_spec then
+    # finds nothing): the wandb the dev install brings is hidden for this case alone.
+    b.request.getfixturevalue("monkeypatch").setitem(sys.modules, "wandb", None)
+    return b.train("track.wandb.project=cohort")
+
+
+def mlflow_server_that_never_answers(b: Bench) -> Situation:
+    # A socket that listens and never answers: the connection is made, the request times out.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    b.request.addfinalizer(server.close)
+    uri = f"http://127.0.0.1:{server.getsockname()[1]}"
+    return Situation(b.train(f"track.mlflow.tracking_uri={uri}").args, b.tmp / "run", paths={"uri": uri})
 
 
 def malformed_yaml(b: Bench) -> Situation:
@@ -274,6 +293,17 @@ CASES = {
         missing_config_file, "config file {tmp}/nope.yaml does not exist", "pick one from configs/"
     ),
     "unknown_key": Case(lambda b: b.train(train={"epoch": 3}), "unknown key train.epoch", "valid keys of train: "),
+    "unknown_tracker": Case(
+        lambda b: b.train("track.comet.project=x"), "unknown key track.comet", "valid keys of track: mlflow, wandb"
+    ),
+    "tracker_package_missing": Case(
+        tracker_package_missing, "track.wandb is set but the wandb package is not installed", "pip install -e .[wandb]"
+    ),
+    "mlflow_server_that_never_answers": Case(
+        mlflow_server_that_never_answers,
+        "track.mlflow.tracking_uri {uri}: {uri}/health did not answer within 5 s",
+        "start the server or fix the URI",
+    ),
     "wrong_type": Case(lambda b: b.train("train.epochs=ten"), "train.epochs must be int, got 'ten'", "must be int"),
     "override_without_equals": Case(lambda b: b.train("optim.lr"), "override 'optim.lr'", "must look like key=value"),
     "process_count_not_k_times_r": Case(

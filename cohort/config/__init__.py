@@ -5,7 +5,7 @@
     members.py  members:, batch_ensemble:, teacher:      data.py   data: (and its resolution:)
     optim.py    optim:, schedule:                         loss.py   loss: (one section per term)
     train.py    train:                                    rules.py  the checks that span sections
-    exchange.py exchange: (how members read each other)
+    exchange.py exchange: (how members read each other)   track.py  track: (W&B, MLflow)
     load.py     load_config, overrides, moved keys, run identity (``same_run_config``)
     tree.py     the generic YAML → dataclass engine       checks.py ConfigError and shared checks
     names.py    the names checked against (architectures, policies, metrics), without torch
@@ -21,6 +21,7 @@ from cohort.config.load import (
     MOVED_KEYS,
     RUN_NEUTRAL_KEYS,
     apply_override,
+    first_difference,
     load_config,
     moved_key,
     refuse_moved_keys,
@@ -49,6 +50,7 @@ from cohort.config.members import (
 )
 from cohort.config.optim import SCHEDULES, OptimConfig, ScheduleConfig
 from cohort.config.schema import CohortConfig
+from cohort.config.track import MLFLOW_SCHEMES, WANDB_MODES, MlflowConfig, TrackConfig, WandbConfig
 from cohort.config.train import MIN_DIST_TIMEOUT_S, TrainConfig, parse_select_by
 from cohort.config.tree import TreeError, build, config_to_dict, dump_config, read_yaml
 
@@ -58,6 +60,7 @@ __all__ = [
     "INPUT_SCALINGS",
     "MIMICRY_TARGETS",
     "MIN_DIST_TIMEOUT_S",
+    "MLFLOW_SCHEMES",
     "MOVED_KEYS",
     "PERTURBATIONS",
     "RUN_NEUTRAL_KEYS",
@@ -65,6 +68,7 @@ __all__ = [
     "SCHEDULES",
     "TEACHER_CHECKPOINTS",
     "TEACHER_MAPPINGS",
+    "WANDB_MODES",
     "BatchEnsembleConfig",
     "CSKDConfig",
     "CohortConfig",
@@ -80,17 +84,21 @@ __all__ = [
     "MDCAConfig",
     "MemberConfig",
     "MimicryConfig",
+    "MlflowConfig",
     "OptimConfig",
     "ResolutionConfig",
     "ScheduleConfig",
     "TeacherConfig",
     "TermConfig",
+    "TrackConfig",
     "TrainConfig",
     "TreeError",
+    "WandbConfig",
     "apply_override",
     "build",
     "config_to_dict",
     "dump_config",
+    "first_difference",
     "load_config",
     "moved_key",
     "read_yaml",

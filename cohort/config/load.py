@@ -68,8 +68,9 @@ def apply_override(raw: dict, override: str) -> None:
     apply_tree_override(raw, override, ConfigError)
 
 
-RUN_NEUTRAL_KEYS = ("resume", "run_dir")
-"""Keys that do not change what a run computes: a run may be resumed, or its folder moved."""
+RUN_NEUTRAL_KEYS = ("resume", "run_dir", "track")
+"""Keys that do not change what a run computes: a run may be resumed, its folder moved, or a
+tracker added or moved when it is resumed (the tracker catches up from ``metrics.jsonl``)."""
 
 
 def same_run_config(a: dict, b: dict) -> bool:
@@ -79,3 +80,16 @@ def same_run_config(a: dict, b: dict) -> bool:
         for key in RUN_NEUTRAL_KEYS:
             d.pop(key, None)
     return a == b
+
+
+def first_difference(a, b, path: str = "") -> str:
+    """Where two dumped configs of different runs first differ (``RUN_NEUTRAL_KEYS`` aside), for errors."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in RUN_NEUTRAL_KEYS and a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return first_difference(x, y, f"{path}.{i}")
+    return f"{path}: {a!r} there, {b!r} here"

@@ -7,6 +7,7 @@ in the order of ``RULES``. Each raises ``ConfigError``: one line naming the keys
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 from cohort.config.checks import ConfigError
@@ -176,6 +177,25 @@ def own_orders_share_no_batch(config: CohortConfig) -> None:
         )
 
 
+TRACKABLE_NAME = re.compile(r"[\w.\- ]+")
+"""The member names MLflow takes inside a metric's key (``<split>/<metric>/<member>``): letters,
+digits, ``_ - .`` and spaces (``mlflow/utils/validation.py``, ``validate_param_and_metric_name``)."""
+
+
+def tracked_member_names(config: CohortConfig) -> None:
+    """With MLflow on, every member's name goes into metric keys: MLflow refuses other characters
+    (and a name that reads as a path: ``.``, ``..``), and the run would lose its metrics mid-way."""
+    if config.track.mlflow is None:
+        return
+    for i, member in enumerate(config.members):
+        if not TRACKABLE_NAME.fullmatch(member.name) or member.name in (".", ".."):
+            fixed = re.sub(r"[^\w.\- ]+", "-", member.name).strip(".-") or f"m{i}"
+            raise ConfigError(
+                f"members.{i}.name {member.name!r} cannot name MLflow metrics (track.mlflow is set): use letters, "
+                f"digits, _ - . and spaces, e.g. members.{i}.name={fixed}"
+            )
+
+
 RULES = (
     members_fit_gpus,
     auto_policies_fit,
@@ -192,5 +212,6 @@ RULES = (
     partners_batch_norm,
     exchange_has_readers,
     own_orders_share_no_batch,
+    tracked_member_names,
 )
 """Every rule, in the order ``CohortConfig.validate`` runs them."""

@@ -6,7 +6,7 @@ changed by ``key=value`` overrides with dotted paths (``optim.lr=0.05``,
 and dumped to ``RUN_DIR/config.yaml``. Unknown keys and wrong types are errors that name the key.
 
 The root holds the sections (one module each: ``members``, ``data``, ``optim``, ``loss``,
-``train``), the cohort's derived meaning (who reads whom, which inputs the step needs, whose
+``train``, ``track``), the cohort's derived meaning (who reads whom, which inputs the step needs, whose
 augmentation draws a member uses), and ``validate``: each section checks itself, then every
 rule that spans sections runs (``cohort.config.rules``). Reading, overriding, building and
 dumping are the generic engine's (``cohort.config.tree``).
@@ -26,6 +26,7 @@ from cohort.config.members import BatchEnsembleConfig, MemberConfig, TeacherConf
 from cohort.config.names import auto_policies
 from cohort.config.optim import OptimConfig, ScheduleConfig
 from cohort.config.rules import RULES
+from cohort.config.track import TrackConfig
 from cohort.config.train import TrainConfig
 from cohort.config.tree import build
 
@@ -71,6 +72,8 @@ class CohortConfig:
     """How members read each other's logits: every step, every k-th, or stale copies (``ExchangeConfig``)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Epochs, cadences, devices and selection (``TrainConfig``)."""
+    track: TrackConfig = field(default_factory=TrackConfig)
+    """Experiment trackers that follow the run: Weights & Biases, MLflow (``TrackConfig``); run-neutral."""
 
     @property
     def num_members(self) -> int:
@@ -219,6 +222,7 @@ class CohortConfig:
         self.data.validate()
         self.exchange.validate()
         self.train.validate()
+        self.track.validate()
         for rule in RULES:
             rule(self)
 

@@ -23,7 +23,9 @@ import yaml
 from cohort.evaluate.predict import predict
 from cohort.preflight import EvalPlan
 from cohort.run import checkpoint_files
+from cohort.run.directory import RunDir
 from cohort.run.files import replacing, writing
+from cohort.run.tracking import attach, each, tracked_metrics
 
 RERUN = "rerun `cohort eval`"
 """What to do once a failed write's cause (a full disk) is fixed."""
@@ -86,4 +88,28 @@ def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, 
             f"{row['c_nll']:>7.4f} {row['c_ece']:>7.4f}"
         )
     print(f"\nwrote {out.path}")
+    track_eval(plan, out, results)
     return out.path
+
+
+def track_eval(plan: EvalPlan, out: RunDir, results: dict[str, dict]) -> None:
+    """Add the evaluation to the run's tracked runs (``tracking.json``), if it has any: its
+    metrics as ``eval/<checkpoint>/<split>/<metric>/<member>`` at the checkpoint's step (W&B: in
+    the run's summary, since its history takes no step below the last), its files as artefacts."""
+    trackers = attach(plan.run)
+    if not trackers:
+        return
+    step = int(checkpoint_files.read_marker(plan.folder).get("step", 0))
+    prefix = f"eval/{plan.folder.name}"
+    rows = [
+        {"epoch": 0, "step": step, "split": split, "member": member, **row}
+        for split, table in results.items()
+        for member, row in table.items()
+    ]
+    found = tracked_metrics(rows, plan.config.member_names, [])[step]
+    metrics = {f"{prefix}/{key}": value for key, value in found.items() if key != "epoch"}
+    metrics[f"{prefix}/step"] = float(step)
+    trackers = each(trackers, lambda tracker: tracker.summary(metrics, step))
+    for path in (out.metrics_file, out.source_file):
+        trackers = each(trackers, lambda tracker, path=path: tracker.artifact(path, prefix))
+    each(trackers, lambda tracker: tracker.close(None))

@@ -131,6 +131,7 @@ def run_dee(reference: str, runs: list[str], temperature: str = "val", rule: str
                 {
                     "run": str(run.path),
                     "member": member,
+                    "name": run.member_name(member),
                     "c_nll": c_nll,
                     "dee": dee,
                     "note": note,
@@ -138,6 +139,6 @@ def run_dee(reference: str, runs: list[str], temperature: str = "val", rule: str
                     "rule": rule,
                 }
             )
-            label = f"member {member}" if member != "ensemble" else "ensemble"
+            label = run.member_name(member)
             print(f"{run.name:<24} {label:<10} c_nll {c_nll:.4f}  DEE {dee:.2f}" + (f"  ({note})" if note else ""))
     return results

@@ -1,28 +1,39 @@
 """``cohort report``: compare finished runs in one markdown table, with figures.
 
-Reads each run's ``metrics.jsonl`` at its selected epoch (``selection.json``) or its last
-evaluation, on the test split, and writes ``report.md`` plus PNG figures into the first
-run directory: reliability diagrams of each member and the ensemble, accuracy / NLL / ECE /
-disagreement against epoch, and the ensemble-size curve.
+Reads each run's ``metrics.jsonl`` on the test split at three epochs: the selected one
+(``selection.json``, else the last evaluation), the best on validation (``Run.best_epoch``) and
+the last, and writes ``report.md`` plus PNG figures into the first run directory: a reliability
+diagram of each member and of the ensemble with the confidence histogram under it (Guo et al.,
+ICML 2017, Fig. 1: a bin's accuracy means little without its count), accuracy / NLL / ECE /
+disagreement against epoch with every member's curve beside their mean, and the ensemble-size
+curve. Members are named as the config names them (``config.member_names``) everywhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cohort.config.names import LOWER_IS_BETTER
 from cohort.evaluate.metrics import ensemble_logits, equal_width_bins, probabilities
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError, replacing
-from cohort.run.selection import read_selection
+from cohort.run.selection import Selection, read_selection
 from cohort.run.teacher_run import read_teachers_metrics
+from cohort.run.tracking import attach, each
 
 COLUMNS = ("acc", "nll", "ece", "c_nll", "c_ece")
 
 RERUN = "rerun `cohort report`"
 """What to do once a failed write's cause (a full disk) is fixed."""
+
+
+BEST_BY = "val_ensemble_nll"
+"""What "best" means for a run that selects nothing (``train.select_by: last``): the lowest validation
+ensemble NLL (the criterion DML's successors select by; accuracy ties more often on small splits).
+A run that selects uses its own ``train.select_by``. Never the test split."""
 
 
 @dataclass
@@ -35,6 +46,9 @@ class Run:
     rows: list[dict]
     epoch: int
     selected: bool
+    names: list[str] = field(default_factory=list)
+    """The members' names (``config.member_names``), in the order of the rows' ``member`` indices."""
+    select_by: str = "last"
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
@@ -46,7 +60,34 @@ class Run:
         config = run.load_config()
         selected = run.selection_file.is_file()
         epoch = read_selection(run.selection_file)["epoch"] if selected else max(r["epoch"] for r in rows)
-        return cls(run.path, config.name, config.independent, rows, epoch, selected)
+        names, select_by = config.member_names, config.train.select_by
+        return cls(run.path, config.name, config.independent, rows, epoch, selected, names, select_by)
+
+    def member_name(self, member: int | str) -> str:
+        """A row's member as the config names it (``ensemble`` stays)."""
+        if member == "ensemble":
+            return member
+        return self.names[member] if member < len(self.names) else f"member {member}"
+
+    @property
+    def evaluated(self) -> list[int]:
+        """The epochs with a validation evaluation, in order."""
+        return sorted({r["epoch"] for r in self.rows if r["split"] == "val" and r["member"] == "ensemble"})
+
+    @property
+    def best_by(self) -> str:
+        return self.select_by if self.select_by != "last" else BEST_BY
+
+    def best_epoch(self) -> int:
+        """The epoch whose validation ``best_by`` is best (the first of equals, as selection keeps it)."""
+        selection = Selection(self.best_by, self.path)
+        sign = 1.0 if selection.metric.removeprefix("c_") in LOWER_IS_BETTER else -1.0
+        return min(self.evaluated, key=lambda epoch: sign * selection.value(self.at("val", epoch)))
+
+    def epochs(self) -> list[tuple[str, int]]:
+        """The rows of the report's table: the selected epoch, the best on validation, the last."""
+        chosen = f"selected ({self.select_by})" if self.selected else "selected (last)"
+        return [(chosen, self.epoch), (f"best {self.best_by}", self.best_epoch()), ("last", self.evaluated[-1])]
 
     @property
     def dir(self) -> RunDir:
@@ -86,22 +127,23 @@ class Run:
 
 
 def summary_table(runs: list[Run]) -> str:
-    """Markdown: members' mean ± std and the ensemble, before and after temperature scaling."""
+    """Markdown: members' mean ± std and the ensemble, before and after temperature scaling, at
+    each run's selected, best and last epoch (counted from 1, as training prints them)."""
     header = (
-        "| run | epoch | "
+        "| run | at | epoch | "
         + " | ".join(f"members {c}" for c in COLUMNS)
         + " | "
         + " | ".join(f"ensemble {c}" for c in COLUMNS)
         + " | disagreement |"
     )
-    lines = [header, "|" + "---|" * (3 + 2 * len(COLUMNS))]
+    lines = [header, "|" + "---|" * (4 + 2 * len(COLUMNS))]
     for run in runs:
-        lines.append(summary_row(run.label, str(run.epoch), run.at()))
+        for at, epoch in run.epochs():
+            lines.append(summary_row(f"{run.label} | {at}", str(epoch + 1), run.at(epoch=epoch)))
         teachers = run.teachers()
         if teachers is not None:
-            lines.append(
-                summary_row(f"teachers of {run.label}", f"{teachers['epoch']} (theirs)", teachers["results"]["test"])
-            )
+            theirs = f"{teachers['epoch'] + 1} (theirs)"
+            lines.append(summary_row(f"teachers of {run.label} | theirs", theirs, teachers["results"]["test"]))
     return "\n".join(lines)
 
 
@@ -125,52 +167,95 @@ def summary_row(label: str, epoch: str, table: dict) -> str:
 
 
 def reliability_figure(run: Run, out: RunDir) -> Path:
+    return save_figure(draw_reliability(run), out.figure("reliability"))
+
+
+def draw_reliability(run: Run):
+    """A reliability diagram per member and for the ensemble (test, 15 equal-width bins, as the
+    ECE), each above its confidence histogram with the mean confidence and the accuracy marked:
+    the figure (row 0: diagrams, row 1: histograms), not yet saved."""
     import matplotlib.pyplot as plt
 
     logits, labels = run.predictions("test")
-    panels = [(f"member {m}", probabilities(logits[m])) for m in range(len(logits))]
-    panels.append(("ensemble", np.exp(ensemble_logits(logits))))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    table = run.at("test")
+    panels = [(run.member_name(m), probabilities(logits[m]), table[m]) for m in range(len(logits))]
+    panels.append(("ensemble", np.exp(ensemble_logits(logits)), table["ensemble"]))
+    fig, axes = plt.subplots(
+        2, len(panels), figsize=(3.2 * len(panels), 5.2), squeeze=False, sharex=True, height_ratios=(3, 1.3)
+    )
     centres = (np.arange(15) + 0.5) / 15
-    for ax, (title, probs) in zip(axes[0], panels):
+    for (diagram, histogram), (title, probs, row) in zip(axes.T, panels):
         confidence, hit = probs.max(1), probs.argmax(1) == labels
         bins = equal_width_bins(confidence)
         counts = np.bincount(bins, minlength=15)
         accuracy = np.divide(np.bincount(bins, weights=hit, minlength=15), counts, out=np.zeros(15), where=counts > 0)
-        ax.bar(centres, accuracy, width=1 / 15, edgecolor="black", color="tab:blue", label="accuracy")
-        ax.plot([0, 1], [0, 1], "--", color="tab:red", label="perfect calibration")
-        ax.set(title=title, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=9)
-    fig.suptitle(f"Reliability on test, {run.label}, epoch {run.epoch}")
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return save_figure(fig, out.figure("reliability"))
+        diagram.bar(centres, accuracy, width=1 / 15, edgecolor="black", color="tab:blue", label="accuracy of the bin")
+        gap = np.where(counts > 0, np.abs(centres - accuracy), 0.0)  # hatched: the bin's part of the ECE
+        low = np.minimum(centres, accuracy)
+        diagram.bar(centres, gap, bottom=low, width=1 / 15, fill=False, hatch="///", edgecolor="tab:red", lw=0)
+        diagram.bar([0], [0], fill=False, hatch="///", edgecolor="tab:red", lw=0, label="gap to the diagonal")
+        diagram.plot([0, 1], [0, 1], "--", color="tab:red", label="perfect calibration")
+        diagram.set(title=f"{title}\nacc {row['acc']:.3f}  ECE {row['ece']:.3f}", ylabel="accuracy", ylim=(0, 1))
+        diagram.set_xlim(0, 1)
+        histogram.bar(centres, counts / counts.sum(), width=1 / 15, edgecolor="black", color="tab:gray")
+        histogram.axvline(confidence.mean(), color="tab:orange", linestyle="--", label="mean confidence")
+        histogram.axvline(hit.mean(), color="black", linestyle=":", label="accuracy")
+        histogram.set(xlabel="confidence", ylabel="share of samples", ylim=(0, 1))
+    handles = [*axes[0][0].get_legend_handles_labels()[0], *axes[1][0].get_legend_handles_labels()[0]]
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=5, fontsize=8)
+    fig.suptitle(f"Reliability on test, {run.label}, epoch {run.epoch + 1}")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
 
 
 def curves_figure(runs: list[Run], out: RunDir) -> Path:
+    return save_figure(draw_curves(runs), out.figure("curves"))
+
+
+def draw_curves(runs: list[Run]):
+    """Validation accuracy, NLL, ECE and disagreement against epoch (from 1): the ensemble, the
+    members' mean and each member (one run: a colour per member, named; several: the run's
+    colour, thin), so a member that lags shows."""
     import matplotlib.pyplot as plt
 
     panels = (("acc", "accuracy"), ("nll", "NLL"), ("ece", "ECE"), ("disagreement", "disagreement"))
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for run, color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
-        epochs = sorted({r["epoch"] for r in run.rows})
-        for ax, (key, label) in zip(axes.flat, panels):
-            tables = [run.at("val", e) for e in epochs]
-            ax.plot(
-                epochs, [t["ensemble"].get(key, np.nan) for t in tables], color=color, label=f"{run.label} ensemble"
-            )
-            if key != "disagreement":
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    for r, run in enumerate(runs):
+        epochs = run.evaluated
+        tables = [run.at("val", e) for e in epochs]
+        x = [e + 1 for e in epochs]
+        own = "black" if len(runs) == 1 else colors[r]
+        prefix = "" if len(runs) == 1 else f"{run.label} "
+        members = [k for k in tables[-1] if k != "ensemble"]
+        for ax, (key, _) in zip(axes.flat, panels):
+            ax.plot(x, [t["ensemble"].get(key, np.nan) for t in tables], color=own, lw=2.2, label=f"{prefix}ensemble")
+            if key == "disagreement":
+                continue
+            for i, m in enumerate(members):
                 ax.plot(
-                    epochs,
-                    [np.mean([row[key] for k, row in t.items() if k != "ensemble"]) for t in tables],
-                    "--",
-                    color=color,
-                    label=f"{run.label} members (mean)",
+                    x,
+                    [t[m][key] for t in tables],
+                    color=colors[(i + 1) % len(colors)] if len(runs) == 1 else own,
+                    lw=1.1,
+                    alpha=0.85 if len(runs) == 1 else 0.35,
+                    label=run.member_name(m) if len(runs) == 1 else (f"{prefix}each member" if i == 0 else None),
                 )
-            ax.set(xlabel="epoch", ylabel=label, title=f"validation {label}")
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.plot(
+                x,
+                [np.mean([t[m][key] for m in members]) for t in tables],
+                "--",
+                color=own,
+                lw=1.6,
+                label=f"{prefix}members (mean)",
+            )
+    for ax, (_, label) in zip(axes.flat, panels):
+        ax.set(xlabel="epoch", ylabel=label, title=f"validation {label}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, out.figure("curves"))
+    return fig
 
 
 def ensemble_size_figure(runs: list[Run], out: RunDir) -> Path:
@@ -201,7 +286,8 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def write_report(paths: list[str]) -> Path:
+def build_report(paths: list[str]) -> tuple[Path, list[Path], str]:
+    """``report.md`` and the figures, written into the first run: their paths, and the table. Prints nothing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,7 +298,8 @@ def write_report(paths: list[str]) -> Path:
     text = [
         "# Cohort report",
         "",
-        "Test split at each run's selected epoch (or its last evaluation); "
+        "Test split at each run's selected epoch (train.select_by, or its last evaluation), its best "
+        f"epoch on val (by its train.select_by, else {BEST_BY}) and its last, epochs counted from 1; "
         "`c_` metrics after temperature scaling fitted on val. A student run "
         "(teacher.run_dir) is followed by its teachers' row, from `teacher_metrics.json`.",
         "",
@@ -222,6 +309,17 @@ def write_report(paths: list[str]) -> Path:
     text += [f"![{f.stem}]({f.name})" for f in figures]
     with replacing(out.report_file, then=RERUN) as f:
         f.write("\n".join(text) + "\n")
+    return out.report_file, figures, table
+
+
+def write_report(paths: list[str]) -> Path:
+    """``cohort report``: ``build_report``, the table printed, and the files kept with the first
+    run's tracked runs (``tracking.json``), if it has any."""
+    report, figures, table = build_report(paths)
     print(table)
-    print(f"\nwrote {out.report_file} and {', '.join(f.name for f in figures)}")
-    return out.report_file
+    print(f"\nwrote {report} and {', '.join(f.name for f in figures)}")
+    trackers = attach(RunDir(paths[0]))
+    for path in (report, *figures):
+        trackers = each(trackers, lambda tracker, path=path: tracker.artifact(path, "report"))
+    each(trackers, lambda tracker: tracker.close(None))
+    return report

@@ -9,6 +9,9 @@
     RUN_DIR/teacher_plan.json           the teachers a student distils, fixed at its first start
     RUN_DIR/teacher_metrics.json        those teachers' metrics on val and test, for reports
     RUN_DIR/tensorboard/                TensorBoard scalars (when tensorboard is installed)
+    RUN_DIR/tracking.json               the tracked runs (W&B, MLflow) this run writes to (``cohort.run.tracking``)
+    RUN_DIR/wandb/                      W&B's files (track.wandb; offline: wandb sync RUN_DIR/wandb/offline-run-*)
+    RUN_DIR/mlruns/                     MLflow's file store when track.mlflow names no tracking_uri
     RUN_DIR/trace/                      per-step traces (train.trace=true)
     RUN_DIR/submission.json             the SLURM job that trains it (cohort submit)
     RUN_DIR/slurm/                      cohort submit: submitit's job files and per-task logs
@@ -16,7 +19,7 @@
     RUN_DIR/nodes/<node>.json           each node's marker of the latest start (``cohort.run.shared_fs``)
     RUN_DIR/HOLD.json                   who uses it now (``cohort.run.hold``), while a run or an eval lives
     RUN_DIR/eval/<checkpoint>/          cohort eval: metrics.jsonl, predictions/, source.yaml
-    RUN_DIR/report.md, *.png            cohort report: the table, reliability.png, curves.png, ensemble_size.png
+    RUN_DIR/report.md, *.png            cohort report (and training's end, with track: on): the table and figures
 
 Runs written before the teachers' two files got distinct names hold ``teacher.json`` and
 ``teachers.json``; they are still read (``readable``).
@@ -40,11 +43,11 @@ import numpy as np
 
 from cohort.config import (
     MOVED_KEYS,
-    RUN_NEUTRAL_KEYS,
     CohortConfig,
     ConfigError,
     config_to_dict,
     dump_config,
+    first_difference,
     load_config,
     moved_key,
     read_yaml,
@@ -62,18 +65,6 @@ def is_hold_file(name: str) -> bool:
 
 METRICS_KEYS = {"epoch": int, "split": str, "member": (int, str)}
 """What every row of a ``metrics.jsonl`` holds (and its readers index by)."""
-
-
-def _first_difference(a, b, path: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if key not in RUN_NEUTRAL_KEYS and a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                return _first_difference(x, y, f"{path}.{i}")
-    return f"{path}: {a!r} there, {b!r} here"
 
 
 LEGACY_NAMES = {"teacher_plan.json": "teacher.json", "teacher_metrics.json": "teachers.json"}
@@ -123,6 +114,20 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / "tensorboard"
+
+    @property
+    def tracking_file(self) -> Path:
+        return self.path / "tracking.json"
+
+    @property
+    def wandb(self) -> Path:
+        """W&B's folder: ``offline-run-<time>-<id>/`` per start of the run (``wandb.init(dir=RUN_DIR)``)."""
+        return self.path / "wandb"
+
+    @property
+    def mlruns(self) -> Path:
+        """MLflow's file store when ``track.mlflow.tracking_uri`` is empty."""
+        return self.path / "mlruns"
 
     @property
     def trace(self) -> Path:
@@ -266,7 +271,7 @@ class RunDir:
             if not same_run_config(existing, config_to_dict(config)):
                 raise RunDirError(
                     f"{self.path} holds a run of a different config "
-                    f"({_first_difference(existing, config_to_dict(config))}); choose another run_dir="
+                    f"({first_difference(existing, config_to_dict(config))}); choose another run_dir="
                 )
         elif self.path.exists() and (
             not self.path.is_dir() or any(not is_hold_file(p.name) for p in self.path.iterdir())

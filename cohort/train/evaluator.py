@@ -70,7 +70,7 @@ class Evaluator:
         logits, labels = {}, {}
         for split, loader in self.loaders.items():
             logits[split], labels[split] = self.predict(loader)
-        improved = self.mesh.main_does(lambda: self.recorder.record(epoch, per_member, logits, labels))
+        improved = self.mesh.main_does(lambda: self.recorder.record(epoch, per_member, logits, labels, step=step))
         if self.recorder.selects and improved:
             self.checkpointer.save_best(Position(epoch + 1, 0, step))
 

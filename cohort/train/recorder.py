@@ -1,6 +1,7 @@
 """Rank 0's record of a run: each evaluation's metric rows (``metrics.jsonl``), predictions,
-TensorBoard scalars, the console line, the model selection, ``teacher_metrics.json``, and the final
-table. Other ranks hold a recorder that records nothing."""
+TensorBoard scalars, the experiment trackers' copy of the rows (``cohort.train.tracking``), the
+console line, the model selection, ``teacher_metrics.json``, and the final table. Other ranks hold a
+recorder that records nothing."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cohort.run.selection import Selection
 from cohort.run.teacher_run import TeacherPlan, read_teachers_metrics, teacher_predictions
 from cohort.train.checkpointer import Position
 from cohort.train.epoch_meter import EPOCH_STATS
+from cohort.train.tracking import Tracking
 
 TENSORBOARD_METRICS = ("acc", "nll", "ece", "c_nll", "c_ece", "disagreement", "pairwise_kl")
 """The evaluation metrics written to TensorBoard, per split and member (and the ensemble)."""
@@ -31,6 +33,7 @@ class Recorder:
         self.teachers = teachers
         self.selection = Selection(config.train.select_by, run.path)
         self.tensorboard = None  # rank 0's SummaryWriter, when tensorboard is installed
+        self.tracking = Tracking(config, run, self.names, self.training_keys)  # W&B, MLflow (track:)
         self.results: dict | None = None  # the latest evaluation's metrics
 
     @property
@@ -55,6 +58,7 @@ class Recorder:
         else:
             self.run.drop_metrics_after(-1)  # a crash before the first checkpoint: start over
         self.tensorboard = open_tensorboard(self.run, resumed[1].epoch if resumed is not None else None)
+        self.tracking.start(self.run.read_metrics(notice=False))
 
     def record(
         self,
@@ -62,9 +66,12 @@ class Recorder:
         per_member: list[dict[str, float]],
         logits: dict[str, np.ndarray],
         labels: dict[str, np.ndarray],
+        *,
+        step: int,
     ) -> bool:
-        """One evaluation: every metric, rows, predictions, scalars, the console line; True when
-        it is the best so far by ``train.select_by`` (its predictions are then kept as best)."""
+        """One evaluation after ``epoch``, at global optimiser step ``step``: every metric, rows,
+        predictions, scalars, the trackers' copy, the console line; True when it is the best so
+        far by ``train.select_by`` (its predictions are then kept as best)."""
         if not self.is_main:
             return False
         results = self.results = evaluate_cohort(logits, labels)
@@ -73,13 +80,14 @@ class Recorder:
         rows = []
         for split, table in results.items():
             for member, values in table.items():
-                row = {"epoch": epoch, "split": split, "member": member, **values}
+                row = {"epoch": epoch, "step": step, "split": split, "member": member, **values}
                 if member != "ensemble":  # the training figures of the rank that holds this network
                     row.update(per_member[self.config.owner(member)])
                 rows.append(row)
         self.run.append_metrics(rows)
         if self.tensorboard is not None:
             write_scalars(self.tensorboard, rows, self.training_keys, self.names)
+        self.tracking.log(rows)
         if self.teachers is not None and not self.run.readable(self.run.teacher_metrics_file).is_file():
             self.record_teachers(labels)
         improved = self.selection.offer(epoch, results["val"])
@@ -126,11 +134,12 @@ class Recorder:
         )
 
     def finish(self) -> None:
-        """After the last epoch: close TensorBoard, print the final table (if this process evaluated)."""
+        """After the last epoch: close TensorBoard, print the final table (if this process
+        evaluated), hand it and the report's files to the trackers."""
         if self.tensorboard is not None:
             self.tensorboard.close()
-        if self.results is not None and self.is_main:
-            print_summary(self.results, self.run, self.names)
+        if self.is_main:  # a finished run started again (resume=auto) brings its trackers up to date
+            self.tracking.finish(print_summary(self.results, self.run, self.names) if self.results else "")
 
 
 def open_tensorboard(run: RunDir, resumed_at: int | None):
@@ -159,8 +168,8 @@ def write_scalars(writer, rows: list[dict], training_keys: list[str], names: lis
     writer.flush()
 
 
-def print_summary(results: dict[str, dict], run: RunDir, names: list[str]) -> None:
-    """The final table: accuracy and NLL of each member and the ensemble, val and test."""
+def print_summary(results: dict[str, dict], run: RunDir, names: list[str]) -> str:
+    """The final table: accuracy and NLL of each member and the ensemble, val and test (printed, and returned)."""
     lines = ["", f"{'':<10} {'val acc':>8} {'val nll':>8} {'test acc':>9} {'test nll':>9} {'test ece':>9}"]
     for key in [*range(len(names)), "ensemble"]:
         label = names[key] if key != "ensemble" else "ensemble"
@@ -178,3 +187,4 @@ def print_summary(results: dict[str, dict], run: RunDir, names: list[str]) -> No
         )
     lines.append(f"\nrun directory: {run.path}")
     print("\n".join(lines), flush=True)
+    return "\n".join(lines).strip("\n")

@@ -518,3 +518,26 @@ def test_the_cadences_say_which_steps_gather_and_which_refresh(tmp_path):
     assert [s for s in range(12) if config.exchange.refreshes_at(s)] == [2, 5, 8, 11]
     config.exchange.every = 4
     assert [s for s in range(12) if config.exchange.gathers_at(s)] == [0, 4, 8]
+
+
+def test_a_tracker_is_on_when_its_key_is_set_and_tracking_is_run_neutral(tmp_path):
+    from cohort.config import same_run_config
+
+    demo = REPO / "configs" / "demo.yaml"
+    assert load_config(demo).track.trackers == {}
+    config = load_config(demo, ["track.mlflow.tracking_uri=file:/tmp/store", "track.wandb={}"])
+    assert config.track.mlflow.tracking_uri == "file:/tmp/store" and config.track.mlflow.experiment == ""
+    assert config.track.wandb.mode == "offline" and list(config.track.trackers) == ["wandb", "mlflow"]
+    dump_config(config, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml").track == config.track  # null sections and set ones read back
+    # Adding a tracker when a run is resumed (or moving it) is the same run: nothing computed changes.
+    assert same_run_config(config_to_dict(load_config(demo)), config_to_dict(config))
+    for override, message in (
+        ("track.wandb.mode=cloud", "track.wandb.mode 'cloud' is not valid; choose one of: offline, online"),
+        ("track.mlflow.tracking_uri=ftp://x", "track.mlflow.tracking_uri 'ftp://x' is not one cohort can use"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(demo, [override])
+    with pytest.raises(ConfigError, match=r"members.0.name 'a/b' cannot name MLflow metrics .* members.0.name=a-b"):
+        load_config(demo, ["track.mlflow={}", "members.0.name=a/b"])
+    load_config(demo, ["members.0.name=a/b"])  # without MLflow, any name

@@ -91,7 +91,8 @@ def test_report_writes_markdown_and_readable_figures(dml_pair, tmp_path):
     result = run_cli("report", str(copy), str(run))
     assert result.returncode == 0, result.stderr[-2000:]
     report = (copy / "report.md").read_text()
-    assert report.count("| test (") == 2 and "members c_nll" in report and "![curves](curves.png)" in report
+    # Two runs, three rows each: selected, best, last.
+    assert report.count("| test (") == 6 and "members c_nll" in report and "![curves](curves.png)" in report
     for name in ("reliability.png", "curves.png", "ensemble_size.png"):
         image = matplotlib.image.imread(copy / name)
         assert image.shape[0] > 300 and image.shape[1] > 700
@@ -125,3 +126,49 @@ def test_bad_run_directories_are_one_line_errors(dml_pair, tmp_path, cli_here):
     assert "test.npz holds logits of shape (3, 5, 10)" in line and "does not belong to this run" in line
     shutil.rmtree(broken / "checkpoints")
     assert "holds no complete checkpoint" in one_error_line(cli_here("eval", str(broken), "--checkpoint", "last"))
+
+
+def test_the_report_names_members_shows_histograms_and_the_best_and_last_epochs(dml_pair, tmp_path):
+    """In process, on a copy of the saved run whose members are given names (names change nothing
+    a run computes): the table's selected, best and last rows, the figures' names and histograms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cohort.evaluate.report import Run, build_report, draw_curves, draw_reliability
+
+    _, run, _ = dml_pair
+    copy = tmp_path / "named"
+    shutil.copytree(run, copy)
+    raw = yaml.safe_load((copy / "config.yaml").read_text())
+    raw["members"][0]["name"], raw["members"][1]["name"] = "crop-a", "plain"
+    (copy / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    rows = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    val_nll = {r["epoch"]: r["nll"] for r in rows if r["split"] == "val" and r["member"] == "ensemble"}
+    best, last = min(val_nll, key=val_nll.get), max(val_nll)
+
+    _, figures, table = build_report([str(copy)])
+    lines = [line.split(" | ") for line in table.splitlines() if line.startswith("| test (named)")]
+    assert [(line[1], line[2]) for line in lines] == [
+        ("selected (val_ensemble_nll)", str(best + 1)),
+        ("best val_ensemble_nll", str(best + 1)),
+        ("last", str(last + 1)),
+    ]
+    test_at = {r["epoch"]: r for r in rows if r["split"] == "test" and r["member"] == "ensemble"}
+    assert lines[2][8] == f"{test_at[last]['acc']:.4f}"  # the last row reads the last epoch's test
+
+    saved = Run.load(copy)
+    fig = draw_reliability(saved)
+    diagrams, histograms = fig.axes[:3], fig.axes[3:]
+    assert [ax.get_title().split("\n")[0] for ax in diagrams] == ["crop-a", "plain", "ensemble"]
+    for ax in histograms:
+        shares = [bar.get_height() for bar in ax.patches]
+        assert len(shares) == 15 and sum(shares) == pytest.approx(1.0)  # every test sample in a bin
+        assert ax.get_xlabel() == "confidence" and len(ax.get_lines()) == 2  # mean confidence, accuracy
+    plt.close(fig)
+    fig = draw_curves([saved])
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["ensemble", "crop-a", "plain", "members (mean)"]
+    plt.close(fig)
+    assert [f.name for f in figures] == ["reliability.png", "curves.png", "ensemble_size.png"]

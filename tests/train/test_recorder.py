@@ -41,8 +41,9 @@ def test_each_evaluation_writes_a_row_per_network_and_the_ensemble_with_its_owne
     rec.start(None)
     per_member = [{**FIGURES, "ce": 0.25}, {**FIGURES, "ce": 0.75}]
     logits, labels = evaluation(3.0)
-    rec.record(0, per_member, logits, labels)
+    rec.record(0, per_member, logits, labels, step=6)
     rows = [json.loads(line) for line in run.metrics_file.read_text().splitlines()]
+    assert {r["step"] for r in rows} == {6}  # the global optimiser step of the evaluation
     assert [(r["split"], r["member"]) for r in rows] == [
         (split, member) for split in ("val", "test") for member in (0, 1, 2, "ensemble")
     ]
@@ -62,9 +63,9 @@ def test_selection_keeps_the_best_epochs_predictions_and_records_it(tmp_path):
     per_member = [FIGURES, FIGURES]
     good, worse = evaluation(4.0, seed=1), evaluation(0.5, seed=2)
     assert rec.selects
-    assert rec.record(0, per_member, *worse) is True  # the first is the best so far
-    assert rec.record(1, per_member, *good) is True
-    assert rec.record(2, per_member, *worse) is False
+    assert rec.record(0, per_member, *worse, step=6) is True  # the first is the best so far
+    assert rec.record(1, per_member, *good, step=12) is True
+    assert rec.record(2, per_member, *worse, step=18) is False
     assert json.loads(run.selection_file.read_text())["epoch"] == 1
     best = np.load(run.prediction_file("val", best=True))["logits"]
     assert np.array_equal(best, good[0]["val"])
@@ -74,12 +75,12 @@ def test_selection_keeps_the_best_epochs_predictions_and_records_it(tmp_path):
 def test_selection_by_last_chooses_nothing(tmp_path):
     rec, run = recorder(tmp_path, select_by="last")
     rec.start(None)
-    assert not rec.selects and rec.record(0, [FIGURES, FIGURES], *evaluation(2.0)) is False
+    assert not rec.selects and rec.record(0, [FIGURES, FIGURES], *evaluation(2.0), step=6) is False
     assert not run.selection_file.exists()
 
 
 def test_a_rank_other_than_0_records_nothing(tmp_path):
     rec, run = recorder(tmp_path, is_main=False)
     rec.start(None)
-    assert rec.record(0, [FIGURES, FIGURES], *evaluation(2.0)) is False
+    assert rec.record(0, [FIGURES, FIGURES], *evaluation(2.0), step=6) is False
     assert not run.metrics_file.exists() and not run.prediction_file("val").exists()
