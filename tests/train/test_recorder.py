@@ -31,8 +31,7 @@ def evaluation(scale: float, seed: int = 0) -> tuple[dict, dict]:
     rng = np.random.default_rng(seed)
     labels = {split: rng.integers(0, 4, 50) for split in ("val", "test")}
     logits = {
-        split: (scale * np.eye(4)[labels[split]] + rng.normal(size=(3, 50, 4))).astype(np.float32)
-        for split in labels
+        split: (scale * np.eye(4)[labels[split]] + rng.normal(size=(3, 50, 4))).astype(np.float32) for split in labels
     }
     return logits, labels
 
