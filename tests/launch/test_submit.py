@@ -216,7 +216,7 @@ def test_checks_before_queueing_import_no_torch_ffcv_numba_or_scipy(digits_root)
     # cohort submit validates the config and the data before it queues anything; importing
     # any of these (for policy, metric or architecture names, or to read a .beton) costs seconds.
     code = (
-        f"import sys; from cohort.config import load_config; from cohort.data.datasets import check_data; "
+        f"import sys; from cohort.config import load_config; from cohort.data.folder import check_data; "
         f"from cohort.data.labelled import check_labelled; import cohort.launch.submit; "
         f"config = load_config({PAIR!r}, ['data.root={digits_root}', 'data.labelled_fraction=0.3']); "
         f"check_data(config.data.root, config.data.batch_size, config.replicas); "
