@@ -285,7 +285,7 @@ def data(s: Setting) -> dict:
     from cohort.data.datasets import write_arrays
 
     rng = np.random.default_rng(0)
-    train_n, test_n = (20_000, 2_000) if not s.smoke else (2_000, 500)
+    train_n, test_n = (20_000, 2_000) if not s.smoke else (1_000, 250)
     colour = rng.integers(0, 256, (10, 1, 1, 3))  # each class its own tint, in every split: a learnable signal
 
     def images(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -641,14 +641,15 @@ def formats(s: Setting) -> dict:
     if ffcv_note == "ffcv loader: ":
         sources["ffcv loader"] = ffcv_batches(s, device)  # one loader, read on across the variants
     figures = {source: {} for source in sources}
-    for _ in range(2):  # two rounds, the variants alternating: the better of each
+    rounds = 1 if s.smoke else 2
+    for _ in range(rounds):  # two rounds, the variants alternating: the better of each
         for source, batches in sources.items():
             for name, (bf16, cl) in VARIANTS.items():
                 rate = timed_steps(fresh_net(s, device), batches, s.steps, bf16, cl, device)
                 figures[source][name] = round(max(figures[source].get(name, 0.0), rate), 1)
     for batches in sources.values():
         batches.close()
-    lines = [f"{s.arch}, batch {s.batch}, {s.steps} timed steps, best of 2 rounds (img/s; × fp32):"]
+    lines = [f"{s.arch}, batch {s.batch}, {s.steps} timed steps, best of {rounds} round(s) (img/s; × fp32):"]
     for source, rates in figures.items():
         fp32 = rates["fp32"]
         lines.append(f"  {source:24s} " + "  ".join(f"{n} {r:.0f} ({r / fp32:.2f}×)" for n, r in rates.items()))
