@@ -18,7 +18,7 @@ a whole run killed from outside still leaves the rows it finished. The rows:
   the class), which the rows below train on.
 - ``resume``: a K = 1 ``cohort train`` on CUDA, the same run again, and a copy resumed from a
   middle checkpoint (the RNG-state fix): bit-identical test logits?
-- ``packed``: K = 1, 2 and 4 DML members packed on the one GPU (``train.members_per_gpu:
+- ``packed``: K = 1, 2 and 4 (``--smoke``: 1 and 2) DML members packed on the one GPU (``train.members_per_gpu:
   auto``: NCCL for each member's replica group beside the gloo exchange), images/s per member
   against K = 1; sampled meanwhile: which processes hold a CUDA context (``nvidia-smi
   --query-compute-apps``; only the worker ranks may, one each) and each rank's peak host
@@ -72,6 +72,11 @@ SMOKE_SLOWER = 8
 """``--smoke``: a CPU (2 shared cores here) takes this many times the GPU's limits."""
 IMPORTS = ("numpy", "yaml", "numba", "llvmlite", "cv2", "ffcv", "scipy", "tqdm", "PIL", "submitit", "triton")
 """What ``cohort train`` imports besides torch (``triton``: torch.compile on CUDA)."""
+COHORT_IMPORTS = ("cohort.data.loader", "cohort.train.worker", "cohort.cli")
+"""cohort's own modules that import the most: what they miss that ``IMPORTS`` does not name."""
+DISTRIBUTIONS = ("torch", "torchvision", "numpy", "triton", "numba", "llvmlite", "opencv-python-headless", "scipy")
+DISTRIBUTIONS += ("pyyaml", "tqdm", "pillow", "ffcv", "submitit", "assertpy", "scikit-learn", "matplotlib")
+"""Whose installed versions the environment row records (bench/gpu_machine.txt pins the rehearsal's)."""
 
 
 # --- running the rows ---------------------------------------------------------------------------
@@ -91,7 +96,8 @@ def main() -> int:
         return run_row_here(args.row, args.work, args.smoke)
 
     started = time.monotonic()
-    results = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(), "rows": {}}
+    results = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(), "smoke": args.smoke}
+    results["rows"] = {}
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as work:
         for name in args.rows:
             left = args.budget_s - (time.monotonic() - started)
@@ -162,6 +168,10 @@ class Setting:
         self.steps, self.epoch_steps = steps, epoch_steps
         self.checkpoint_every = epoch_steps // 2 if epoch_steps else 30
         self.data = work / "data"
+        # --smoke on 2 CPU cores: K = 4 ranks would each compile FFCV's pipeline at once, and
+        # K = 2 already takes every path of the row.
+        self.packed_ks = (1, 2) if smoke else (1, 2, 4)
+        self.epochs = 2 if smoke else 3  # cohort train's; the first is left out of images/s
 
     @classmethod
     def of(cls, work: Path, smoke: bool) -> Setting:
@@ -199,8 +209,8 @@ def environment(s: Setting) -> dict:
     manifest = REPO / "wheels" / "MANIFEST"  # what bench/gpu_wheels.sh carried and left out
     if manifest.is_file():
         row["wheels_manifest"] = manifest.read_text().splitlines()
-    with ThreadPoolExecutor(len(IMPORTS)) as pool:  # each in a fresh interpreter, all at once
-        row["imports"] = dict(zip(IMPORTS, (p or "ok" for p in pool.map(import_problem, IMPORTS))))
+    row["versions"] = versions()
+    row["imports"] = import_problems(IMPORTS + COHORT_IMPORTS)
     missing = [name for name, problem in row["imports"].items() if problem != "ok"]
     libffcv = ffcv_extension_problem()
     if libffcv:
@@ -213,6 +223,35 @@ def environment(s: Setting) -> dict:
     return row
 
 
+def versions() -> dict[str, str]:
+    """{distribution: version} of ``DISTRIBUTIONS`` as installed here ("not installed" if not)."""
+    from importlib import metadata
+
+    found = {}
+    for name in DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def import_problems(names: tuple[str, ...]) -> dict[str, str]:
+    """{name: "ok" or why ``import name`` fails}, tried one after the other in one fresh
+    interpreter (torch is imported once: on 2 CPU cores, an interpreter each took a minute);
+    should that interpreter die (a crash in a compiled extension), one interpreter each."""
+    code = (
+        "import importlib, json, sys\nfound = {}\nfor name in sys.argv[1:]:\n    try:\n"
+        "        importlib.import_module(name)\n        found[name] = 'ok'\n    except BaseException as error:\n"
+        "        found[name] = f'{type(error).__name__}: {error}'[:200]\nprint(json.dumps(found))"
+    )
+    probe = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=300)
+    if probe.returncode == 0 and probe.stdout.strip():
+        return json.loads(probe.stdout.strip().splitlines()[-1])
+    with ThreadPoolExecutor(len(names)) as pool:
+        return dict(zip(names, (p or "ok" for p in pool.map(import_problem, names))))
+
+
 def import_problem(name: str) -> str:
     """Why ``import name`` fails in a fresh interpreter ("" when it works)."""
     probe = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=120)
@@ -220,7 +259,8 @@ def import_problem(name: str) -> str:
 
 
 def ffcv_extension_problem() -> str:
-    """The shared libraries FFCV's compiled extension cannot find (``ldd``), "" when none or no FFCV."""
+    """The shared libraries (or symbol versions) FFCV's compiled extension cannot find (``ldd``),
+    "" when none or no FFCV."""
     import importlib.util
 
     spec = importlib.util.find_spec("ffcv")
@@ -232,6 +272,7 @@ def ffcv_extension_problem() -> str:
         return f"no _libffcv*.so in {package} or beside it"
     ldd = subprocess.run(["ldd", str(found[0])], capture_output=True, text=True)
     missing = [line.split()[0] for line in ldd.stdout.splitlines() if "not found" in line]
+    missing += [line.strip() for line in ldd.stderr.splitlines() if "not found" in line]  # `GLIBCXX_3.4.30' not found
     return f"{found[0].name} misses {', '.join(missing)}" if missing else ""
 
 
@@ -239,12 +280,12 @@ def data(s: Setting) -> dict:
     """A CIFAR-size data folder written here: synthetic 32 × 32 images, 10 classes."""
     import numpy as np
 
-    if problem := import_problem("ffcv"):
+    if problem := seen_problem(s, "ffcv"):
         return {"status": f"skipped: FFCV cannot be imported ({problem})"}
     from cohort.data.datasets import write_arrays
 
     rng = np.random.default_rng(0)
-    train_n, test_n = (20_000, 2_000) if not s.smoke else (2_000, 500)
+    train_n, test_n = (20_000, 2_000) if not s.smoke else (1_000, 250)
     colour = rng.integers(0, 256, (10, 1, 1, 3))  # each class its own tint, in every split: a learnable signal
 
     def images(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -263,12 +304,18 @@ def data(s: Setting) -> dict:
     }
 
 
-def cohort_train_problem(s: Setting) -> str:
-    """Why ``cohort train`` cannot run here ("" when it can), from the environment row's imports."""
+def seen_problem(s: Setting, name: str) -> str:
+    """Why ``import name`` fails ("" when it works): the environment row's answer, else tried now."""
     seen = s.work / "environment.json"
     imports = json.loads(seen.read_text()).get("imports", {}) if seen.is_file() else {}
-    for name in ("ffcv", "numba", "yaml", "scipy", "tqdm"):
-        if (problem := imports.get(name) or import_problem(name)) not in ("", "ok"):
+    problem = imports.get(name) or import_problem(name)
+    return "" if problem == "ok" else problem
+
+
+def cohort_train_problem(s: Setting) -> str:
+    """Why ``cohort train`` cannot run here ("" when it can), from the environment row's imports."""
+    for name in ("ffcv", "numba", "yaml", "scipy", "tqdm", "cohort.train.worker"):
+        if problem := seen_problem(s, name):
             return f"cohort train needs {name} ({problem})"
     if not (s.data / "meta.json").is_file():
         return "the data row wrote no data folder"
@@ -292,7 +339,7 @@ def train(s: Setting, run_dir: Path, *overrides: str, members: int = 1, wait=Non
         f"data.batch_size={s.batch}",
         "data.num_workers=4" if not s.smoke else "data.num_workers=1",
         f"train.device={s.device}",
-        "train.epochs=3",
+        f"train.epochs={s.epochs}",
         f"train.max_steps_per_epoch={s.epoch_steps}",
         "train.progress=false",
         "train.threads_per_rank=0",
@@ -455,9 +502,9 @@ def contexts_text(run: dict) -> str:
 
 
 def packed_probe(s: Setting, why: str) -> dict:
-    """The packed row without cohort train: the torch-only probe's K = 1, 2, 4 ranks."""
+    """The packed row without cohort train: the torch-only probe's K = 1, 2, 4 ranks (1, 2 with ``--smoke``)."""
     runs = {}
-    for k in (1, 2, 4):
+    for k in s.packed_ks:
         ranks, sampled = probe(s, k, f"probe-packed-{k}", s.steps * 2, wait=sampler)
         runs[k] = {
             "images_per_s": round(statistics.median(r["images_per_s"] for r in ranks), 1),
@@ -482,7 +529,7 @@ def packed(s: Setting) -> dict:
     if problem := cohort_train_problem(s):
         return packed_probe(s, problem)
     fast = ["train.bf16=true", "train.channels_last=true", "train.members_per_gpu=auto"]
-    runs = {k: train(s, s.work / f"packed-{k}", *fast, members=k, wait=sampler) for k in (1, 2, 4)}
+    runs = {k: train(s, s.work / f"packed-{k}", *fast, members=k, wait=sampler) for k in s.packed_ks}
     alone = runs[1]["images_per_s"]
     lines = []
     for k, run in runs.items():
@@ -590,18 +637,19 @@ def formats(s: Setting) -> dict:
         return skip
     device = torch.device(s.device)
     sources = {"synthetic on the device": synthetic_batches(s.batch, device)}
-    ffcv_note = "ffcv loader: " + (import_problem("ffcv") or ("" if (s.data / "meta.json").is_file() else "no data"))
+    ffcv_note = "ffcv loader: " + (seen_problem(s, "ffcv") or ("" if (s.data / "meta.json").is_file() else "no data"))
     if ffcv_note == "ffcv loader: ":
         sources["ffcv loader"] = ffcv_batches(s, device)  # one loader, read on across the variants
     figures = {source: {} for source in sources}
-    for _ in range(2):  # two rounds, the variants alternating: the better of each
+    rounds = 1 if s.smoke else 2
+    for _ in range(rounds):  # two rounds, the variants alternating: the better of each
         for source, batches in sources.items():
             for name, (bf16, cl) in VARIANTS.items():
                 rate = timed_steps(fresh_net(s, device), batches, s.steps, bf16, cl, device)
                 figures[source][name] = round(max(figures[source].get(name, 0.0), rate), 1)
     for batches in sources.values():
         batches.close()
-    lines = [f"{s.arch}, batch {s.batch}, {s.steps} timed steps, best of 2 rounds (img/s; × fp32):"]
+    lines = [f"{s.arch}, batch {s.batch}, {s.steps} timed steps, best of {rounds} round(s) (img/s; × fp32):"]
     for source, rates in figures.items():
         fp32 = rates["fp32"]
         lines.append(f"  {source:24s} " + "  ".join(f"{n} {r:.0f} ({r / fp32:.2f}×)" for n, r in rates.items()))
@@ -729,7 +777,8 @@ def compile_row(s: Setting) -> dict:
     off, on = runs["false"]["images_per_s"], runs["true"]["images_per_s"]
     row["cohort_train"] = {flag: {k: v for k, v in r.items() if k != "stdout_tail"} for flag, r in runs.items()}
     lines.append(
-        f"  cohort train bf16+cl, epochs 2-3: {off:.0f} → {on:.0f} img/s with train.compile=true ({on / off:.2f}×); "
+        f"  cohort train bf16+cl, epochs 2-{s.epochs}: {off:.0f} → {on:.0f} img/s with train.compile=true "
+        f"({on / off:.2f}×); "
         f"test acc {runs['false']['test_acc']:.3f} / {runs['true']['test_acc']:.3f}"
     )
     return row

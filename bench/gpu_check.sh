@@ -3,13 +3,19 @@
 # "The GPU check"): installs the carried wheels/ (bench/gpu_wheels.sh) that the machine
 # lacks, then runs bench/gpu_check.py, every row under its own limit, all within TOTAL_S.
 #
-#   bash bench/gpu_check.sh [RESULTS]    # default $OUT/gpu_check.json, else runs/gpu_check.json
+#   bash bench/gpu_check.sh [--smoke] [RESULTS]   # default $OUT/gpu_check.json, else runs/gpu_check.json
 #
-# Environment: PY (default python3), TOTAL_S (the whole command, install included, default
-# 470 s: under 8 minutes; the rows get what the install left, less 20 s).
+# --smoke: without CUDA, run the rows on the CPU, small (bench/gpu_rehearsal.sh does, in a
+# copy of that machine's Python). Environment: PY (default python3), TOTAL_S (the whole
+# command, install included, default 470 s: under 8 minutes; the rows get what the install
+# left, less 20 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
+SMOKE=()
+if [[ "${1:-}" == --smoke ]]; then
+    SMOKE=(--smoke) && shift
+fi
 RESULTS=${1:-${OUT:+$OUT/gpu_check.json}}
 RESULTS=${RESULTS:-runs/gpu_check.json}
 export PYTHONPATH="$PWD/.gpu-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -41,11 +47,11 @@ for wheel in wheels/*.whl; do
 done
 if ((${#install[@]})); then
     echo "gpu_check: installing ${#install[@]} wheels into .gpu-site"
-    timeout 60 "$PY" -m pip install -q --no-index --no-deps --target .gpu-site "${install[@]}" ||
+    timeout 60 "$PY" -m pip install -q --no-index --no-deps --no-compile --target .gpu-site "${install[@]}" ||
         echo "gpu_check: pip install failed; the rows say what they miss" >&2
 elif [[ ! -d wheels ]]; then
     echo "gpu_check: no wheels/ carried (bench/gpu_wheels.sh); the rows say what they miss"
 fi
 
 left=$((${TOTAL_S:-470} - SECONDS - 5))
-exec timeout --kill-after=5 "$left" "$PY" bench/gpu_check.py --out "$RESULTS" --budget-s "$((left - 20))"
+exec timeout --kill-after=5 "$left" "$PY" bench/gpu_check.py "${SMOKE[@]}" --out "$RESULTS" --budget-s "$((left - 20))"

