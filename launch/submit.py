@@ -30,7 +30,7 @@ from pathlib import Path
 import submitit
 
 from cohort.config import CohortConfig, ConfigError, load_config
-from cohort.preflight import plan_run
+from cohort.preflight import check_seeds, plan_run
 from cohort.run.directory import RunDir
 from cohort.run.files import write_json
 from cohort.run.hold import RunHold
@@ -180,6 +180,7 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
     """Check everything, then queue one job (or an array, one task per seed); returns the
     submissions as written to each run directory's ``submission.json``."""
     config_path = str(Path(config_path).resolve())
+    check_seeds(seeds or [])
     base = load_config(config_path, overrides)
     forced = ["resume=auto"] + (["train.device=cpu"] if resources.cpu else [])
     if not resources.cpu and base.train.device == "cpu":
