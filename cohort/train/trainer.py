@@ -123,6 +123,7 @@ class Trainer:
             self.start = resumed[1]
             self.step = self.start.step
         self.mesh.main_does(lambda: self.recorder.start(resumed))
+        self.evaluator.redo_lost(self.start)
         if self.config.train.trace:
             self.trace = StepTrace(self.run, self.member, self.mesh.replica, resumed is not None)
 
@@ -137,7 +138,7 @@ class Trainer:
         for epoch in range(self.start.epoch, epochs):
             stats = self.train_epoch(epoch, self.start.batch if epoch == self.start.epoch else 0)
             self.evaluator.after_epoch(epoch, stats, self.step)
-            self.checkpointer.after_epoch(epoch, self.step)
+            self.checkpointer.after_epoch(epoch, self.step, stats)
         if self.trace:
             teachers = next((p.teachers.nets for p in self.providers if isinstance(p, TeacherInputs)), {})
             self.trace.finish(self.net, teachers)
