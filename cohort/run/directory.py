@@ -15,6 +15,7 @@
     RUN_DIR/nodes.json                  which node each rank runs on (``cohort.dist.node``), rewritten at every start
     RUN_DIR/nodes/<node>.json           each node's marker of the latest start (``cohort.run.shared_fs``)
     RUN_DIR/HOLD.json                   who uses it now (``cohort.run.hold``), while a run or an eval lives
+    RUN_DIR/stalled.json                attempts a time limit stopped before a step (``cohort.run.attempts``)
     RUN_DIR/eval/<checkpoint>/          cohort eval: metrics.jsonl, predictions/, source.yaml
     RUN_DIR/report.md, *.png            cohort report: the table, reliability.png, curves.png, ensemble_size.png
 
@@ -149,6 +150,10 @@ class RunDir:
     @property
     def hold_file(self) -> Path:
         return self.path / HOLD_FILE
+
+    @property
+    def stalled_file(self) -> Path:
+        return self.path / "stalled.json"
 
     def evaluation(self, checkpoint: str) -> RunDir:
         """``eval/<checkpoint>/``: ``cohort eval``'s files, laid out as a run's (metrics, predictions)."""

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cohort.data.batch import IGNORE_LABEL, Batch, device_formats, model_input
 from cohort.data.loader import MemberLoader
 from cohort.dist.mesh import CohortMesh
-from cohort.dist.stopping import StopSignals, stopped
+from cohort.dist.stopping import Startup, StopSignals, stopped
 from cohort.errors import CohortError
 from cohort.models import build_model
 from cohort.models.batch_ensemble import factor_init
@@ -56,7 +56,8 @@ def member_init_seed(seed: int, member: int) -> int:
 class Trainer:
     """Everything one rank holds: its member's model, optimiser, loaders and the parts around them."""
 
-    def __init__(self, plan: RunPlan, mesh: CohortMesh):
+    def __init__(self, plan: RunPlan, mesh: CohortMesh, startup: Startup | None = None):
+        """``startup``: the rank's start-up (``cohort.train.worker``), which its first step ends."""
         config = self.config = plan.config
         self.plan, self.mesh, self.device, self.member = plan, mesh, mesh.device, mesh.member
         self.member_config = config.members[self.member]
@@ -109,7 +110,7 @@ class Trainer:
         self.evaluator = Evaluator(
             config, mesh, self.net, self.autocast, self.channels_last, self.checkpointer, self.recorder
         )
-        self.stops = StopSignals(mesh)
+        self.stops = StopSignals(mesh, startup)
         self.trace: StepTrace | None = None
         self.start = Position()
         self.step = 0
