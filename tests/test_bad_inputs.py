@@ -325,6 +325,17 @@ def predictions_of_objects(b: Bench, command: str) -> Situation:
     return Situation(args, run, paths={"file": path})
 
 
+def report_of_torn_final_rows(b: Bench) -> Situation:
+    """A copy of the dml_pair run whose metrics.jsonl lost its last line, the final test
+    evaluation's ensemble row (torn), and that selected nothing (its last epoch is reported)."""
+    _, run = b.run_copy()
+    (run / "selection.json").unlink()
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    metrics.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])
+    return Situation(["report", str(run)], run)
+
+
 def checkpoints_that_is_a_file(b: Bench) -> Situation:
     situation = b.on_run_copy("resume=auto")
     checkpoints = situation.run_dir / "checkpoints"
@@ -613,6 +624,11 @@ CASES = {
         lambda b: predictions_of_objects(b, "dee"),
         "{file} is not the predictions cohort writes (logits is an object array",
         "evaluate that checkpoint again with `cohort eval {run} --checkpoint best`",
+    ),
+    "report_of_a_run_whose_final_rows_were_torn": Case(
+        report_of_torn_final_rows,
+        "{run}/metrics.jsonl has no test evaluation at epoch 1; if its last line was torn",
+        "`cohort train {run}/config.yaml run_dir={run} resume=auto`",
     ),
     "resume_whose_checkpoints_is_a_file": Case(
         checkpoints_that_is_a_file,

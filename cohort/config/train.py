@@ -54,7 +54,8 @@ class TrainConfig:
     threads_per_rank: int = 0
     """torch CPU threads per rank; 0: the machine's cores divided among local ranks. At most
     ``MAX_THREADS_PER_RANK`` (1,024, more than any node's cores): OpenMP starts them all at the
-    first parallel operation, and 20,000 aborted a rank here ("libgomp: Thread creation failed")."""
+    first parallel operation: 20,000 and one matrix product aborted a process here ("libgomp: Thread
+    creation failed")."""
     max_local_ranks: int = 0
     """``cohort train`` refuses to start more than this many processes (K × R ranks) on the
     machine; 0: four per core this process may use (``cohort.preflight.local_rank_bound``).

@@ -64,7 +64,11 @@ class Run:
         epoch = self.epoch if epoch is None else epoch
         table = {r["member"]: r for r in self.rows if r["epoch"] == epoch and r["split"] == split}
         if "ensemble" not in table:
-            raise RunDirError(f"{self.dir.metrics_file} has no {split} evaluation at epoch {epoch}")
+            raise RunDirError(
+                f"{self.dir.metrics_file} has no {split} evaluation at epoch {epoch}; if its last line was torn, "
+                f"resume the run (`cohort train {self.dir.config_file} run_dir={self.path} resume=auto`): a run "
+                f"resumed at the end of an epoch whose evaluation is incomplete evaluates it again"
+            )
         return table
 
     def teachers(self) -> dict | None:
