@@ -114,22 +114,27 @@ def make_folder(
         system = file_system_of(where)
         return error(f"cannot create {what} {path}: {reason} ({where}{', ' + system if system else ''}); {fix}")
 
-    try:
-        if os.path.isdir(path):  # follows symlinks: a link to a folder is that folder
-            if os.access(path, os.W_OK):
+    for attempt in range(8):
+        try:
+            if os.path.isdir(path):  # follows symlinks: a link to a folder is that folder
+                if not os.access(path, os.W_OK):
+                    probe = path / f".cohort-probe-{os.getpid()}"
+                    os.mkdir(probe)  # os.access does not say why; writing does
+                    os.rmdir(probe)
                 return
-            probe = path / f".cohort-probe-{os.getpid()}"
-            os.mkdir(probe)  # os.access does not say why; writing does
-            os.rmdir(probe)
-            return
-        missing = [p for p in [path, *path.parents] if not os.path.lexists(p)]
-        path.mkdir(parents=True)
-    except OSError as failure:
-        where = Path(failure.filename) if failure.filename else path
-        blocker = next((p for p in [where, *where.parents] if os.path.exists(p) and not os.path.isdir(p)), None)
-        if blocker is not None and failure.errno in (errno.ENOTDIR, errno.EEXIST):
-            raise error(f"cannot create {what} {path}: {blocker} is a file, not a folder; {fix}") from None
-        raise refused(failure.strerror or type(failure).__name__, where) from None
+            missing = [p for p in [path, *path.parents] if not os.path.lexists(p)]
+            path.mkdir(parents=True, exist_ok=True)
+            break
+        except OSError as failure:
+            # The ranks of a new run check its folder at once: one may remove what it made
+            # while another looks or makes it. Nothing in the way: look again.
+            where = Path(failure.filename) if failure.filename else path
+            blocker = next((p for p in [where, *where.parents] if os.path.exists(p) and not os.path.isdir(p)), None)
+            if blocker is None and failure.errno in (errno.EEXIST, errno.ENOENT) and attempt < 7:
+                continue
+            if blocker is not None and failure.errno in (errno.ENOTDIR, errno.EEXIST):
+                raise error(f"cannot create {what} {path}: {blocker} is a file, not a folder; {fix}") from None
+            raise refused(failure.strerror or type(failure).__name__, where) from None
     if not keep:
         for folder in missing:  # deepest first; one another process filled meanwhile stays
             try:
