@@ -88,6 +88,9 @@ def run_worker(argv: list[str], launch: Launch, startup: Startup | None = None) 
             if not shared and not is_collective_failure(error):
                 tell_peers_of_failure(mesh.store, launch.rank, error)  # this rank's own error
             raise
+        except StoppedAtStartup:
+            tell_peers(mesh.store, LEFT_AT_STARTUP_KEY.format(rank=launch.rank), "1")  # not a lost rank
+            raise
         finally:
             if hold is not None:
                 hold.release()
@@ -118,7 +121,8 @@ def run_worker(argv: list[str], launch: Launch, startup: Startup | None = None) 
         if mesh is None or not is_collective_failure(error):
             raise
         signum = startup.received or (trainer.stops.received if trainer is not None else 0)
-        if signum:  # this rank was signalled too: a peer still starting up left at once on it
+        if signum and left_at_startup(mesh.store, launch.world_size):
+            # This rank was signalled too, and a peer still starting up left at once on it.
             return stopped_at_startup(signum, launch, config, startup, trainer.step if trainer else None)
         step = trainer.step if trainer is not None else 0
         print(
@@ -202,17 +206,35 @@ def is_collective_failure(error: Exception) -> bool:
 
 FAILED_KEY = "cohort/failed/{rank}"
 """Where a rank that fails with an error of its own says so, for its peers' message."""
+LEFT_AT_STARTUP_KEY = "cohort/left-at-startup/{rank}"
+"""Where a rank that a stop signal ended before its first step says so: its peers already
+training, signalled too, then stop as it did instead of reporting it lost (or failed)."""
+
+
+def tell_peers(store: dist.Store, key: str, text: str) -> None:
+    """Set ``key`` in the rendezvous store before this rank exits, for its peers' message."""
+    try:
+        store.set_timeout(datetime.timedelta(seconds=5))
+        store.set(key, text)
+    except Exception:  # the store is gone: the peers will say they lost this rank
+        pass
 
 
 def tell_peers_of_failure(store: dist.Store, rank: int, error: Exception) -> None:
     """Record ``error`` (its type and first line) in the rendezvous store before this rank exits,
     so that its peers, whose collectives then fail, name it instead of reporting a lost peer."""
-    text = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:200]
+    tell_peers(
+        store, FAILED_KEY.format(rank=rank), f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:200]
+    )
+
+
+def left_at_startup(store: dist.Store, world_size: int) -> bool:
+    """Whether a rank recorded that a stop signal ended it before its first step (``LEFT_AT_STARTUP_KEY``)."""
     try:
         store.set_timeout(datetime.timedelta(seconds=5))
-        store.set(FAILED_KEY.format(rank=rank), text)
-    except Exception:  # the store is gone: the peers will say they lost this rank
-        pass
+        return any(store.check([LEFT_AT_STARTUP_KEY.format(rank=r)]) for r in range(world_size))
+    except Exception:  # the store went down with its host
+        return False
 
 
 def lost_peers_message(

@@ -20,7 +20,15 @@ from cohort.config import load_config
 from cohort.dist.mesh import Launch, _free_port
 from cohort.dist.node import Node
 from cohort.dist.stopping import Startup
-from cohort.train.worker import WorkerExit, lost_peers_message, stopped_at_startup, tell_peers_of_failure
+from cohort.train.worker import (
+    LEFT_AT_STARTUP_KEY,
+    WorkerExit,
+    left_at_startup,
+    lost_peers_message,
+    stopped_at_startup,
+    tell_peers,
+    tell_peers_of_failure,
+)
 from tests.conftest import REPO, tiny_config
 
 
@@ -179,3 +187,12 @@ def test_a_time_limit_that_stops_three_start_ups_in_a_row_stops_the_job(tmp_path
         "before their first step, with no checkpoint in between"
     )
     assert "this start-up took " in lines[0] and "(imports " in lines[0] and "raise the time limit" in lines[0]
+
+
+def test_a_peer_that_left_its_start_up_on_a_signal_is_not_reported_lost(store):
+    """A rank signalled before its first step records that it left (``LEFT_AT_STARTUP_KEY``);
+    its peers already training, signalled too, whose next collective fails, then stop as it did
+    (``stopped_at_startup``) instead of naming it lost or failed."""
+    assert not left_at_startup(store, 4)
+    tell_peers(store, LEFT_AT_STARTUP_KEY.format(rank=3), "1")
+    assert left_at_startup(store, 4)
