@@ -134,7 +134,7 @@ def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_clus
         reference = final_logits(submitted_pair[0])
     else:  # a faster machine, or a longer limit: the same longer cohort uninterrupted
         (reference_job,), _ = submit(slurm_cluster, tmp_path / "reference", digits_root, f"train.epochs={epochs}")
-        assert wait_for_job(reference_job, slurm_cluster)["JobState"] == "COMPLETED"
+        assert wait_for_job(reference_job, slurm_cluster, 600 * minutes)["JobState"] == "COMPLETED"
         reference = final_logits(tmp_path / "reference")
     run_dir = tmp_path / "run"
     (job_id,), _ = submit(
@@ -145,7 +145,8 @@ def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_clus
         options=("--signal-delay-s", str(SIGNAL_BEFORE_S), "--max-timeouts", "30"),
         time_min=minutes,
     )
-    fields = wait_for_job(job_id, slurm_cluster, logs=logs_of(run_dir))
+    # A longer limit (a loaded machine) makes every attempt, and the job, longer.
+    fields = wait_for_job(job_id, slurm_cluster, 600 * minutes, logs=logs_of(run_dir))
     log = logs_of(run_dir)[0].read_text()
     why = (startup, minutes, epochs, fields, log[-3000:])
     assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, why
@@ -237,7 +238,7 @@ def test_checks_before_queueing_import_no_torch_ffcv_numba_or_scipy(digits_root)
     # cohort submit validates the config and the data before it queues anything; importing
     # any of these (for policy, metric or architecture names, or to read a .beton) costs seconds.
     code = (
-        f"import sys; from cohort.config import load_config; from cohort.data.datasets import check_data; "
+        f"import sys; from cohort.config import load_config; from cohort.data.folder import check_data; "
         f"from cohort.data.labelled import check_labelled; import cohort.launch.submit; "
         f"config = load_config({PAIR!r}, ['data.root={digits_root}', 'data.labelled_fraction=0.3']); "
         f"check_data(config.data.root, config.data.batch_size, config.replicas); "
