@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from cohort.config import load_config
+from cohort.run.checkpoint_files import latest_complete
 from cohort.run.directory import RunDir
 from tests.conftest import REPO, run_cli
 from tests.launch.conftest import (
@@ -96,6 +97,13 @@ def startup_seconds(run_dir: Path) -> float:
     return max(map(float, found))
 
 
+def progress(run_dir: Path) -> tuple[str, int]:
+    """How far a run got: its newest complete checkpoint and the evaluations it logged."""
+    folder = latest_complete(run_dir) if (run_dir / "checkpoints").is_dir() else None
+    metrics = RunDir(run_dir).metrics_file
+    return (folder.name if folder else "", metrics.stat().st_size if metrics.is_file() else 0)
+
+
 def time_limit_for(startup_s: float) -> int:
     """The shortest time limit (whole minutes) whose earliest warning comes after 1.25 ×
     ``startup_s`` (the start-up of the uninterrupted job on this machine, loaded as it is), so
@@ -120,6 +128,7 @@ def epochs_to_outlast(run_dir: Path, seconds: float, epochs: int = 20) -> int:
 
 @pytest.mark.multiprocess
 @pytest.mark.slurm
+@pytest.mark.timeout(3600)  # requeues on a loaded machine: waited for while they save (``wait_for_job``)
 def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_cluster, digits_root, tmp_path):
     """A real time limit, warned SIGNAL_BEFORE_S before it: as short as lets an attempt start up
     and train on this machine (``time_limit_for``: 1 minute when idle), so that attempts save.
@@ -134,7 +143,9 @@ def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_clus
         reference = final_logits(submitted_pair[0])
     else:  # a faster machine, or a longer limit: the same longer cohort uninterrupted
         (reference_job,), _ = submit(slurm_cluster, tmp_path / "reference", digits_root, f"train.epochs={epochs}")
-        assert wait_for_job(reference_job, slurm_cluster, 600 * minutes)["JobState"] == "COMPLETED"
+        reference_run = tmp_path / "reference"
+        fields = wait_for_job(reference_job, slurm_cluster, 600, progress=lambda: progress(reference_run))
+        assert fields["JobState"] == "COMPLETED"
         reference = final_logits(tmp_path / "reference")
     run_dir = tmp_path / "run"
     (job_id,), _ = submit(
@@ -142,11 +153,13 @@ def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_clus
         run_dir,
         digits_root,
         f"train.epochs={epochs}",
-        options=("--signal-delay-s", str(SIGNAL_BEFORE_S), "--max-timeouts", "30"),
+        options=("--signal-delay-s", str(SIGNAL_BEFORE_S), "--max-timeouts", "99"),
         time_min=minutes,
     )
-    # A longer limit (a loaded machine) makes every attempt, and the job, longer.
-    fields = wait_for_job(job_id, slurm_cluster, 600 * minutes, logs=logs_of(run_dir))
+    # A machine loaded more than when the uninterrupted job ran makes attempts start slower and
+    # train less each: the wait lasts while they evaluate and save (no progress in 10 minutes
+    # is a failure; cohort.run.attempts stops a job whose attempts never reach a step).
+    fields = wait_for_job(job_id, slurm_cluster, 600, logs=logs_of(run_dir), progress=lambda: progress(run_dir))
     log = logs_of(run_dir)[0].read_text()
     why = (startup, minutes, epochs, fields, log[-3000:])
     assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, why
