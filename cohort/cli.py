@@ -12,6 +12,7 @@ from cohort.dist.placement import PlacementError, place
 from cohort.dist.stopping import INTERRUPTED_EXIT
 from cohort.errors import CohortError
 from cohort.preflight import plan_eval, plan_run
+from cohort.run.files import make_folder
 from cohort.run.hold import RunHold
 
 
@@ -26,6 +27,9 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"{folder.CHECKSUM} digests in meta.json; {seconds:.2f} s"
         )
         return 0
+    # Proved creatable first, by the one function that makes folders: a path that cannot be
+    # created (a symlink loop, /proc, a read-only disk) is one line, not the writer's traceback.
+    make_folder(out, "--out", "choose another --out", DataError, keep=False)
     # Each writer has its own default val size; only the sizes given are passed on.
     sizes = {key: value for key in ("val_size", "train_size") if (value := getattr(args, key)) is not None}
     if args.dataset == "digits":

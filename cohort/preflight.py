@@ -23,13 +23,13 @@ import numpy as np
 
 from cohort.config import CohortConfig, ConfigError
 from cohort.config.names import FIXED_INPUT_ARCHITECTURES
-from cohort.data.datasets import ensure_data
-from cohort.data.folder import DataError, check_beton, check_data
+from cohort.data.datasets import ensure_data, writes_digits
+from cohort.data.folder import DataError, check_beton, check_data, check_root
 from cohort.data.labelled import check_labelled
 from cohort.dist.memory import check_copies_fit
 from cohort.run import checkpoint_files
 from cohort.run.directory import RunDir
-from cohort.run.files import RunDirError
+from cohort.run.files import RunDirError, make_folder
 from cohort.run.selection import read_selection
 from cohort.run.teacher_run import TeacherPlan, check_teacher, check_teacher_record
 from cohort.run.tracking import check_trackers, read_record
@@ -59,8 +59,9 @@ def plan_run(config: CohortConfig, write_data: bool = False, local: bool = False
     if local:
         check_local_ranks(config)
     if write_data:
-        ensure_data(config.data.root, config.data.dataset)
+        write_missing_data(config)
     meta = check_data(config.data.root, config.data.batch_size, config.replicas)
+    check_run_length(config, meta)
     check_input_size(config, meta)
     check_batch_ensembles(config, meta)
     if local:
@@ -75,6 +76,18 @@ def plan_run(config: CohortConfig, write_data: bool = False, local: bool = False
     return RunPlan(config, meta, labelled, teachers, continues)
 
 
+def write_missing_data(config: CohortConfig) -> None:
+    """The digits data where ``data.root`` lacks it (``ensure_data``), into a folder made first
+    through ``make_folder``: a path that cannot be created (a symlink loop, /proc, a read-only
+    disk) is one line naming it, not the writer's traceback."""
+    root, dataset = config.data.root, config.data.dataset
+    check_root(Path(root))
+    if writes_digits(root, dataset):
+        fix = "set data.root to a folder that can be written (the digits are written there on the first run)"
+        make_folder(root, "data.root", fix, DataError)
+    ensure_data(root, dataset)
+
+
 def check_records(run: RunDir, teachers: TeacherPlan | None) -> None:
     """The files a resumed run reads back, each read as it will be (a damaged one is one line
     naming it, before any process starts): ``metrics.jsonl`` (a torn last line is recovered
@@ -87,6 +100,39 @@ def check_records(run: RunDir, teachers: TeacherPlan | None) -> None:
         check_teacher_record(run.path, teachers)
     checkpoint_files.latest_complete(run.path)
     read_record(run)
+
+
+def check_seeds(seeds: list[int]) -> None:
+    """Refuse a seed listed twice (``cohort study``, ``cohort submit --seeds``): it would train one
+    run (into one folder) and count it twice, a spread of 0 in a study's table that no second
+    run measured."""
+    repeated = next((seed for seed in seeds if seeds.count(seed) > 1), None)
+    if repeated is not None:
+        raise ConfigError(
+            f"--seeds lists seed {repeated} {seeds.count(repeated)} times ({' '.join(map(str, seeds))}): a seed is "
+            f"one run in one folder (seed{repeated}/), which would train once and count twice; list each seed once"
+        )
+
+
+def check_run_length(config: CohortConfig, meta: dict) -> None:
+    """Refuse a run of more optimiser steps than checkpoint folders can number
+    (``checkpoint_files.STEP_DIGITS``): past 10 ** 9 the newest would sort before the older
+    ones, and a resume would start from an old checkpoint. Counted from the training split's
+    size in ``meta.json`` (full batches per replica, ``train.max_steps_per_epoch``), an upper
+    bound where only labelled samples are read."""
+    samples = meta.get("sizes", {}).get("train") if isinstance(meta.get("sizes"), dict) else None
+    if not isinstance(samples, int):
+        return  # a folder written before sizes were recorded: nothing to count from
+    per_epoch = max(1, samples // (config.data.batch_size * config.replicas))
+    if config.train.max_steps_per_epoch:
+        per_epoch = min(per_epoch, config.train.max_steps_per_epoch)
+    steps, most = config.train.epochs * per_epoch, 10**checkpoint_files.STEP_DIGITS - 1
+    if steps > most:
+        raise ConfigError(
+            f"train.epochs {config.train.epochs} × {per_epoch:,} steps per epoch = {steps:,} steps, more than "
+            f"checkpoint folders can number ({most:,}); train fewer epochs, or cut them with "
+            f"train.max_steps_per_epoch"
+        )
 
 
 LOCAL_RANKS_PER_CORE = 4

@@ -30,7 +30,8 @@ from pathlib import Path
 import submitit
 
 from cohort.config import CohortConfig, ConfigError, load_config
-from cohort.preflight import plan_run
+from cohort.dist.stopping import Startup, StoppedAtStartup
+from cohort.preflight import check_seeds, plan_run
 from cohort.run.directory import RunDir
 from cohort.run.files import write_json
 from cohort.run.hold import RunHold
@@ -52,29 +53,38 @@ class CohortJob(submitit.helpers.Checkpointable):
         self.config_path, self.overrides = config_path, overrides
 
     def __call__(self) -> dict:
-        from cohort.dist.mesh import slurm_launch
-        from cohort.train.worker import run_worker
-
         env = submitit.JobEnvironment()
-        launch = slurm_launch(
-            env.global_rank,
-            env.num_tasks,
-            env.local_rank,
-            env.num_tasks // env.num_nodes,
-            list(env.hostnames),
-            int(env.raw_job_id),
-        )
-        # submitit's handler checkpoints and requeues at once, in the middle of a step; the
-        # trainer replaces it while it trains, and rank 0 calls it after the agreed save.
+        # submitit's handlers requeue from rank 0 at once, in the middle of a step, and only log
+        # SIGTERM (every task): the ranks replace them, and rank 0 calls the requeue itself once
+        # the ranks have saved at an agreed step, or left their start-up at once (``Startup``,
+        # installed before torch is imported: seconds, on a loaded node).
         # (_usr_sig: SIGUSR2 unless $SUBMITIT_PREEMPT_SIGNAL names another.)
         submitit_signal = env._usr_sig()
         checkpoint_and_requeue = signal.getsignal(submitit_signal)
-        outcome = run_worker([self.config_path, *self.overrides], launch)
-        if outcome.stopped_by == submitit_signal and launch.rank == 0 and callable(checkpoint_and_requeue):
+        startup = Startup()
+        startup.install()
+        try:
+            from cohort.dist.mesh import slurm_launch
+            from cohort.train.worker import run_worker
+        except StoppedAtStartup as stop:
+            stopped_by, exit_code = stop.signum, 0
+        else:
+            launch = slurm_launch(
+                env.global_rank,
+                env.num_tasks,
+                env.local_rank,
+                env.num_tasks // env.num_nodes,
+                list(env.hostnames),
+                int(env.raw_job_id),
+            )
+            outcome = run_worker([self.config_path, *self.overrides], launch, startup)
+            stopped_by, exit_code = outcome.stopped_by, outcome.exit_code
+        rank = env.global_rank
+        if stopped_by == submitit_signal and rank == 0 and callable(checkpoint_and_requeue):
             checkpoint_and_requeue(submitit_signal, None)  # requeues the job and exits this process
-        if outcome.exit_code:
-            raise JobFailed(f"rank {launch.rank} failed (exit code {outcome.exit_code}); its error is printed above")
-        return {"rank": launch.rank, "stopped_by": outcome.stopped_by}
+        if exit_code:
+            raise JobFailed(f"rank {rank} failed (exit code {exit_code}); its error is printed above")
+        return {"rank": rank, "stopped_by": stopped_by}
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on rank 0 once every rank has saved: run this same job again.
@@ -180,6 +190,7 @@ def submit(config_path: str, overrides: list[str], resources: Resources, seeds: 
     """Check everything, then queue one job (or an array, one task per seed); returns the
     submissions as written to each run directory's ``submission.json``."""
     config_path = str(Path(config_path).resolve())
+    check_seeds(seeds or [])
     base = load_config(config_path, overrides)
     forced = ["resume=auto"] + (["train.device=cpu"] if resources.cpu else [])
     if not resources.cpu and base.train.device == "cpu":

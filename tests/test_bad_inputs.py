@@ -274,6 +274,126 @@ def teacher_of_other_classes(b: Bench) -> Situation:
     return student_of(b, edited_teacher(b, **{"data.root": str(data)}))
 
 
+def run_dir_under_a_symlink_loop(b: Bench) -> Situation:
+    loop = b.tmp / "loop"
+    loop.mkdir()
+    (loop / "a").symlink_to(loop / "b")
+    (loop / "b").symlink_to(loop / "a")
+    situation = b.train(f"run_dir={loop / 'a' / 'run'}")
+    situation.run_dir = loop / "a" / "run"
+    return situation
+
+
+def out_under_a_symlink_loop(b: Bench, command: str) -> Situation:
+    """``cohort data digits`` or ``cohort study`` writing under a symlink loop (its folder made first)."""
+    situation = run_dir_under_a_symlink_loop(b)
+    out = situation.run_dir
+    args = ["data", "digits", "--out", str(out)] if command == "data" else ["study", str(b.config()), "--out", str(out)]
+    return Situation(args, out)
+
+
+def under_proc(b: Bench, key: str) -> Situation:
+    """``cohort train`` with ``key`` (run_dir or data.root, the digits to be written there) under /proc."""
+    where = Path("/proc") / f"cohort-{b.tmp.name}"
+    situation = b.train(f"{key}={where}")
+    situation.paths["where"] = where
+    if key == "run_dir":
+        situation.run_dir = where
+    return situation
+
+
+def edited_beton(edit: str) -> Callable[[Bench], Situation]:
+    """A copy of the digits whose train.beton's header says another thing: ``rename`` its image
+    field (FFCV's loader then fails in every rank with a bare AssertionError), or a ``page`` size
+    FFCV never writes."""
+
+    def build(b: Bench) -> Situation:
+        import numpy as np
+
+        from cohort.data.beton import FIELD_DESCRIPTOR, HEADER
+
+        data = b.data_copy()
+        with open(data / "train.beton", "r+b") as f:
+            header = np.fromfile(f, dtype=HEADER, count=1)[0]
+            if edit == "rename":  # the first field is the image (cohort.data.datasets writes it first)
+                f.seek(HEADER.itemsize + FIELD_DESCRIPTOR.fields["name"][1])
+                f.write(b"picture\0")
+            else:
+                header["page_size"] = 12345
+                f.seek(0)
+                f.write(header.tobytes())
+        return b.train_on(data)
+
+    return build
+
+
+def predictions_of_objects(b: Bench, command: str) -> Situation:
+    """A copy of the dml_pair run whose selected epoch's test predictions hold an object array
+    (numpy loads one only by unpickling it); ``report`` or ``dee --temperature test-cv`` (its
+    config made independent, as a DEE reference must be)."""
+    import numpy as np
+
+    run = edited_teacher(b, **{"loss.mimicry.weight": 0}) if command == "dee" else b.run_copy()[1]
+    path = run / "predictions" / "best" / "test.npz"
+    np.savez(path, logits=np.array([{"not": "logits"}], dtype=object), labels=np.zeros(3, dtype=np.int64))
+    args = (
+        ["report", str(run)]
+        if command == "report"
+        else ["dee", "--temperature", "test-cv", "--reference", str(run), str(run)]
+    )
+    return Situation(args, run, paths={"file": path})
+
+
+def report_of_torn_final_rows(b: Bench) -> Situation:
+    """A copy of the dml_pair run whose metrics.jsonl lost its last line, the final test
+    evaluation's ensemble row (torn), and that selected nothing (its last epoch is reported)."""
+    _, run = b.run_copy()
+    (run / "selection.json").unlink()
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    metrics.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])
+    return Situation(["report", str(run)], run)
+
+
+def checkpoints_that_is_a_file(b: Bench) -> Situation:
+    situation = b.on_run_copy("resume=auto")
+    checkpoints = situation.run_dir / "checkpoints"
+    shutil.rmtree(checkpoints)
+    checkpoints.write_text("not a folder\n")
+    return situation
+
+
+def teacher_that_did_not_finish(b: Bench) -> Situation:
+    """A copy of the dml_pair run (2 epochs, a checkpoint after each) as if killed in its second
+    epoch: its final checkpoint gone, the first epoch's the newest."""
+    _, teacher = b.run_copy()
+    shutil.rmtree(teacher / "checkpoints" / "step-000000012")
+    return student_of(b, teacher)
+
+
+def teacher_predictions_of_objects(b: Bench) -> Situation:
+    import numpy as np
+
+    _, teacher = b.run_copy()
+    path = teacher / "predictions" / "best" / "val.npz"
+    np.savez(path, logits=np.array([None], dtype=object), labels=np.zeros(3, dtype=np.int64))
+    situation = student_of(b, teacher)
+    situation.paths["file"] = path
+    return situation
+
+
+def repeated_seed(b: Bench, command: str) -> Situation:
+    out = b.tmp / "out"
+    config = str(b.config())
+    if command == "study":
+        return Situation(["study", config, "--seeds", "0", "0", "--out", str(out)], out)
+    return Situation(
+        ["submit", config, f"run_dir={out}", "--cpu", "--gpus-per-node", "2", "--partition", "debug", "--time", "5",
+         "--seeds", "1", "0", "1"],
+        out,
+    )  # fmt: skip
+
+
 # --- the catalogue -----------------------------------------------------------------------------
 
 
@@ -488,6 +608,95 @@ CASES = {
         lambda b: b.train("members.0.arch=tv.convnext_tiny", "members.0.batch_ensemble=2"),
         "members.0.batch_ensemble 2: tv.convnext_tiny cannot be a BatchEnsemble: its layer",
         "choose an architecture of convolutions, linear layers and BatchNorm",
+    ),
+    "run_dir_under_a_symlink_loop": Case(
+        run_dir_under_a_symlink_loop,
+        "cannot create run_dir {run}: Too many levels of symbolic links",
+        "choose another run_dir=",
+    ),
+    "data_out_under_a_symlink_loop": Case(
+        lambda b: out_under_a_symlink_loop(b, "data"),
+        "cannot create --out {run}: Too many levels of symbolic links",
+        "choose another --out",
+    ),
+    "study_out_under_a_symlink_loop": Case(
+        lambda b: out_under_a_symlink_loop(b, "study"),
+        "cannot create --out {run}: Too many levels of symbolic links",
+        "choose another --out",
+    ),
+    "run_dir_under_proc": Case(
+        lambda b: under_proc(b, "run_dir"),
+        "cannot create run_dir {where}: No such file or directory ({where}, proc file system at /proc)",
+        "choose another run_dir=",
+    ),
+    "data_root_under_proc_for_the_digits": Case(
+        lambda b: under_proc(b, "data.root"),
+        "cannot create data.root {where}: No such file or directory",
+        "set data.root to a folder that can be written",
+    ),
+    "beton_whose_image_field_was_renamed": Case(
+        edited_beton("rename"),
+        "{data}/train.beton has no field image: RGBImageField, which the loader reads (its fields: picture: "
+        "RGBImageField, label: IntField)",
+        "rewrite it with `cohort data digits --out {data}`",
+    ),
+    "beton_with_a_page_size_ffcv_never_writes": Case(
+        edited_beton("page"),
+        "{data}/train.beton is truncated or corrupt: its header's page size is 12345 bytes",
+        "rewrite it with `cohort data digits --out {data}`",
+    ),
+    "report_of_predictions_holding_an_object_array": Case(
+        lambda b: predictions_of_objects(b, "report"),
+        "{file} is not the predictions cohort writes (logits is an object array",
+        "evaluate that checkpoint again with `cohort eval {run} --checkpoint best`",
+    ),
+    "dee_test_cv_of_predictions_holding_an_object_array": Case(
+        lambda b: predictions_of_objects(b, "dee"),
+        "{file} is not the predictions cohort writes (logits is an object array",
+        "evaluate that checkpoint again with `cohort eval {run} --checkpoint best`",
+    ),
+    "report_of_a_run_whose_final_rows_were_torn": Case(
+        report_of_torn_final_rows,
+        "{run}/metrics.jsonl has no test evaluation at epoch 1; if its last line was torn",
+        "`cohort train {run}/config.yaml run_dir={run} resume=auto`",
+    ),
+    "resume_whose_checkpoints_is_a_file": Case(
+        checkpoints_that_is_a_file,
+        "{run}/checkpoints is a file, not a folder: {run} cannot be resumed",
+        "move that file away",
+    ),
+    "teacher_run_that_did_not_finish": Case(
+        teacher_that_did_not_finish,
+        "teacher.run_dir {teacher} has not finished: its newest complete checkpoint (end of epoch 1) is short of "
+        "its 2 epochs",
+        "finish it with `cohort train {teacher}/config.yaml run_dir={teacher} resume=auto`, or distil it as it is "
+        "with teacher.checkpoint=last",
+    ),
+    "teacher_predictions_holding_an_object_array": Case(
+        teacher_predictions_of_objects,
+        "{file} is not the predictions cohort writes (logits is an object array",
+        "delete it (the students' reports then have no teachers' row)",
+    ),
+    "study_with_a_repeated_seed": Case(
+        lambda b: repeated_seed(b, "study"), "--seeds lists seed 0 2 times (0 0)", "list each seed once"
+    ),
+    "submit_with_a_repeated_seed": Case(
+        lambda b: repeated_seed(b, "submit"), "--seeds lists seed 1 2 times (1 0 1)", "list each seed once"
+    ),
+    "epochs_past_any_schedule": Case(
+        lambda b: b.train("train.epochs=1000000000000"),
+        "train.epochs 1000000000000 is more than 100,000 epochs",
+        "set the epochs to train",
+    ),
+    "dist_timeout_of_more_than_a_day": Case(
+        lambda b: b.train("train.dist_timeout_s=3e6"),
+        "train.dist_timeout_s 3e+06 is more than a day (86400 s)",
+        "give it in seconds",
+    ),
+    "threads_per_rank_past_any_node": Case(
+        lambda b: b.train("train.threads_per_rank=20000"),
+        "train.threads_per_rank must be >= 0 (0: the cores shared among the ranks) and at most 1,024",
+        "got 20000",
     ),
     "ods_with_own_views": Case(
         lambda b: student_of(b, b.tmp / "teachers", "views=own", "teacher.perturbation=ods"),

@@ -168,3 +168,18 @@ def test_a_local_launch_may_start_four_ranks_per_core_or_train_max_local_ranks(t
         plan_run(three_by_two, local=True)
     nine.train.max_local_ranks = 9
     assert plan_run(nine, local=True).config is nine
+
+
+def test_a_run_of_more_steps_than_checkpoint_folders_can_number_is_refused(tmp_path, digits_root):
+    """``step-NNNNNNNNN``: past 10 ** 9 steps the newest checkpoint would sort before the older
+    ones. ImageNet's 1,281,167 training images one at a time, for 1,000 epochs."""
+    from cohort.preflight import check_run_length
+
+    overrides = ["train.epochs=1000", "data.batch_size=1", "train.max_steps_per_epoch=0"]
+    config = load_config(tiny_config(tmp_path, digits_root), overrides)
+    imagenet = {"sizes": {"train": 1_281_167}}
+    with pytest.raises(ConfigError, match=r"^train\.epochs 1000 × 1,281,167 steps per epoch = 1,281,167,000 steps, "):
+        check_run_length(config, imagenet)
+    config.train.max_steps_per_epoch = 1000
+    check_run_length(config, imagenet)  # cut short: a million steps
+    check_run_length(config, {})  # a folder written before sizes were recorded: nothing to count

@@ -13,7 +13,12 @@ from cohort.config.names import SELECTABLE
 @dataclass
 class TrainConfig:
     epochs: int = 30
-    """Training epochs: full passes over the training order (``max_steps_per_epoch`` may cut them short)."""
+    """Training epochs: full passes over the training order (``max_steps_per_epoch`` may cut them
+    short). At most ``MAX_EPOCHS`` (100,000): the longest published schedules are a few thousand
+    epochs (MAE pre-trains for 1,600), and a long study of a tiny data set stays far below; a
+    value past it is a slip (a step count, or a power of ten too many) that would train until
+    killed, a checkpoint every epoch. ``cohort.preflight`` also keeps the run's steps within
+    what checkpoint folders can number (``step-NNNNNNNNN``)."""
     eval_every: int = 1
     """Evaluate on val (and test) every this many epochs, and after the last one."""
     checkpoint_every: int = 0
@@ -47,7 +52,10 @@ class TrainConfig:
     """Evaluate on each image and its left-right mirror, averaging the logits (ffcv-imagenet's
     ``lr_tta``, which sums them: the same top-1; the mean keeps NLL and ECE on one scale)."""
     threads_per_rank: int = 0
-    """torch CPU threads per rank; 0: the machine's cores divided among local ranks."""
+    """torch CPU threads per rank; 0: the machine's cores divided among local ranks. At most
+    ``MAX_THREADS_PER_RANK`` (1,024, more than any node's cores): OpenMP starts them all at the
+    first parallel operation: 20,000 and one matrix product aborted a process here ("libgomp: Thread
+    creation failed")."""
     max_local_ranks: int = 0
     """``cohort train`` refuses to start more than this many processes (K × R ranks) on the
     machine; 0: four per core this process may use (``cohort.preflight.local_rank_bound``).
@@ -61,7 +69,10 @@ class TrainConfig:
     """Collectives that wait longer than this fail instead of hanging. Finite, and at least
     ``MIN_DIST_TIMEOUT_S`` (1 s): healthy ranks wait on each other for seconds at a time (a
     peer's first batch, rank 0 writing a checkpoint), and torch counts the timeout in
-    milliseconds, so a shorter one fails a healthy cohort (or rounds to nothing)."""
+    milliseconds, so a shorter one fails a healthy cohort (or rounds to nothing). At most
+    ``MAX_DIST_TIMEOUT_S`` (one day): a stalled peer holds every other rank (and its GPUs) that
+    long before the run stops, and torch's own default is 30 minutes; past a day it is a slip
+    (milliseconds for seconds), not a wait anyone means."""
     trace: bool = False
     """Write ``trace/member{m}-replica{r}.jsonl``: per-step losses and batch digests."""
     max_steps_per_epoch: int = 0
@@ -76,6 +87,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         choose("train.device", self.device, ("cpu", "cuda", "auto"))
+        if self.epochs > MAX_EPOCHS:
+            raise ConfigError(
+                f"train.epochs {self.epochs} is more than {MAX_EPOCHS:,} epochs, which no schedule means (the "
+                f"longest published are a few thousand); set the epochs to train (train.max_steps_per_epoch cuts "
+                f"each epoch short)"
+            )
         if self.epochs < 1 or self.eval_every < 1 or self.checkpoint_every < 0 or self.max_steps_per_epoch < 0:
             raise ConfigError(
                 "train: need epochs >= 1, eval_every >= 1, checkpoint_every >= 0, max_steps_per_epoch >= 0"
@@ -89,10 +106,15 @@ class TrainConfig:
                 f"train.dist_timeout_s must be a finite number of seconds >= {MIN_DIST_TIMEOUT_S:g}, "
                 f"got {self.dist_timeout_s:g}; the default is 300"
             )
-        if self.threads_per_rank < 0:
+        if self.dist_timeout_s > MAX_DIST_TIMEOUT_S:
             raise ConfigError(
-                f"train.threads_per_rank must be >= 0 (0: the cores shared among the ranks), "
-                f"got {self.threads_per_rank}"
+                f"train.dist_timeout_s {self.dist_timeout_s:g} is more than a day ({MAX_DIST_TIMEOUT_S:g} s), how "
+                f"long a stalled peer would hold every rank; give it in seconds (the default is 300)"
+            )
+        if not 0 <= self.threads_per_rank <= MAX_THREADS_PER_RANK:
+            raise ConfigError(
+                f"train.threads_per_rank must be >= 0 (0: the cores shared among the ranks) and at most "
+                f"{MAX_THREADS_PER_RANK:,} (more than any node's cores), got {self.threads_per_rank}"
             )
         if self.max_local_ranks < 0:
             raise ConfigError(
@@ -102,6 +124,12 @@ class TrainConfig:
 
 MIN_DIST_TIMEOUT_S = 1.0
 """The shortest ``train.dist_timeout_s`` a config may set (see its docstring)."""
+MAX_DIST_TIMEOUT_S = 86_400.0
+"""The longest ``train.dist_timeout_s``: one day (see its docstring)."""
+MAX_EPOCHS = 100_000
+"""The most ``train.epochs`` a config may set (see its docstring)."""
+MAX_THREADS_PER_RANK = 1024
+"""The most ``train.threads_per_rank`` (see its docstring)."""
 
 
 def parse_select_by(select_by: str) -> tuple[str, str] | None:

@@ -34,6 +34,18 @@ FIELD_METADATA = {
     2: np.dtype([("mode", "<u1"), ("width", "<u2"), ("height", "<u2"), ("data_ptr", "<u8")]),  # RGBImageField
 }
 """Per-sample metadata of the field types cohort's files hold, by FFCV type id."""
+FIELD_KINDS = {0: "FloatField", 1: "IntField", 2: "RGBImageField"}
+"""FFCV's name of each field type (its ``ffcv/types.py`` type ids), as an error names it."""
+LOADER_FIELDS = {"image": 2, "label": 1}
+"""The fields ``cohort.data.loader.MemberLoader`` reads, by name, and their type ids: its
+pipelines are keyed by these names, and FFCV's loader fails with a bare ``AssertionError``
+(``assert spec.decoder is not None``) in every rank for a field it does not find."""
+MIN_PAGE_SIZE, MAX_PAGE_SIZE = 1 << 21, 1 << 32
+"""The page sizes FFCV 1.0.2 writes: a power of two in [2 MiB, 4 GiB) (``ffcv/writer.py``'s
+``DatasetWriter`` refuses others). Its ``Reader`` checks nothing, but its memory managers find a
+sample's page as ``ptr >> log2(page_size)`` (``memory_managers/base.py``; the process cache reads
+``[offset, offset + size)`` of that one page, ``process_cache/manager.py``), so a page size that
+is not such a power of two, or data that crosses a page boundary, reads other bytes."""
 
 
 class BetonFormatError(ValueError):
@@ -44,6 +56,8 @@ class BetonFormatError(ValueError):
 class BetonTables:
     header: np.void
     field_names: list[str]
+    field_types: list[int]
+    """Field i's FFCV type id (``FIELD_KINDS``)."""
     metadata: np.ndarray
     """One record per sample; field i's column is ``f{i}``."""
     allocation: np.ndarray
@@ -68,4 +82,4 @@ def read_tables(path: str | Path) -> BetonTables:
         path, dtype=metadata_type, count=int(header["num_samples"]), offset=HEADER.itemsize + fields.nbytes
     )
     allocation = np.fromfile(path, dtype=ALLOCATION, offset=int(header["alloc_table_ptr"]))
-    return BetonTables(header, names, metadata, allocation)
+    return BetonTables(header, names, [int(t) for t in fields["type_id"]], metadata, allocation)

@@ -25,12 +25,17 @@ from cohort.data.splits import SPLIT_SEED, ArrayDataset, split_indices, train_an
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def writes_digits(root: str, dataset: str) -> bool:
+    """Whether ``ensure_data`` writes the digits into ``root``: only a folder without meta.json
+    (never written, or cut short: meta.json comes last); a written folder that lost a file is
+    the user's data, reported, not replaced."""
+    return dataset == "digits" and not (Path(root) / "meta.json").is_file()
+
+
 def ensure_data(root: str, dataset: str) -> None:
     """Write the digits data if it is missing (it ships with scikit-learn); else check it exists."""
-    # Only a folder without meta.json (never written, or cut short: meta.json comes last) is
-    # written here; a written folder that lost a file is the user's data, reported, not replaced.
     check_root(Path(root))
-    if dataset == "digits" and not (Path(root) / "meta.json").is_file():
+    if writes_digits(root, dataset):
         print(f"cohort: writing the digits dataset to {root} (first run only)", flush=True)
         write_digits(Path(root))
     read_meta(root)

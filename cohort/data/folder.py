@@ -127,24 +127,24 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0,
         tables = read_tables(path)
     except Exception:  # a damaged header or field list fails in many ways; name the file instead
         raise broken from None
+    if problem := fields_fault(tables):
+        raise DataError(f"{path} {problem}; rewrite it with {rewrite}")
     # The allocation table comes last: a cut there drops samples' entries (in cohort's files
     # every sample stores an image, so owns one).
-    table = tables.allocation
-    owners = np.unique(table["sample_id"]).size if "image" in tables.field_names else tables.num_samples
+    owners = np.unique(tables.allocation["sample_id"]).size
     if len(tables.metadata) != tables.num_samples or owners != tables.num_samples:
         raise broken
-    fault = pointer_fault(tables, fields_end, size)
+    fault = pointer_fault(tables, fields_end, size) or page_fault(tables)
     if fault:
         raise DataError(f"{path} is truncated or corrupt: {fault}; rewrite it with {rewrite}")
-    if "label" in tables.field_names:
-        labels = tables.metadata[f"f{tables.field_names.index('label')}"]
-        bad = labels[(labels < 0) | (labels >= num_classes)]
-        if len(bad):
-            raise DataError(
-                f"label {int(bad[0])} in {path} is outside 0..{num_classes - 1} (num_classes in "
-                f"{expected_by}); rewrite the data folder with {rewrite}"
-            )
-    if image_size and "image" in tables.field_names:  # each image's width and height are in the metadata too
+    labels = tables.metadata[f"f{tables.field_names.index('label')}"]
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise DataError(
+            f"label {int(bad[0])} in {path} is outside 0..{num_classes - 1} (num_classes in "
+            f"{expected_by}); rewrite the data folder with {rewrite}"
+        )
+    if image_size:  # each image's width and height are in the metadata too
         images = tables.metadata[f"f{tables.field_names.index('image')}"]
         wrong = np.flatnonzero((images["width"] != image_size) | (images["height"] != image_size))
         if len(wrong):
@@ -155,6 +155,44 @@ def check_beton(path: Path, num_classes: int, rewrite: str, image_size: int = 0,
                 f"be that size; rewrite the data folder with {rewrite}"
             )
     return tables.num_samples
+
+
+def fields_fault(tables: BetonTables) -> str | None:
+    """What the loader would not find among a ``.beton``'s fields (``LOADER_FIELDS``: a field of
+    that name and type), in a few words naming the field and what is there, or None."""
+    from cohort.data.beton import FIELD_KINDS, LOADER_FIELDS
+
+    kinds = dict(zip(tables.field_names, tables.field_types))
+    there = ", ".join(f"{name}: {FIELD_KINDS[kind]}" for name, kind in kinds.items()) or "none"
+    for name, kind in LOADER_FIELDS.items():
+        if kinds.get(name) != kind:
+            found = "has no field" if name not in kinds else "has another type of field"
+            return f"{found} {name}: {FIELD_KINDS[kind]}, which the loader reads (its fields: {there})"
+    return None
+
+
+def page_fault(tables: BetonTables) -> str | None:
+    """What is wrong with a ``.beton``'s page size (``cohort.data.beton.MIN_PAGE_SIZE``: the sizes
+    FFCV writes), or with data that crosses a page boundary, which FFCV's loader would read from
+    the wrong bytes; None when nothing is."""
+    from cohort.data.beton import MAX_PAGE_SIZE, MIN_PAGE_SIZE
+
+    page = int(tables.header["page_size"])
+    if not (MIN_PAGE_SIZE <= page < MAX_PAGE_SIZE and page & (page - 1) == 0):
+        return (
+            f"its header's page size is {page} bytes, where FFCV writes a power of two from "
+            f"{MIN_PAGE_SIZE >> 20} MiB up to 4 GiB and finds each sample's page by it"
+        )
+    table = tables.allocation[tables.allocation["size"] > 0]
+    first, last = table["ptr"] // np.uint64(page), (table["ptr"] + table["size"] - np.uint64(1)) // np.uint64(page)
+    crossing = np.flatnonzero(first != last)
+    if len(crossing):
+        entry = table[crossing[0]]
+        return (
+            f"sample {int(entry['sample_id'])}'s data crosses a page boundary of its header's {page}-byte "
+            f"pages, which FFCV never writes"
+        )
+    return None
 
 
 def pointer_fault(tables: BetonTables, fields_end: int, file_size: int) -> str | None:

@@ -1,13 +1,21 @@
 """Stop requests: a signal caught on one rank, agreed on by every rank, so that all of them save
-at the same step and stop cleanly (SLURM's preemption and time limits, ``scancel``)."""
+at the same step and stop cleanly (SLURM's preemption and time limits, ``scancel``); and, before
+a rank's first step, a stop that ends it at once (``Startup``), with its start-up timed.
+
+No torch here: ``cohort submit``'s tasks guard their start-up with ``Startup`` before they
+import torch (seconds, on a loaded node)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cohort.dist.mesh import CohortMesh
+if TYPE_CHECKING:
+    from cohort.dist.mesh import CohortMesh
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 """Each asks for an agreed checkpoint and a clean stop: SIGTERM from SLURM's preemption,
@@ -36,14 +44,115 @@ class Stopped(Exception):
         self.signum = signum
 
 
-class StopSignals:
-    """The first of ``STOP_SIGNALS`` this rank received, and the one the cohort agrees on."""
+STARTUP_PHASES = ("imports", "checks", "rendezvous", "trainer", "first step")
+"""A rank's start-up, in order: the process's start to its worker's first line (the interpreter,
+torch, submitit), the config and the data's checks (``cohort.preflight``), joining the process
+groups, building the trainer (models, FFCV loaders) and opening and resuming the run, then the
+first step (the first batch: FFCV compiles the training pipeline there)."""
 
-    def __init__(self, mesh: CohortMesh):
-        self.mesh = mesh
+STARTUP_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+"""The stop signals that end a rank at once during its start-up. SIGINT is left to Python:
+Ctrl-C then is a KeyboardInterrupt, one line and exit 130 (``cohort.train.worker``)."""
+
+TIME_LIMIT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+"""The stop signals that announce a SLURM time limit: ``slurm/train.sbatch`` passes on SIGUSR1,
+submitit's ``--signal`` is SIGUSR2 (SIGTERM is preemption, ``scontrol requeue`` or ``scancel``)."""
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: ``/proc/self/stat``'s start time against the
+    system's uptime); 0.0 where that cannot be read."""
+    try:
+        started = int(Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class StoppedAtStartup(BaseException):
+    """A stop signal before this rank's first step: it leaves at once, saving nothing (it has
+    trained nothing since its checkpoint). A BaseException, as KeyboardInterrupt is: the
+    start-up's own ``except Exception`` (a model's dry run, a library's) must not swallow it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Startup:
+    """A rank's start-up, from its process's start to the end of its first step: each phase of
+    ``STARTUP_PHASES`` timed, and a stop signal meanwhile (``STARTUP_STOP_SIGNALS``) ends the rank
+    at once (``StoppedAtStartup``).
+
+    Before this, a rank signalled during its start-up went on starting up: under submitit,
+    whose own handlers only log SIGTERM on every task and requeue from rank 0 alone, the other
+    ranks then waited for SLURM's SIGKILL (its ``KillWait``, 30 s) after every requeue; and a
+    time limit whose warning came before the first step requeued the job with nothing done,
+    again and again (``cohort.run.attempts`` now counts such attempts)."""
+
+    def __init__(self):
+        self.began = self.mark = time.monotonic() - process_age()  # the first phase starts with the process
+        self.phases: dict[str, float] = {}
+        self.received = 0  # the stop signal that ended the start-up (0: none)
+        self.done = False  # the first step is done: stops are agreed on from here (``StopSignals``)
+
+    def install(self) -> None:
+        for signum in STARTUP_STOP_SIGNALS:
+            signal.signal(signum, self.stop_now)
+
+    def stop_now(self, signum, frame) -> None:
+        if self.received or self.done:  # leaving already, or training: not ours to handle
+            return
+        self.received = signum
+        raise StoppedAtStartup(signum)
+
+    def phase(self, name: str) -> None:
+        """The phase ``name`` of ``STARTUP_PHASES`` ended now."""
+        now = time.monotonic()
+        self.phases[name], self.mark = now - self.mark, now
+        self.done = self.done or name == STARTUP_PHASES[-1]
+
+    @property
+    def seconds(self) -> float:
+        """Since the process started."""
+        return time.monotonic() - self.began
+
+    def describe(self) -> str:
+        """``23.4 s (imports 5.1 s, checks 0.8 s, ..., trainer 9.0 s so far)``: the phases done, and
+        the one in progress."""
+        parts = [f"{name} {seconds:.1f} s" for name, seconds in self.phases.items()]
+        if not self.done:
+            current = next(name for name in STARTUP_PHASES if name not in self.phases)
+            parts.append(f"{current} {time.monotonic() - self.mark:.1f} s so far")
+        return f"{self.seconds:.1f} s ({', '.join(parts)})"
+
+
+class StopSignals:
+    """The first of ``STOP_SIGNALS`` this rank received, and the one the cohort agrees on.
+
+    With a ``startup`` still running, its guard stays until the first step is done
+    (``agreed`` then installs this one's handlers and rank 0 prints the start-up's phases): a
+    stop before it ends the rank at once, one after it is agreed on and saved."""
+
+    def __init__(self, mesh: CohortMesh, startup: Startup | None = None):
+        self.mesh, self.startup = mesh, startup
         self.received = 0  # which of STOP_SIGNALS arrived first on this rank (0: none yet)
 
     def install(self) -> None:
+        """Before the first epoch: this one's handlers, or, while a start-up runs, the end of its
+        ``trainer`` phase (its guard stays until the first step)."""
+        if self.startup is not None and not self.startup.done:
+            self.startup.phase("trainer")
+            return
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self.request)
+
+    def first_step_done(self) -> None:
+        """The start-up is over: rank 0 says how long it took, and stops are agreed on from here."""
+        self.startup.phase("first step")
+        if self.mesh.is_main:
+            print(f"cohort: started in {self.startup.describe()}", flush=True)
         for signum in STOP_SIGNALS:
             signal.signal(signum, self.request)
 
@@ -67,9 +176,12 @@ class StopSignals:
             os._exit(INTERRUPTED_EXIT)
 
     def agreed(self, step: int) -> int:
-        """At every ``SIGNAL_CHECK_EVERY``-th step, the stop signal any rank received (the highest
-        number if several), else 0; a collective there. Every rank learns it, so all of them
-        save at this step, even those SLURM did not signal."""
+        """After each step: at every ``SIGNAL_CHECK_EVERY``-th, the stop signal any rank received
+        (the highest number if several), else 0; a collective there. Every rank learns it, so all
+        of them save at this step, even those SLURM did not signal. (After the first step of a
+        start-up, that start-up ends: ``first_step_done``.)"""
+        if self.startup is not None and not self.startup.done:
+            self.first_step_done()
         if step % SIGNAL_CHECK_EVERY:
             return 0
         return self.mesh.max_over_ranks(self.received)

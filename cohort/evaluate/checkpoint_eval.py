@@ -25,6 +25,7 @@ from cohort.preflight import EvalPlan
 from cohort.run import checkpoint_files
 from cohort.run.directory import RunDir
 from cohort.run.files import replacing, writing
+from cohort.run.predictions import write_predictions
 from cohort.run.tracking import attach, each, tracked_metrics
 
 RERUN = "rerun `cohort eval`"
@@ -61,8 +62,8 @@ def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, 
     out = plan.run.evaluation(plan.folder.name)
     epoch = checkpoint_files.weights_epoch(plan.folder)
     # Each file whole or not at all (``replacing``); a full disk is one line naming it.
-    with writing(out.predictions, then=RERUN):
-        out.predictions.mkdir(parents=True, exist_ok=True)
+    with writing(out.path, then=RERUN):
+        out.path.mkdir(parents=True, exist_ok=True)
     with replacing(out.metrics_file, then=RERUN) as f:
         for name, table in results.items():
             for member, row in table.items():
@@ -71,8 +72,7 @@ def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, 
                     + "\n"
                 )
     for name in logits:
-        with replacing(out.prediction_file(name), "wb", then=RERUN) as f:
-            np.savez(f, logits=logits[name].astype(np.float32), labels=labels[name])
+        write_predictions(out.prediction_file(name), logits[name], labels[name], then=RERUN)
     with replacing(out.source_file, then=RERUN) as f:
         f.write(
             yaml.safe_dump({"checkpoint": str(plan.folder), "split": plan.split, "data": str(plan.betons[plan.split])})

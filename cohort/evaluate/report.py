@@ -18,8 +18,10 @@ import numpy as np
 
 from cohort.config.names import LOWER_IS_BETTER
 from cohort.evaluate.metrics import ensemble_logits, equal_width_bins, probabilities
+from cohort.run import checkpoint_files
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError, replacing
+from cohort.run.predictions import read_predictions, rewrite_fix
 from cohort.run.selection import Selection, read_selection
 from cohort.run.teacher_run import read_teachers_metrics
 from cohort.run.tracking import attach, each
@@ -103,7 +105,11 @@ class Run:
         epoch = self.epoch if epoch is None else epoch
         table = {r["member"]: r for r in self.rows if r["epoch"] == epoch and r["split"] == split}
         if "ensemble" not in table:
-            raise RunDirError(f"{self.dir.metrics_file} has no {split} evaluation at epoch {epoch}")
+            raise RunDirError(
+                f"{self.dir.metrics_file} has no {split} evaluation at epoch {epoch}; if its last line was torn, "
+                f"resume the run (`cohort train {self.dir.config_file} run_dir={self.path} resume=auto`): a run "
+                f"resumed at the end of an epoch whose evaluation is incomplete evaluates it again"
+            )
         return table
 
     def teachers(self) -> dict | None:
@@ -112,18 +118,30 @@ class Run:
         return read_teachers_metrics(path) if path.is_file() else None
 
     def predictions(self, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+        """The logits and labels of the reported epoch: the run's own (``predictions/``, or
+        ``best/`` when it selected), else ``cohort eval``'s of the same checkpoint (``eval/best/``,
+        or the newest complete checkpoint's), when it evaluated the reported epoch."""
+        checkpoint = "best" if self.selected else "last"
         path = self.dir.prediction_file(split, best=self.selected)
         if not path.is_file():
-            raise RunDirError(f"{path} is missing; the run has not finished (or predictions were removed)")
-        saved = np.load(path)
-        logits, labels = saved["logits"], saved["labels"]
-        members = sum(1 for key in self.at(split) if key != "ensemble")
-        if logits.ndim != 3 or logits.shape[0] != members or logits.shape[1] != len(labels):
+            path = self.eval_predictions(split) or path
+        if not path.is_file():
             raise RunDirError(
-                f"{path} holds logits of shape {logits.shape} and {len(labels)} labels, but the run has "
-                f"{members} members; the file does not belong to this run"
+                f"{path} is missing; the run has not finished (or its predictions were removed: write them "
+                f"with `cohort eval {self.path} --checkpoint {checkpoint}`)"
             )
-        return logits, labels
+        members = sum(1 for key in self.at(split) if key != "ensemble")
+        return read_predictions(path, rewrite_fix(self.path, checkpoint), members)
+
+    def eval_predictions(self, split: str) -> Path | None:
+        """``cohort eval``'s predictions of the checkpoint whose epoch this report reads, or None."""
+        folder = checkpoint_files.best_dir(self.path) if self.selected else checkpoint_files.latest_complete(self.path)
+        if folder is None:
+            return None
+        evaluation = self.dir.evaluation(folder.name)
+        path = evaluation.prediction_file(split)
+        rows = evaluation.read_metrics() if path.is_file() else []
+        return path if rows and all(row["epoch"] == self.epoch for row in rows) else None
 
 
 def summary_table(runs: list[Run]) -> str:

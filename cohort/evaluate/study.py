@@ -12,7 +12,6 @@ table each of the disagreement and the mean pairwise KL against training progres
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +20,9 @@ import numpy as np
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.errors import CohortError
 from cohort.evaluate.report import NO_SPREAD, Run, mean_std
-from cohort.preflight import plan_run
-from cohort.run.files import RunDirError
+from cohort.preflight import check_seeds, plan_run
+from cohort.run import checkpoint_files
+from cohort.run.files import RunDirError, make_folder
 from cohort.run.hold import RunHold
 
 Launcher = Callable[[list[str], int], int]
@@ -49,9 +49,15 @@ class StudyStopped(CohortError):
 
 
 def finished(run_dir: Path, config: CohortConfig) -> bool:
+    """Whether the run needs no training: it trained all its epochs (``checkpoint_files.finished``)
+    and its last evaluation is recorded (else ``resume=auto`` evaluates it again: the table
+    reads it)."""
+    epochs = config.train.epochs
     try:
-        return max(r["epoch"] for r in Run.load(run_dir).rows) == config.train.epochs - 1
-    except Exception:  # no run yet, or an incomplete one: train (resume=auto picks up its checkpoints)
+        return checkpoint_files.finished(run_dir, epochs) and any(
+            r["epoch"] == epochs - 1 for r in Run.load(run_dir).rows
+        )
+    except RunDirError:  # no run yet, or an incomplete one: train (resume=auto picks up its checkpoints)
         return False
 
 
@@ -62,8 +68,7 @@ def check_out(out: Path) -> None:
     parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
     if not parent.is_dir():
         raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"--out {out}: cannot write into {parent}; choose a writable --out")
+    make_folder(out, "--out", "choose another --out", ConfigError, keep=False)  # a symlink loop, /proc, read-only
 
 
 def study_table(names: list[str], runs: dict[str, list[Run]]) -> str:
@@ -117,6 +122,7 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
     names = [config.name for config in configs.values()]
     if len(set(names)) != len(names):
         raise ConfigError(f"the study's configs share names ({', '.join(names)}); give each config its own name")
+    check_seeds(seeds)
     check_out(Path(out))
     todo: list[tuple[list[str], CohortConfig]] = []
     for path, config in configs.items():

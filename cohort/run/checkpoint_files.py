@@ -28,8 +28,13 @@ MARKER_KEYS = {"members": int, "epoch": int, "batch": int, "step": int}
 """What a marker holds: the member count, and the position to continue from."""
 
 
+STEP_DIGITS = 9
+"""A checkpoint folder's step count, in digits (``step-NNNNNNNNN``): the folders sort as text,
+so a run's steps must stay below 10 ** 9 (``cohort.preflight.check_run_length``)."""
+
+
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return RunDir(run_dir).checkpoints / f"step-{step:09d}"
+    return RunDir(run_dir).checkpoints / f"step-{step:0{STEP_DIGITS}d}"
 
 
 def best_dir(run_dir: Path) -> Path:
@@ -97,6 +102,23 @@ def latest_complete(run_dir: Path) -> Path | None:
         return None
     read_marker(complete[-1])
     return complete[-1]
+
+
+def position(marker: dict) -> str:
+    """Where a checkpoint's marker says training continues from, in words."""
+    if marker["batch"]:
+        return f"epoch {marker['epoch'] + 1}, batch {marker['batch']}"
+    return f"end of epoch {marker['epoch']}"
+
+
+def finished(run_dir: Path, epochs: int) -> bool:
+    """Whether the run in ``run_dir`` trained all its ``epochs``: its newest complete checkpoint
+    is the one saved after the last epoch (its marker's position is (epochs, batch 0); training
+    always saves there, ``cohort.train.checkpointer``). The one definition of a finished run:
+    ``cohort status``, ``cohort study`` (which trains what has not) and a student's teachers
+    (``cohort.run.teacher_run``) read it."""
+    newest = latest_complete(run_dir)
+    return newest is not None and read_marker(newest)["epoch"] >= epochs
 
 
 def prune(run_dir: Path, keep_last: int) -> None:

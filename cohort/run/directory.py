@@ -18,9 +18,11 @@
     RUN_DIR/nodes.json                  which node each rank runs on (``cohort.dist.node``), rewritten at every start
     RUN_DIR/nodes/<node>.json           each node's marker of the latest start (``cohort.run.shared_fs``)
     RUN_DIR/HOLD.json                   who uses it now (``cohort.run.hold``), while a run or an eval lives
+    RUN_DIR/stalled.json                attempts a time limit stopped before a step (``cohort.run.attempts``)
     RUN_DIR/eval/<checkpoint>/          cohort eval: metrics.jsonl, predictions/, source.yaml
     RUN_DIR/report.md, *.png            cohort report (and training's end, with track: on): the table and figures
 
+Predictions are written and read by ``cohort.run.predictions``.
 Runs written before the teachers' two files got distinct names hold ``teacher.json`` and
 ``teachers.json``; they are still read (``readable``).
 Only global rank 0 writes here, except checkpoint parts and traces (each rank its own) and
@@ -53,7 +55,8 @@ from cohort.config import (
     read_yaml,
     same_run_config,
 )
-from cohort.run.files import RunDirError, fits, replacing, writing
+from cohort.run.files import RESUME, RunDirError, fits, make_folder, replacing, writing
+from cohort.run.predictions import write_predictions
 
 HOLD_FILE = "HOLD.json"
 
@@ -152,6 +155,10 @@ class RunDir:
     @property
     def hold_file(self) -> Path:
         return self.path / HOLD_FILE
+
+    @property
+    def stalled_file(self) -> Path:
+        return self.path / "stalled.json"
 
     def evaluation(self, checkpoint: str) -> RunDir:
         """``eval/<checkpoint>/``: ``cohort eval``'s files, laid out as a run's (metrics, predictions)."""
@@ -273,17 +280,19 @@ class RunDir:
                     f"{self.path} holds a run of a different config "
                     f"({first_difference(existing, config_to_dict(config))}); choose another run_dir="
                 )
+            for folder in (self.checkpoints, self.predictions):  # a run's folders, which it writes into
+                if folder.exists() and not folder.is_dir():
+                    raise RunDirError(
+                        f"{folder} is a file, not a folder: {self.path} cannot be resumed; move that file away "
+                        f"(the run writes its {folder.name} there), or choose another run_dir="
+                    )
         elif self.path.exists() and (
             not self.path.is_dir() or any(not is_hold_file(p.name) for p in self.path.iterdir())
         ):
             raise RunDirError(f"{self.path} exists and is not a cohort run directory; choose another run_dir=")
-        parent = self.path if self.path.exists() else next(p for p in self.path.parents if p.exists())
-        # A file on the way (run_dir=notes.txt/run) would only fail at mkdir, in every rank;
-        # os.access alone does not see it, and lets root write anywhere.
-        if not parent.is_dir():
-            raise RunDirError(f"cannot create {self.path}: {parent} is a file, not a folder; choose another run_dir=")
-        if not os.access(parent, os.W_OK):
-            raise RunDirError(f"cannot write into {parent}; choose a writable run_dir=")
+        # Proved by creating it (and removing what was made): a file on the way, a symlink loop,
+        # /proc or a read-only disk would otherwise fail at mkdir, in the launcher or every rank.
+        make_folder(self.path, "run_dir", "choose another run_dir=", keep=False)
         return continues
 
     def create(self, config: CohortConfig) -> None:
@@ -294,9 +303,9 @@ class RunDir:
         made = [folder for folder in folders if not folder.exists()]
         outermost = next((p for p in reversed([self.path, *self.path.parents]) if not p.exists()), None)
         try:
+            for folder in folders:  # a folder that cannot be made is named (not the config beside it)
+                make_folder(folder, "the run's folder", f"move it away or fix that disk, and {RESUME}")
             with writing(self.config_file):
-                for folder in folders:
-                    folder.mkdir(parents=True, exist_ok=True)
                 if not self.config_file.exists():
                     dump_config(config, self.config_file)
         except RunDirError:
@@ -388,10 +397,4 @@ class RunDir:
 
     def save_predictions(self, split: str, logits: np.ndarray, labels: np.ndarray, folder: str = "") -> Path:
         """``predictions/[folder/]split.npz``; ``folder="best"`` holds the selected epoch's."""
-        target = self.predictions / folder if folder else self.predictions
-        path = target / f"{split}.npz"
-        with writing(path):
-            target.mkdir(parents=True, exist_ok=True)
-        with replacing(path, "wb") as f:
-            np.savez(f, logits=logits.astype(np.float32), labels=labels.astype(np.int64))
-        return path
+        return write_predictions(self.predictions / folder / f"{split}.npz", logits, labels)

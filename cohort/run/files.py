@@ -41,7 +41,7 @@ RESUME = "continue with resume=auto"
 def mount_point(path: Path) -> Path:
     """The mount point of the file system that holds ``path`` (or would, once created)."""
     path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
+    while not os.path.exists(path) and path != path.parent:
         path = path.parent
     while not os.path.ismount(path):
         path = path.parent
@@ -82,6 +82,65 @@ def write_error(path: Path, error: BaseException, then: str = RESUME) -> RunDirE
         f"and {then}",
         shared=False,
     )
+
+
+def file_system_of(path: Path) -> str:
+    """``<type> file system at <mount point>`` of the file system that holds ``path`` (or would), or ""."""
+    mount = mount_point(path)
+    try:
+        mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    except OSError:  # not Linux, or no /proc
+        return ""
+    types = [fields[2] for fields in mounts if len(fields) > 2 and fields[1].replace("\\040", " ") == str(mount)]
+    return f"{types[-1]} file system at {mount}" if types else ""  # the last mount there is the one that shows
+
+
+def make_folder(
+    path: str | Path, what: str, fix: str, error: type[CohortError] = RunDirError, keep: bool = True
+) -> None:
+    """Create the folder ``path`` and the folders above it (``keep``), or prove that it can be
+    created (``keep=False``: what was missing is made and removed again, so nothing is left).
+    An existing folder must be one this process may write into.
+
+    The one way a run directory (``RunDir.check``, ``RunHold.acquire``) and a data folder about
+    to be written (``cohort.preflight``) are made: reasoning about a path cannot tell a symlink
+    loop (ELOOP), a folder under ``/proc`` (ENOENT from mkdir, though the parent exists), a file
+    on the way (ENOTDIR), a name too long, no permission or a read-only disk; only creating it
+    does. Each is one line of ``error`` naming ``what`` (``run_dir``, ``data.root``), the path,
+    errno's message, the file system, and ``fix``, before any process starts."""
+    path = Path(path)
+
+    def refused(reason: str, where: Path) -> CohortError:
+        system = file_system_of(where)
+        return error(f"cannot create {what} {path}: {reason} ({where}{', ' + system if system else ''}); {fix}")
+
+    for attempt in range(8):
+        try:
+            if os.path.isdir(path):  # follows symlinks: a link to a folder is that folder
+                if not os.access(path, os.W_OK):
+                    probe = path / f".cohort-probe-{os.getpid()}"
+                    os.mkdir(probe)  # os.access does not say why; writing does
+                    os.rmdir(probe)
+                return
+            missing = [p for p in [path, *path.parents] if not os.path.lexists(p)]
+            path.mkdir(parents=True, exist_ok=True)
+            break
+        except OSError as failure:
+            # The ranks of a new run check its folder at once: one may remove what it made
+            # while another looks or makes it. Nothing in the way: look again.
+            where = Path(failure.filename) if failure.filename else path
+            blocker = next((p for p in [where, *where.parents] if os.path.exists(p) and not os.path.isdir(p)), None)
+            if blocker is None and failure.errno in (errno.EEXIST, errno.ENOENT) and attempt < 7:
+                continue
+            if blocker is not None and failure.errno in (errno.ENOTDIR, errno.EEXIST):
+                raise error(f"cannot create {what} {path}: {blocker} is a file, not a folder; {fix}") from None
+            raise refused(failure.strerror or type(failure).__name__, where) from None
+    if not keep:
+        for folder in missing:  # deepest first; one another process filled meanwhile stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def sync_folder(folder: Path) -> None:

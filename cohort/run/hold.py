@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cohort.run.directory import HOLD_FILE
-from cohort.run.files import RunDirError
+from cohort.run.files import RunDirError, make_folder
 
 HOLD_TOKEN_ENV = "COHORT_RUN_HOLD"
 """The token of the hold a launcher took, for its workers to join instead of refusing."""
@@ -156,7 +156,7 @@ class RunHold:
         our launcher took; raise a RunDirError naming the live holder otherwise."""
         run_dir = Path(run_dir)
         created = next((p for p in [*reversed(run_dir.parents), run_dir] if not p.exists()), None)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(run_dir, "run_dir", "choose another run_dir=")
         path, mine = run_dir / HOLD_FILE, Holder.here(command)
         for _ in range(8):  # each turn either takes, joins, refuses or removes a stale hold
             if create_whole(path, mine):

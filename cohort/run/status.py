@@ -106,16 +106,11 @@ def run_status(run_dir: str | Path) -> str:
     newest = checkpoint_files.latest_complete(run.path)
     info = checkpoint_files.read_marker(newest) if newest is not None else None
     if info is not None:
-        position = (
-            f"epoch {info['epoch'] + 1}, batch {info['batch']}"
-            if info.get("batch")
-            else f"end of epoch {info['epoch']}"
-        )
-        lines.append(f"newest checkpoint: step {info['step']} ({position})")
+        lines.append(f"newest checkpoint: step {info['step']} ({checkpoint_files.position(info)})")
     else:
         lines.append("newest checkpoint: none yet")
     evaluation = last_evaluation(rows)
     lines.append(evaluation or "last evaluation: none yet")
-    finished = info is not None and info["epoch"] >= epochs  # the final checkpoint is (epochs, batch 0)
-    lines.append(f"finished: {'yes' if finished else 'no'} ({len(evaluated)} evaluation(s) logged)")
+    done = checkpoint_files.finished(run.path, epochs)
+    lines.append(f"finished: {'yes' if done else 'no'} ({len(evaluated)} evaluation(s) logged)")
     return "\n".join(lines)

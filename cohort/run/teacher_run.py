@@ -20,6 +20,7 @@ from cohort.data.folder import DataError, read_meta
 from cohort.run import checkpoint_files
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError, read_json
+from cohort.run.predictions import check_predictions, read_predictions
 
 DATA_KEYS = ("dataset", "num_classes", "image_size", "sizes")
 """What of two data folders' ``meta.json`` must agree for a teacher to teach on the other."""
@@ -38,6 +39,9 @@ class TeacherPlan:
     """The epoch whose weights the checkpoint holds."""
     blurpool: tuple[bool, ...] = ()
     """Teacher j's ``blurpool`` setting (empty: none has it)."""
+    finished: bool = True
+    """Whether the teachers' run had trained all its epochs (an unfinished one is distilled only
+    when ``teacher.checkpoint`` names ``best`` or ``last`` on purpose)."""
 
     @property
     def size(self) -> int:
@@ -51,6 +55,7 @@ class TeacherPlan:
             "archs": list(self.archs),
             "mapping": self.mapping,
             "epoch": self.epoch,
+            "finished": self.finished,
         }
 
 
@@ -87,6 +92,16 @@ def check_teacher(config: CohortConfig, meta: dict) -> TeacherPlan | None:
     # Validation names a teacher architecture this version does not know.
     teacher_config = run.load_config(role="teacher.run_dir")
     folder = choose_checkpoint(run, config.teacher.checkpoint)
+    finished = checkpoint_files.finished(run.path, teacher_config.train.epochs)
+    if not finished and config.teacher.checkpoint == "auto":
+        newest = checkpoint_files.latest_complete(run.path)
+        at = checkpoint_files.position(checkpoint_files.read_marker(newest)) if newest else "none but best/"
+        raise RunDirError(
+            f"teacher.run_dir {run.path} has not finished: its newest complete checkpoint ({at}) is short "
+            f"of its {teacher_config.train.epochs} epochs (killed, or still training); finish it with "
+            f"`cohort train {run.config_file} run_dir={run.path} resume=auto`, "
+            f"or distil it as it is with teacher.checkpoint=last (or best)"
+        )
     teachers = teacher_config.num_members
     missing = [j for j in range(teachers) if not (folder / f"member-{j}.pt").is_file()]
     if missing:
@@ -116,14 +131,17 @@ def check_teacher(config: CohortConfig, meta: dict) -> TeacherPlan | None:
             f"teacher.mapping one_to_one student m learns from teacher m; use at most {teachers} students, "
             f"or teacher.mapping=mean"
         )
-    return TeacherPlan(
+    plan = TeacherPlan(
         run.path,
         folder,
         tuple(m.arch for m in teacher_config.members),
         mapping,
         checkpoint_files.weights_epoch(folder),
         tuple(m.blurpool for m in teacher_config.members),
+        finished,
     )
+    check_teacher_predictions(plan)
+    return plan
 
 
 def check_same_data(run: RunDir, teacher_config: CohortConfig, config: CohortConfig, meta: dict) -> None:
@@ -150,6 +168,11 @@ def check_same_data(run: RunDir, teacher_config: CohortConfig, config: CohortCon
             )
 
 
+RECORDED_TEACHERS = ("run_dir", "checkpoint", "archs", "mapping", "epoch")
+"""What of ``TeacherPlan.record`` names the teachers a resumed student must keep (``finished``
+only describes them, and records of earlier versions lack it)."""
+
+
 def check_teacher_record(run_dir: Path, plan: TeacherPlan) -> None:
     """A resumed student keeps its teachers: the checkpoint its ``teacher_plan.json`` recorded at
     the start, not another that ``teacher.checkpoint: auto`` resolves to now (the teachers' run
@@ -165,7 +188,7 @@ def check_teacher_record(run_dir: Path, plan: TeacherPlan) -> None:
         {"checkpoint": str, "epoch": int},
         "the teachers this run distils",
     )
-    if before != plan.record():
+    if any(before.get(key) != value for key, value in plan.record().items() if key in RECORDED_TEACHERS):
         raise RunDirError(
             f"{record} says this run distils {before['checkpoint']} (epoch {before['epoch']}), but "
             f"teacher.run_dir now gives {plan.folder} (epoch {plan.epoch}); set teacher.run_dir and "
@@ -173,23 +196,36 @@ def check_teacher_record(run_dir: Path, plan: TeacherPlan) -> None:
         )
 
 
-def teacher_predictions(plan: TeacherPlan) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
-    """The teachers' saved val/test logits for the plan's checkpoint, or None when the run
-    saved none for that epoch (then the student's report has no teachers' row)."""
+def teacher_prediction_files(plan: TeacherPlan) -> dict[str, Path] | None:
+    """The teachers' saved val and test predictions of the plan's checkpoint, or None when the
+    run saved none for that epoch (then the student's report has no teachers' row)."""
     run = RunDir(plan.run_dir)
-    folder = run.predictions / ("best" if plan.folder.name == "best" else "")
-    if plan.folder.name != "best":
-        evaluated = [row["epoch"] for row in run.read_metrics()]
+    best = plan.folder.name == "best"
+    if not best:
+        evaluated = [row["epoch"] for row in run.read_metrics(notice=False)]
         if not evaluated or max(evaluated) != plan.epoch:
             return None
-    found = {}
-    for split in ("val", "test"):
-        path = folder / f"{split}.npz"
-        if not path.is_file():
-            return None
-        saved = np.load(path)
-        found[split] = (saved["logits"], saved["labels"])
-    return found
+    files = {split: run.prediction_file(split, best) for split in ("val", "test")}
+    return files if all(path.is_file() for path in files.values()) else None
+
+
+TEACHER_PREDICTIONS_FIX = "delete it (the students' reports then have no teachers' row), or retrain the teachers"
+"""What to do with a teacher run's predictions file that cohort did not write."""
+
+
+def check_teacher_predictions(plan: TeacherPlan) -> None:
+    """The teachers' predictions a student's first evaluation reads (``teacher_predictions``),
+    checked from their headers before any process starts: a damaged one is one line now."""
+    for path in (teacher_prediction_files(plan) or {}).values():
+        check_predictions(path, TEACHER_PREDICTIONS_FIX, plan.size)
+
+
+def teacher_predictions(plan: TeacherPlan) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The teachers' saved val/test logits and labels for the plan's checkpoint (``teacher_prediction_files``)."""
+    files = teacher_prediction_files(plan)
+    if files is None:
+        return None
+    return {split: read_predictions(path, TEACHER_PREDICTIONS_FIX, plan.size) for split, path in files.items()}
 
 
 def read_teachers_metrics(path: Path) -> dict:

@@ -50,6 +50,9 @@ class Position:
     batch: int = 0
     step: int = 0
     epoch_sums: dict = field(default_factory=dict)
+    ended_epoch: dict = field(default_factory=dict)
+    """At an epoch's end (batch 0): this rank's figures of the epoch that ended
+    (``EpochMeter.close``), for its evaluation done again after a resume (``Evaluator.redo_lost``)."""
 
 
 class Checkpointer:
@@ -89,10 +92,11 @@ class Checkpointer:
         ``train.checkpoint_every_steps``-th step, and where the ranks agreed to stop."""
         return stopping or bool(self.every_steps and step % self.every_steps == 0)
 
-    def after_epoch(self, epoch: int, step: int) -> None:
-        """At the end of ``epoch``: save where its cadence says (a collective, then)."""
+    def after_epoch(self, epoch: int, step: int, stats: dict | None = None) -> None:
+        """At the end of ``epoch`` (``stats``: this rank's figures of it, kept in the checkpoint):
+        save where its cadence says (a collective, then)."""
         if self.saves_after_epoch(epoch):
-            self.save(Position(epoch + 1, 0, step))
+            self.save(Position(epoch + 1, 0, step, ended_epoch=dict(stats or {})))
 
     def after_step(self, position: Position, stopping: bool = False) -> None:
         """After a step, mid-epoch (``position``: the next batch): save where its cadence says,
@@ -193,6 +197,7 @@ class Checkpointer:
             "position": (position.epoch, position.batch),
             "step": position.step,
             "epoch_sums": position.epoch_sums,
+            "ended_epoch": position.ended_epoch,
             "model": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "rng": rng,
@@ -210,4 +215,6 @@ class Checkpointer:
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
         (epoch, batch), step = state["position"], state["step"]
-        return Position(epoch, batch, step, state["epoch_sums"])
+        # Parts written before the ended epoch's figures were kept lack them: its evaluation, if
+        # done again, then logs no training figures.
+        return Position(epoch, batch, step, state["epoch_sums"], state.get("ended_epoch", {}))

@@ -63,6 +63,24 @@ class Evaluator:
         if self.should_evaluate(epoch):
             self.evaluate(epoch, stats, step)
 
+    def redo_lost(self, start: Position) -> None:
+        """A run resumed at the end of an epoch (``start``: its checkpoint's position, batch 0)
+        whose evaluation there is missing or incomplete in ``metrics.jsonl`` evaluates it again.
+
+        The evaluation is appended, and fsynced, before the checkpoint that follows it, so a
+        crash cannot lose one whose checkpoint exists; but a torn last line of a finished run
+        (a file system that kept the rename but not the append, a hand edit) lost its final
+        test rows for good: a finished run trains no more, so it never evaluated again. The
+        checkpoint holds the weights that evaluation read (evaluation changes none) and the
+        epoch's training figures (``Position.ended_epoch``), so the rows come out as they were
+        (on the same machine: ``tests/train/test_evaluator.py`` checks it bit for bit)."""
+        epoch = start.epoch - 1
+        if start.batch or epoch < 0 or not self.should_evaluate(epoch):
+            return
+        if self.mesh.main_does(lambda: self.recorder.evaluated(epoch, SPLITS)):
+            return
+        self.evaluate(epoch, start.ended_epoch, start.step)
+
     def evaluate(self, epoch: int, stats: dict[str, float], step: int) -> None:
         """Predict val and test; rank 0 records them; every rank saves the best checkpoint when
         rank 0's selection says this epoch is the best so far."""

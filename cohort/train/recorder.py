@@ -60,6 +60,23 @@ class Recorder:
         self.tensorboard = open_tensorboard(self.run, resumed[1].epoch if resumed is not None else None)
         self.tracking.start(self.run.read_metrics(notice=False))
 
+    def evaluated(self, epoch: int, splits: tuple[str, ...]) -> bool:
+        """Rank 0 (others: True): whether ``metrics.jsonl`` holds every row of ``epoch``'s
+        evaluation (each split, each network and the ensemble). An incomplete one (its last line
+        was torn) loses the rows it has, and is said to be evaluated again."""
+        if not self.is_main:
+            return True
+        found = {(r["split"], r["member"]) for r in self.run.read_metrics(notice=False) if r["epoch"] == epoch}
+        if found >= {(split, m) for split in splits for m in [*range(len(self.names)), "ensemble"]}:
+            return True
+        self.run.drop_metrics_after(epoch - 1)
+        print(
+            f"cohort: {self.run.metrics_file} lacks rows of the evaluation of epoch {epoch + 1} (its last line "
+            f"was torn); evaluating it again from the checkpoint",
+            flush=True,
+        )
+        return False
+
     def record(
         self,
         epoch: int,
@@ -99,8 +116,9 @@ class Recorder:
 
     def print_epoch(self, epoch: int, per_member: list[dict[str, float]], val: dict, improved: bool) -> None:
         accs = " ".join(f"{self.names[m]} {val[m]['acc']:.3f}" for m in range(len(self.names)))
-        loss = float(np.mean([row["loss"] for row in per_member]))
-        speed = sum(row["images_per_s"] for row in per_member)
+        # An evaluation done again from a checkpoint of an earlier version has no training figures.
+        loss = float(np.mean([row.get("loss", np.nan) for row in per_member]))
+        speed = sum(row.get("images_per_s", np.nan) for row in per_member)
         print(
             f"epoch {epoch + 1:>3}/{self.config.train.epochs}  loss {loss:.4f}  "
             f"val acc {accs}  ensemble {val['ensemble']['acc']:.3f}  nll {val['ensemble']['nll']:.4f}  "

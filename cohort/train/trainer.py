@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cohort.data.batch import IGNORE_LABEL, Batch, device_formats, model_input
 from cohort.data.loader import MemberLoader
 from cohort.dist.mesh import CohortMesh
-from cohort.dist.stopping import StopSignals, stopped
+from cohort.dist.stopping import Startup, StopSignals, stopped
 from cohort.errors import CohortError
 from cohort.models import member_network
 from cohort.preflight import RunPlan
@@ -55,7 +55,8 @@ def member_init_seed(seed: int, member: int) -> int:
 class Trainer:
     """Everything one rank holds: its member's model, optimiser, loaders and the parts around them."""
 
-    def __init__(self, plan: RunPlan, mesh: CohortMesh):
+    def __init__(self, plan: RunPlan, mesh: CohortMesh, startup: Startup | None = None):
+        """``startup``: the rank's start-up (``cohort.train.worker``), which its first step ends."""
         config = self.config = plan.config
         self.plan, self.mesh, self.device, self.member = plan, mesh, mesh.device, mesh.member
         self.member_config = config.members[self.member]
@@ -101,7 +102,7 @@ class Trainer:
         self.evaluator = Evaluator(
             config, mesh, self.net, self.autocast, self.channels_last, self.checkpointer, self.recorder
         )
-        self.stops = StopSignals(mesh)
+        self.stops = StopSignals(mesh, startup)
         self.trace: StepTrace | None = None
         self.start = Position()
         self.step = 0
@@ -115,6 +116,7 @@ class Trainer:
             self.start = resumed[1]
             self.step = self.start.step
         self.mesh.main_does(lambda: self.recorder.start(resumed))
+        self.evaluator.redo_lost(self.start)
         if self.config.train.trace:
             self.trace = StepTrace(self.run, self.member, self.mesh.replica, resumed is not None)
 
@@ -129,7 +131,7 @@ class Trainer:
         for epoch in range(self.start.epoch, epochs):
             stats = self.train_epoch(epoch, self.start.batch if epoch == self.start.epoch else 0)
             self.evaluator.after_epoch(epoch, stats, self.step)
-            self.checkpointer.after_epoch(epoch, self.step)
+            self.checkpointer.after_epoch(epoch, self.step, stats)
         if self.trace:
             teachers = next((p.teachers.nets for p in self.providers if isinstance(p, TeacherInputs)), {})
             self.trace.finish(self.net, teachers)

@@ -21,9 +21,19 @@ import torch.distributed as dist
 from cohort.config import CohortConfig, load_config
 from cohort.dist.mesh import Launch, detect_launch, join_cohort
 from cohort.dist.node import Node, where
-from cohort.dist.stopping import INTERRUPTED_EXIT, LAUNCHER_PID_ENV, Stopped, ignore_stop_signals
+from cohort.dist.stopping import (
+    INTERRUPTED_EXIT,
+    LAUNCHER_PID_ENV,
+    TIME_LIMIT_SIGNALS,
+    Startup,
+    Stopped,
+    StoppedAtStartup,
+    ignore_stop_signals,
+)
 from cohort.errors import CohortError
 from cohort.preflight import plan_run
+from cohort.run.attempts import MAX_STALLED, record_stall, stall_error
+from cohort.run.directory import RunDir
 from cohort.run.opening import open_run
 from cohort.train.trainer import Trainer
 
@@ -51,25 +61,35 @@ class WorkerExit:
     stopped_by: int = 0
 
 
-def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
+def run_worker(argv: list[str], launch: Launch, startup: Startup | None = None) -> WorkerExit:
     """Train this rank's part of the cohort (``argv``: CONFIG [key=value ...]); never raises
-    for the errors a user can fix, and prints each of them once, as one line."""
-    if launch.launcher == "torchrun":
-        die_with_launcher()
-    trainer = mesh = hold = None
+    for the errors a user can fix, and prints each of them once, as one line. ``startup``: the
+    start-up guard its caller installed before its own imports (``cohort submit``'s task);
+    else one from here: until the first step a stop signal ends the rank at once."""
+    startup = startup or Startup()
+    startup.install()
+    startup.phase("imports")
+    trainer = mesh = hold = config = None
     try:
+        if launch.launcher == "torchrun":
+            die_with_launcher()
         config = load_config(argv[0], argv[1:])
         # Before the process group: an error every rank meets alike is printed once, by rank 0.
         plan = plan_run(config)
+        startup.phase("checks")
         mesh = join_cohort(config, launch)
+        startup.phase("rendezvous")
         try:
-            trainer = Trainer(plan, mesh)
+            trainer = Trainer(plan, mesh, startup)
             hold = open_run(plan, mesh)
             trainer.fit()
         except Exception as error:
             shared = isinstance(error, Stopped) or (isinstance(error, CohortError) and error.shared)
             if not shared and not is_collective_failure(error):
                 tell_peers_of_failure(mesh.store, launch.rank, error)  # this rank's own error
+            raise
+        except StoppedAtStartup:
+            tell_peers(mesh.store, LEFT_AT_STARTUP_KEY.format(rank=launch.rank), "1")  # not a lost rank
             raise
         finally:
             if hold is not None:
@@ -86,7 +106,9 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
             # could get rank 0 stopped before it prints the error they share.
             time.sleep(2.0)
         return WorkerExit(1)
-    except KeyboardInterrupt:  # Ctrl-C before the stop handlers are installed (``Trainer.fit``)
+    except StoppedAtStartup as stop:
+        return stopped_at_startup(stop.signum, launch, config, startup)
+    except KeyboardInterrupt:  # Ctrl-C before the stop handlers are installed (after the first step)
         if launch.rank == 0:
             print("cohort: interrupted (Ctrl-C) before training started; nothing was saved", file=sys.stderr)
         return WorkerExit(INTERRUPTED_EXIT)
@@ -98,6 +120,10 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
         # gloo and NCCL report a dead or stalled peer as a RuntimeError from the collective.
         if mesh is None or not is_collective_failure(error):
             raise
+        signum = startup.received or (trainer.stops.received if trainer is not None else 0)
+        if signum and left_at_startup(mesh.store, launch.world_size):
+            # This rank was signalled too, and a peer still starting up left at once on it.
+            return stopped_at_startup(signum, launch, config, startup, trainer.step if trainer else None)
         step = trainer.step if trainer is not None else 0
         print(
             f"cohort: error: {lost_peers_message(mesh.store, launch, config, step, mesh.nodes)}",
@@ -106,6 +132,35 @@ def run_worker(argv: list[str], launch: Launch) -> WorkerExit:
         )
         return WorkerExit(1)
     return WorkerExit(0)
+
+
+def stopped_at_startup(
+    signum: int, launch: Launch, config: CohortConfig | None, startup: Startup, step: int | None = None
+) -> WorkerExit:
+    """A stop signal before the first step (``cohort.dist.stopping.Startup``): this rank left at
+    once, saving nothing; or (``step``: where this rank was) a peer still starting up did, on
+    the same signal, and this rank's next collective failed. Rank 0 says so with the start-up's
+    phases; a time limit's warning is counted (``cohort.run.attempts``), and the
+    ``MAX_STALLED``-th in a row ends the job with one line instead of another requeue."""
+    if launch.rank != 0:
+        return WorkerExit(0, signum)
+    name = signal.Signals(signum).name
+    run = RunDir(config.run_dir) if config is not None else None
+    if signum in TIME_LIMIT_SIGNALS and run is not None and run.config_file.is_file():
+        try:
+            stalled = record_stall(run, name, startup.describe())
+            if stalled >= MAX_STALLED:
+                raise stall_error(run, stalled, name, startup.describe())
+        except CohortError as error:
+            print(f"cohort: error: {error}", file=sys.stderr, flush=True)
+            return WorkerExit(1)
+    where = (
+        f"at step {step}, where a peer still starting up left at once on it: nothing saved since the last checkpoint"
+        if startup.done and step is not None
+        else f"during start-up, {startup.describe()}, before the first step: nothing new to save"
+    )
+    print(f"cohort: stopped by {name} {where}; continue with resume=auto", flush=True)
+    return WorkerExit(0, signum)
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -118,7 +173,7 @@ so they can still agree on a step, save there and exit 0, ready for ``resume=aut
 that cannot complete (a peer already gone), the collective fails or times out and the rank
 exits non-zero within ``train.dist_timeout_s``, so a worker never outlives its launcher for
 long. SIGKILL would end the workers at once, but throw away the steps since the last
-checkpoint; before training starts (no stop handler yet), SIGTERM ends a worker at once."""
+checkpoint; before its first step (``cohort.dist.stopping.Startup``), SIGTERM ends a worker at once."""
 
 
 def die_with_launcher(signum: int = LAUNCHER_DEATH_SIGNAL) -> None:
@@ -151,17 +206,35 @@ def is_collective_failure(error: Exception) -> bool:
 
 FAILED_KEY = "cohort/failed/{rank}"
 """Where a rank that fails with an error of its own says so, for its peers' message."""
+LEFT_AT_STARTUP_KEY = "cohort/left-at-startup/{rank}"
+"""Where a rank that a stop signal ended before its first step says so: its peers already
+training, signalled too, then stop as it did instead of reporting it lost (or failed)."""
+
+
+def tell_peers(store: dist.Store, key: str, text: str) -> None:
+    """Set ``key`` in the rendezvous store before this rank exits, for its peers' message."""
+    try:
+        store.set_timeout(datetime.timedelta(seconds=5))
+        store.set(key, text)
+    except Exception:  # the store is gone: the peers will say they lost this rank
+        pass
 
 
 def tell_peers_of_failure(store: dist.Store, rank: int, error: Exception) -> None:
     """Record ``error`` (its type and first line) in the rendezvous store before this rank exits,
     so that its peers, whose collectives then fail, name it instead of reporting a lost peer."""
-    text = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:200]
+    tell_peers(
+        store, FAILED_KEY.format(rank=rank), f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:200]
+    )
+
+
+def left_at_startup(store: dist.Store, world_size: int) -> bool:
+    """Whether a rank recorded that a stop signal ended it before its first step (``LEFT_AT_STARTUP_KEY``)."""
     try:
         store.set_timeout(datetime.timedelta(seconds=5))
-        store.set(FAILED_KEY.format(rank=rank), text)
-    except Exception:  # the store is gone: the peers will say they lost this rank
-        pass
+        return any(store.check([LEFT_AT_STARTUP_KEY.format(rank=r)]) for r in range(world_size))
+    except Exception:  # the store went down with its host
+        return False
 
 
 def lost_peers_message(

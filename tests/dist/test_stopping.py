@@ -1,11 +1,23 @@
 """Stop signals on a one-process group: a signal is only noted where it arrives, and the ranks
-learn of it together at the next check step (every ``SIGNAL_CHECK_EVERY`` steps)."""
+learn of it together at the next check step (every ``SIGNAL_CHECK_EVERY`` steps); before a
+rank's first step, one ends its start-up at once."""
 
 from __future__ import annotations
 
+import re
 import signal
 
-from cohort.dist.stopping import SIGNAL_CHECK_EVERY, STOP_SIGNALS, StopSignals, ignore_stop_signals, stopped
+import pytest
+
+from cohort.dist.stopping import (
+    SIGNAL_CHECK_EVERY,
+    STOP_SIGNALS,
+    Startup,
+    StoppedAtStartup,
+    StopSignals,
+    ignore_stop_signals,
+    stopped,
+)
 from tests.conftest import one_rank
 
 
@@ -35,3 +47,42 @@ def test_the_stop_names_the_signal_the_step_and_the_checkpoint():
     assert str(stop) == (
         "stopped by SIGUSR2 at step 16 after saving runs/x/checkpoints/step-000000016; continue with resume=auto"
     )
+
+
+def test_a_signal_during_the_start_up_ends_it_at_once_and_the_first_step_hands_over(capsys):
+    """``Startup``: before the first step a stop signal raises at once (nothing to save), once;
+    after the first step the cohort's agreed stop (``StopSignals``) takes over, and rank 0 says
+    how long the start-up took, phase by phase."""
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    try:
+        startup = Startup()
+        startup.install()
+        startup.phase("imports")
+        with pytest.raises(StoppedAtStartup) as stop:
+            signal.raise_signal(signal.SIGUSR2)
+        assert stop.value.signum == signal.SIGUSR2 and startup.received == signal.SIGUSR2
+        signal.raise_signal(signal.SIGTERM)  # a second one while leaving: not raised again
+        assert re.fullmatch(r"[\d.]+ s \(imports [\d.]+ s, checks [\d.]+ s so far\)", startup.describe())
+
+        with one_rank() as mesh:
+            startup = Startup()
+            startup.install()
+            for phase in ("imports", "checks", "rendezvous"):
+                startup.phase(phase)
+            stops = StopSignals(mesh, startup)
+            stops.install()  # the trainer is built: the guard stays until the first step
+            assert signal.getsignal(signal.SIGUSR1) == startup.stop_now and "trainer" in startup.phases
+            capsys.readouterr()
+            assert stops.agreed(1) == 0  # the first step
+            assert startup.done and all(signal.getsignal(s) == stops.request for s in STOP_SIGNALS)
+            out = capsys.readouterr().out
+            assert re.fullmatch(
+                r"cohort: started in [\d.]+ s \(imports [\d.]+ s, checks [\d.]+ s, rendezvous [\d.]+ s, "
+                r"trainer [\d.]+ s, first step [\d.]+ s\)\n",
+                out,
+            ), out
+            signal.raise_signal(signal.SIGUSR1)  # now noted, and agreed on at the next check step
+            assert stops.agreed(SIGNAL_CHECK_EVERY) == signal.SIGUSR1
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

@@ -121,9 +121,17 @@ def test_bad_run_directories_are_one_line_errors(dml_pair, tmp_path, cli_here):
     shutil.rmtree(broken / "predictions")
     assert "predictions/best/test.npz is missing" in one_error_line(cli_here("report", str(broken)))
     shutil.copytree(run / "predictions", broken / "predictions")
-    np.savez(broken / "predictions" / "best" / "test.npz", logits=np.zeros((3, 5, 10), np.float32), labels=np.zeros(5))
+    best = broken / "predictions" / "best" / "test.npz"
+    np.savez(best, logits=np.zeros((3, 5, 10), np.float32), labels=np.zeros(5))
     line = one_error_line(cli_here("report", str(broken)))
-    assert "test.npz holds logits of shape (3, 5, 10)" in line and "does not belong to this run" in line
+    assert f"{best} is not the predictions cohort writes (labels is float64 of shape (5,), not integers" in line
+    np.savez(best, logits=np.zeros((3, 5, 10), np.float32), labels=np.zeros(5, np.int64))
+    line = one_error_line(cli_here("report", str(broken)))
+    assert "(logits of 3 networks, but the run has 2); delete it and evaluate that checkpoint again with " in line
+    assert f"`cohort eval {broken} --checkpoint best`" in line
+    best.unlink()  # the fix the line gives: cohort eval writes eval/best/predictions/, which report reads
+    assert cli_here("eval", str(broken), "--checkpoint", "best").returncode == 0
+    assert cli_here("report", str(broken)).returncode == 0 and not best.exists()
     shutil.rmtree(broken / "checkpoints")
     assert "holds no complete checkpoint" in one_error_line(cli_here("eval", str(broken), "--checkpoint", "last"))
 

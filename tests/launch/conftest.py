@@ -9,6 +9,7 @@ import re
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,12 @@ def job_fields(job_id: str, env: dict) -> dict[str, str]:
     return dict(item.split("=", 1) for item in shown.stdout.split() if "=" in item)
 
 
-def wait_for_job(job_id: str, env: dict, timeout_s: float = 600, logs: list[Path] = ()) -> dict[str, str]:
-    """Wait until the job has ended; returns its final ``scontrol show job`` fields.
+def wait_for_job(
+    job_id: str, env: dict, timeout_s: float = 600, logs: list[Path] = (), progress: Callable[[], object] | None = None
+) -> dict[str, str]:
+    """Wait until the job has ended; returns its final ``scontrol show job`` fields. Given
+    ``progress`` (e.g. the run's newest checkpoint), ``timeout_s`` counts from its last change:
+    a job that requeues and goes on saving is waited for, however loaded the machine.
 
     SLURM holds a requeued job for about two minutes (Reason=BeginTime) before it may run
     again; the wait lifts that hold (an operator's `StartTime=now`) to keep the tests short.
@@ -96,8 +101,10 @@ def wait_for_job(job_id: str, env: dict, timeout_s: float = 600, logs: list[Path
     the time-limit test's attempts (each signalled at slurmctld's next 30 s check) train
     only in what remains of it. Nothing else about the job is touched."""
     deadline = time.monotonic() + timeout_s
-    held_since = None
+    held_since, seen = None, progress() if progress else None
     while time.monotonic() < deadline:
+        if progress is not None and (now := progress()) != seen:
+            seen, deadline = now, time.monotonic() + timeout_s
         fields = job_fields(job_id, env)
         if fields["JobState"] in ENDED:
             return fields
@@ -110,7 +117,8 @@ def wait_for_job(job_id: str, env: dict, timeout_s: float = 600, logs: list[Path
         time.sleep(0.25 if held_since else 1)
     subprocess.run(["scancel", job_id], env=env)
     tails = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in logs if p.exists())
-    pytest.fail(f"job {job_id} did not end within {timeout_s:.0f} s (state {fields['JobState']})\n{tails}")
+    within = f"within {timeout_s:.0f} s" + (f" of its last progress ({seen})" if progress else "")
+    pytest.fail(f"job {job_id} did not end {within} (state {fields['JobState']})\n{tails}")
 
 
 def queued_jobs(env: dict) -> list[str]:

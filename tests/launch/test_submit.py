@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from cohort.config import load_config
+from cohort.run.checkpoint_files import latest_complete
 from cohort.run.directory import RunDir
 from tests.conftest import REPO, run_cli
 from tests.launch.conftest import (
@@ -83,9 +84,34 @@ def test_preempted_by_scontrol_requeue_resumes_and_matches(submitted_pair, slurm
 
 
 SIGNAL_BEFORE_S = 40
-LONGEST_UNSIGNALLED_S = 60 - SIGNAL_BEFORE_S + 30
-"""With a 1-minute limit, the signal 40 s before it, and slurmctld checking time limits every
-30 s, an attempt is signalled at the first check at least 20 s in: at most 50 s in."""
+SLURM_CHECK_S = 30
+"""slurmctld checks time limits every 30 s: the warning, due SIGNAL_BEFORE_S before the limit,
+comes at the first check after that, up to 30 s late (with a 1-minute limit, 20 to 50 s in)."""
+
+
+def startup_seconds(run_dir: Path) -> float:
+    """The longest start-up rank 0 logged in ``run_dir``'s job (``cohort: started in``, the
+    process's start to the end of its first step)."""
+    found = re.findall(r"^cohort: started in ([\d.]+) s", logs_of(run_dir)[0].read_text(), re.M)
+    assert found, logs_of(run_dir)[0].read_text()[-3000:]
+    return max(map(float, found))
+
+
+def progress(run_dir: Path) -> tuple[str, int]:
+    """How far a run got: its newest complete checkpoint and the evaluations it logged."""
+    folder = latest_complete(run_dir) if (run_dir / "checkpoints").is_dir() else None
+    metrics = RunDir(run_dir).metrics_file
+    return (folder.name if folder else "", metrics.stat().st_size if metrics.is_file() else 0)
+
+
+def time_limit_for(startup_s: float) -> int:
+    """The shortest time limit (whole minutes) whose earliest warning comes after 1.25 ×
+    ``startup_s`` (the start-up of the uninterrupted job on this machine, loaded as it is), so
+    that every attempt trains and saves a step. An idle 2-core machine starts in about 10 s (a
+    1-minute limit); loaded 5 to 16 deep, 40 to 60 s, where a fixed 1-minute limit, warned 20 to
+    50 s in, made no progress and requeued until the test gave up (``cohort.run.attempts`` now
+    stops such a job after 3 attempts, naming the limit and the start-up)."""
+    return max(1, math.ceil((1.25 * startup_s + SIGNAL_BEFORE_S) / 60))
 
 
 def epochs_to_outlast(run_dir: Path, seconds: float, epochs: int = 20) -> int:
@@ -102,34 +128,43 @@ def epochs_to_outlast(run_dir: Path, seconds: float, epochs: int = 20) -> int:
 
 @pytest.mark.multiprocess
 @pytest.mark.slurm
+@pytest.mark.timeout(3600)  # requeues on a loaded machine: waited for while they save (``wait_for_job``)
 def test_time_limit_signal_saves_requeues_and_matches(submitted_pair, slurm_cluster, digits_root, tmp_path):
-    """A real time limit: 1 minute per job, the signal 40 s before it. The job must outlast
-    its first attempt, so it trains the digits pair for as many epochs as keep it running past
-    LONGEST_UNSIGNALLED_S here (20 where the uninterrupted pair already does: 20 epochs took 25 s
-    on one machine, 180 s with requeues on a slower one), and must match the same epochs run
-    uninterrupted."""
-    epochs = epochs_to_outlast(submitted_pair[0], LONGEST_UNSIGNALLED_S + 5)
+    """A real time limit, warned SIGNAL_BEFORE_S before it: as short as lets an attempt start up
+    and train on this machine (``time_limit_for``: 1 minute when idle), so that attempts save.
+    The job must outlast its first attempt, so it trains the digits pair for as many epochs as
+    keep it running past the latest warning (20 where the uninterrupted pair already does: 20
+    epochs took 25 s on one machine, 180 s with requeues on a slower one), and must match the
+    same epochs run uninterrupted."""
+    startup = startup_seconds(submitted_pair[0])
+    minutes = time_limit_for(startup)
+    epochs = epochs_to_outlast(submitted_pair[0], 60 * minutes - SIGNAL_BEFORE_S + SLURM_CHECK_S + 5)
     if epochs == 20:
         reference = final_logits(submitted_pair[0])
-    else:  # a faster machine: the same longer cohort uninterrupted
+    else:  # a faster machine, or a longer limit: the same longer cohort uninterrupted
         (reference_job,), _ = submit(slurm_cluster, tmp_path / "reference", digits_root, f"train.epochs={epochs}")
-        assert wait_for_job(reference_job, slurm_cluster)["JobState"] == "COMPLETED"
+        reference_run = tmp_path / "reference"
+        fields = wait_for_job(reference_job, slurm_cluster, 600, progress=lambda: progress(reference_run))
+        assert fields["JobState"] == "COMPLETED"
         reference = final_logits(tmp_path / "reference")
     run_dir = tmp_path / "run"
-    # Each later attempt is signalled 20 to 50 s in too, most of it start-up, so the run may
-    # need many requeues.
     (job_id,), _ = submit(
         slurm_cluster,
         run_dir,
         digits_root,
         f"train.epochs={epochs}",
-        options=("--signal-delay-s", str(SIGNAL_BEFORE_S), "--max-timeouts", "30"),
-        time_min=1,
+        options=("--signal-delay-s", str(SIGNAL_BEFORE_S), "--max-timeouts", "99"),
+        time_min=minutes,
     )
-    fields = wait_for_job(job_id, slurm_cluster, logs=logs_of(run_dir))
+    # A machine loaded more than when the uninterrupted job ran makes attempts start slower and
+    # train less each: the wait lasts while they evaluate and save (no progress in 10 minutes
+    # is a failure; cohort.run.attempts stops a job whose attempts never reach a step).
+    fields = wait_for_job(job_id, slurm_cluster, 600, logs=logs_of(run_dir), progress=lambda: progress(run_dir))
     log = logs_of(run_dir)[0].read_text()
-    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, (epochs, fields, log[-3000:])
-    assert "cohort: stopped by SIGUSR2 at step" in log and f"Requeued job {job_id}" in log, log[-3000:]
+    why = (startup, minutes, epochs, fields, log[-3000:])
+    assert fields["JobState"] == "COMPLETED" and int(fields["Restarts"]) >= 1, why
+    assert "cohort: stopped by SIGUSR2 at step" in log and f"Requeued job {job_id}" in log, why
+    assert "cohort: started in" in log, why  # each attempt's start-up, phase by phase
     assert_every_epoch_once(run_dir, epochs)
     np.testing.assert_array_equal(final_logits(run_dir), reference)
 

@@ -258,7 +258,7 @@ def test_the_run_directory_is_documented_once_as_its_contract_says():
         run.config_file, run.metrics_file, run.predictions, run.checkpoints, run.selection_file,
         run.teacher_plan_file, run.teacher_metrics_file, run.tensorboard, run.trace, run.submission_file,
         run.slurm_logs, run.nodes_file, run.node_marker("n").parent, run.hold_file, run.evaluation("c").path.parent,
-        run.report_file, run.tracking_file, run.wandb, run.mlruns,
+        run.report_file, run.tracking_file, run.wandb, run.mlruns, run.stalled_file,
     }  # fmt: skip
     tops = {entry.split("/")[0].split(",")[0] for entry in code}
     assert {p.name for p in named} == tops

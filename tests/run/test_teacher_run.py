@@ -53,3 +53,20 @@ def test_a_resumed_student_refuses_teachers_other_than_those_it_started_with(dml
     last = check_teacher(student_config(config, run, "teacher.checkpoint=last"), meta)
     with pytest.raises(RunDirError, match="teacher_plan.json says this run distils .*best"):
         check_teacher_record(tmp_path, last)
+
+
+def test_an_unfinished_teacher_run_is_distilled_only_when_its_checkpoint_is_named(dml_pair, tmp_path):
+    """``teacher.checkpoint: auto`` means the finished run's choice: a run killed in its second
+    epoch is refused (``tests/test_bad_inputs.py``); naming ``last`` distils it as it is, and the
+    plan the student records says so."""
+    config, run, _ = dml_pair
+    teacher = tmp_path / "teacher"
+    shutil.copytree(run, teacher)
+    shutil.rmtree(teacher / "checkpoints" / "step-000000012")  # killed before its final checkpoint
+    meta = read_meta(load_config(config).data.root)
+    with pytest.raises(RunDirError, match=r"has not finished: its newest complete checkpoint \(end of epoch 1\)"):
+        check_teacher(student_config(config, teacher), meta)
+    plan = check_teacher(student_config(config, teacher, "teacher.checkpoint=last"), meta)
+    assert plan.folder == teacher / "checkpoints" / "step-000000006" and plan.epoch == 0
+    assert plan.record()["finished"] is False
+    assert check_teacher(student_config(config, run), meta).record()["finished"] is True

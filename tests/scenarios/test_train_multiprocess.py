@@ -17,6 +17,7 @@ from cohort.config import load_config
 from cohort.data.loader import MemberLoader
 from cohort.models import build_model
 from cohort.run.checkpoint_files import MARKER
+from cohort.run.directory import RunDir
 from cohort.train.optim import build_optimizer, lr_factor, set_lr
 from cohort.train.trainer import member_init_seed
 from tests.conftest import REPO, run_cli, run_torchrun, tiny_config
@@ -325,7 +326,7 @@ def test_students_distil_frozen_teachers_with_one_draw_per_step_and_resume_exact
         net = build_model("small_cnn", 10, [0.5] * 3, [0.25] * 3)
         net.load_state_dict(load_part(best_dir(teacher_run), j, torch.device("cpu"))["model"])
         assert final_a["teacher_digests"][str(j)] == final_b["teacher_digests"][str(j)] == parameter_digest(net)
-    assert json.loads((run / "teacher_plan.json").read_text())["checkpoint"] == str(best_dir(teacher_run))
+    assert json.loads(RunDir(run).teacher_plan_file.read_text())["checkpoint"] == str(best_dir(teacher_run))
     assert "| teachers of test (run) |" in summary_table([Run.load(run)])
 
     moved, resumed = resume_a_copy(run, config, tmp_path)
@@ -374,7 +375,7 @@ def test_batch_ensembles_learn_by_dml_and_each_internal_member_from_its_teacher_
     for x, y in zip(a, b):  # one teacher, one w and one x′ per step for every internal member
         assert x["teacher"] == y["teacher"] and x["x_prime"] == y["x_prime"]
         assert x["mimicry"] > 0 and x["distill"] > 0
-    assert json.loads((run / "teacher_plan.json").read_text())["mapping"] == "one_to_one"
+    assert json.loads(RunDir(run).teacher_plan_file.read_text())["mapping"] == "one_to_one"
     assert all(f"\nm{m}.{j} " in result.stdout for m in range(2) for j in range(2))  # the final table's rows
 
     moved, resumed = resume_a_copy(run, config, tmp_path)

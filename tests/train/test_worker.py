@@ -4,8 +4,14 @@ that failed with an error of its own is named with that error, not as a lost pee
 from __future__ import annotations
 
 import datetime
+import errno
+import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch.distributed as dist
@@ -13,8 +19,17 @@ import torch.distributed as dist
 from cohort.config import load_config
 from cohort.dist.mesh import Launch, _free_port
 from cohort.dist.node import Node
-from cohort.train.worker import lost_peers_message, tell_peers_of_failure
-from tests.conftest import tiny_config
+from cohort.dist.stopping import Startup
+from cohort.train.worker import (
+    LEFT_AT_STARTUP_KEY,
+    WorkerExit,
+    left_at_startup,
+    lost_peers_message,
+    stopped_at_startup,
+    tell_peers,
+    tell_peers_of_failure,
+)
+from tests.conftest import REPO, tiny_config
 
 
 @pytest.fixture
@@ -88,3 +103,96 @@ def test_a_rank_whose_store_went_down_with_its_node_names_the_stores_address(tmp
         "gone, likely with the node serving it (dead, or stalled longer than train.dist_timeout_s=120s); continue "
         "with resume=auto"
     )
+
+
+# --- a stop signal before the first step (cohort.dist.stopping.Startup) ----------------------
+
+
+def test_a_worker_signalled_during_its_start_up_leaves_at_once_naming_its_phases(tmp_path):
+    """``python -m cohort.train`` alone (a single launch) whose config is a FIFO: reading it
+    blocks until this test writes, so SIGUSR2 (submitit's time-limit warning) lands in the
+    start-up's checks for certain. Before the guard, the default action killed the process
+    with no word (-12); under submitit, a rank other than 0 went on starting up."""
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cohort.train", str(fifo)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:  # a writer can open the FIFO only once the worker opened it to read
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as error:
+            assert error.errno == errno.ENXIO and time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.05)
+    try:
+        time.sleep(0.2)  # into its read(), which waits for the config's text
+        worker.send_signal(signal.SIGUSR2)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert worker.returncode == 0, err[-2000:]
+    assert re.fullmatch(
+        r"cohort: stopped by SIGUSR2 during start-up, [\d.]+ s \(imports [\d.]+ s, checks [\d.]+ s so far\), before "
+        r"the first step: nothing new to save; continue with resume=auto\n",
+        out,
+    ), out
+    assert err == "", err[-2000:]
+
+
+def test_a_time_limit_that_stops_three_start_ups_in_a_row_stops_the_job(tmp_path, digits_root, capfd):
+    """Rank 0's count (``cohort.run.attempts``): each time-limit warning before the first step is
+    one more stalled attempt since the newest checkpoint; a new checkpoint starts it again; the
+    third in a row is one line and exit 1 (no requeue), naming the start-up it measured."""
+    from cohort.run import checkpoint_files
+    from cohort.run.directory import RunDir
+
+    config = load_config(tiny_config(tmp_path, digits_root))
+    run = RunDir(config.run_dir)
+    run.create(config)
+    startup = Startup()
+    startup.phase("imports")
+
+    def stop(signum=signal.SIGUSR2, rank=0):
+        capfd.readouterr()
+        outcome = stopped_at_startup(signum, rank_of(rank), config, startup)
+        return outcome, capfd.readouterr()
+
+    assert stop()[0] == WorkerExit(0, signal.SIGUSR2)  # requeued: submitit's handler is called next
+    assert stop(rank=1)[0] == WorkerExit(0, signal.SIGUSR2) and stop(signal.SIGTERM)[0].exit_code == 0
+    assert json.loads(run.stalled_file.read_text())["stalled"] == 1  # rank 1 and SIGTERM (preemption) not counted
+    newer = checkpoint_files.checkpoint_dir(run.path, 7)
+    newer.mkdir()
+    checkpoint_files.mark_complete(newer, 0, {"epoch": 0, "batch": 3, "step": 7})
+    for count in (1, 2):  # progress since: counted from 1 again
+        outcome, printed = stop()
+        assert outcome == WorkerExit(0, signal.SIGUSR2) and "stopped by SIGUSR2 during start-up" in printed.out
+        assert json.loads(run.stalled_file.read_text()) == {
+            "checkpoint_step": 7,
+            "stalled": count,
+            "signal": "SIGUSR2",
+            "startup": json.loads(run.stalled_file.read_text())["startup"],
+        }
+    outcome, printed = stop()
+    assert outcome == WorkerExit(1) and printed.out == ""
+    lines = printed.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "cohort: error: 3 attempts in a row were stopped by SIGUSR2, the warning before the job's time limit, "
+        "before their first step, with no checkpoint in between"
+    )
+    assert "this start-up took " in lines[0] and "(imports " in lines[0] and "raise the time limit" in lines[0]
+
+
+def test_a_peer_that_left_its_start_up_on_a_signal_is_not_reported_lost(store):
+    """A rank signalled before its first step records that it left (``LEFT_AT_STARTUP_KEY``);
+    its peers already training, signalled too, whose next collective fails, then stop as it did
+    (``stopped_at_startup``) instead of naming it lost or failed."""
+    assert not left_at_startup(store, 4)
+    tell_peers(store, LEFT_AT_STARTUP_KEY.format(rank=3), "1")
+    assert left_at_startup(store, 4)
