@@ -29,7 +29,13 @@ def test_codistillation_reads_copies_after_its_burn_in_and_resumes_between_refre
     digits_root, tmp_path
 ):
     config = tiny_config(
-        tmp_path, digits_root, members=2, replicas=2, train=TRAIN, exchange=EXCHANGE, data={"sample_order": "per_member"}
+        tmp_path,
+        digits_root,
+        members=2,
+        replicas=2,
+        train=TRAIN,
+        exchange=EXCHANGE,
+        data={"sample_order": "per_member"},
     )
     run = tmp_path / "run"
     result = run_torchrun(4, str(config))
