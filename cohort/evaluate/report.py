@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cohort.evaluate.metrics import ensemble_logits, equal_width_bins, probabilities
+from cohort.evaluate.metrics import DEFAULT_BINNING, Binning, ensemble_logits, equal_width_bins, probabilities
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError, replacing
 from cohort.run.selection import read_selection
 from cohort.run.teacher_run import read_teachers_metrics
 
-COLUMNS = ("acc", "nll", "ece", "c_nll", "c_ece")
+COLUMNS = ("acc", "nll", "ece", "mce", "c_nll", "c_ece")
 
 RERUN = "rerun `cohort report`"
 """What to do once a failed write's cause (a full disk) is fixed."""
@@ -35,6 +35,12 @@ class Run:
     rows: list[dict]
     epoch: int
     selected: bool
+    reported: tuple[int, ...] = ()
+    """The rows of its ``reported_members`` (``CohortConfig.reported_rows``)."""
+    binning: Binning = DEFAULT_BINNING
+    """How its calibration errors were binned (``train.calibration_bins``, ``calibration_binning``)."""
+    member_names: tuple[str, ...] = ()
+    """Its networks' names (``CohortConfig.member_names``)."""
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
@@ -46,7 +52,17 @@ class Run:
         config = run.load_config()
         selected = run.selection_file.is_file()
         epoch = read_selection(run.selection_file)["epoch"] if selected else max(r["epoch"] for r in rows)
-        return cls(run.path, config.name, config.independent, rows, epoch, selected)
+        return cls(
+            run.path,
+            config.name,
+            config.independent,
+            rows,
+            epoch,
+            selected,
+            tuple(config.reported_rows),
+            Binning.of(config),
+            tuple(config.member_names),
+        )
 
     @property
     def dir(self) -> RunDir:
@@ -96,6 +112,8 @@ def summary_table(runs: list[Run]) -> str:
     )
     lines = [header, "|" + "---|" * (3 + 2 * len(COLUMNS))]
     for run in runs:
+        if run.reported:
+            lines.append(reported_row(run))
         lines.append(summary_row(run.label, str(run.epoch), run.at()))
         teachers = run.teachers()
         if teachers is not None:
@@ -119,9 +137,35 @@ def mean_std(values) -> str:
 
 def summary_row(label: str, epoch: str, table: dict) -> str:
     members = [row for key, row in table.items() if key != "ensemble"]
-    cells = [mean_std([m[c] for m in members]) for c in COLUMNS]
-    cells += [f"{table['ensemble'][c]:.4f}" for c in COLUMNS]
+    cells = [mean_std([m.get(c, np.nan) for m in members]) for c in COLUMNS]
+    cells += [f"{table['ensemble'].get(c, np.nan):.4f}" for c in COLUMNS]
     return f"| {label} | {epoch} | " + " | ".join(cells) + f" | {table['ensemble'].get('disagreement', 0.0):.4f} |"
+
+
+REPORTED = "★"
+"""The mark of a run's reported members (``reported_members``) in every table."""
+
+
+def reported_row(run: Run) -> str:
+    """The run's reported members alone, above its row of every member and the ensemble: the
+    members' cells over the reported ones, the ensemble's left to the row below."""
+    table = run.at()
+    cells = [mean_std([table[m].get(c, np.nan) for m in run.reported]) for c in COLUMNS]
+    cells += ["—"] * len(COLUMNS)
+    return f"| {REPORTED} {run.label}, reported: {reported_names(run)} | {run.epoch} | " + " | ".join(cells) + " | — |"
+
+
+def reported_names(run: Run) -> str:
+    """The reported members' names."""
+    return ", ".join(run.member_names[m] for m in run.reported)
+
+
+def binning_note(runs: list[Run]) -> str:
+    """Which binning the table's calibration errors used, run by run where they differ."""
+    used = {run.binning for run in runs}
+    if len(used) == 1:
+        return f"ECE, MCE and the other calibration errors: {next(iter(used)).describe()}."
+    return "Calibration errors: " + "; ".join(f"{run.label}: {run.binning.describe()}" for run in runs) + "."
 
 
 def reliability_figure(run: Run, out: RunDir) -> Path:
@@ -214,7 +258,9 @@ def write_report(paths: list[str]) -> Path:
         "",
         "Test split at each run's selected epoch (or its last evaluation); "
         "`c_` metrics after temperature scaling fitted on val. A student run "
-        "(teacher.run_dir) is followed by its teachers' row, from `teacher_metrics.json`.",
+        "(teacher.run_dir) is followed by its teachers' row, from `teacher_metrics.json`. "
+        f"A run that names reported_members has a row of them first, marked {REPORTED}.",
+        binning_note(runs),
         "",
         table,
         "",
@@ -223,5 +269,6 @@ def write_report(paths: list[str]) -> Path:
     with replacing(out.report_file, then=RERUN) as f:
         f.write("\n".join(text) + "\n")
     print(table)
+    print(binning_note(runs))
     print(f"\nwrote {out.report_file} and {', '.join(f.name for f in figures)}")
     return out.report_file
