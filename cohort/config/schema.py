@@ -53,11 +53,12 @@ class CohortConfig:
     member and the ensemble; ``train.select_by: csmac`` reads them. Empty: no member stands out."""
     policies: str = "members"
     """``members``: each member's own ``policy``; ``auto``: distinct policies spread from the
-    mildest to the strongest (Diff-DML's differentiated training strategy)."""
+    mildest to the strongest (the summary's reading of Diff-DML's DTS; its code differentiates
+    the schedules instead: ``members.<i>.schedule``)."""
     views: str = "auto"
     """Whose random draws each member's augmentations use. ``shared``: one augmented view per
     sample for the whole cohort (the DML papers' code feeds every network the same batch);
-    ``own``: each member draws its own (Diff-DML's DTS); ``auto``: members with the same
+    ``own``: each member draws its own (the summary's reading of Diff-DML's DTS); ``auto``: members with the same
     policy and strength share one view, members with different ones draw their own."""
     data: DataConfig = field(default_factory=DataConfig)
     """The data and its loaders (``DataConfig``)."""
