@@ -32,6 +32,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     make_folder(out, "--out", "choose another --out", DataError, keep=False)
     # Each writer has its own default val size; only the sizes given are passed on.
     sizes = {key: value for key in ("val_size", "train_size") if (value := getattr(args, key)) is not None}
+    if args.val_from != "random":
+        if args.dataset == "imagefolder":
+            raise DataError(
+                "--val-from last takes the training set's last images, but an image folder lists its images "
+                "class by class, so they would all be of the last classes; use --val-from random"
+            )
+        sizes["val_from"] = args.val_from
     if args.dataset == "digits":
         meta = datasets.write_digits(out, size=args.size, **sizes)
     elif args.dataset == "fashion-mnist":
@@ -198,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="images carved from the training set for val (default: digits 12.5 %%, cifar 10 %%, "
         "imagefolder 2 %%, fashion-mnist 10000)",
+    )
+    data.add_argument(
+        "--val-from",
+        choices=["random", "last"],
+        default="random",
+        help="val: a fixed random draw from the training set (default), or its last images in file order "
+        "(Diff-DML's code: CIFAR's last 5,000 with --val-size 5000)",
     )
     data.add_argument(
         "--train-size", type=int, help="keep a class-balanced subset of this many training images (after val)"

@@ -703,6 +703,36 @@ CASES = {
         "teacher.perturbation ods",
         "set views=shared",
     ),
+    "member_that_learns_from_itself": Case(
+        lambda b: b.train("members.1.learns_from=[1]"),
+        "members.1.learns_from names member 1 (m1) itself",
+        "name others, or remove the key (every peer)",
+    ),
+    "member_that_learns_from_no_one_while_it_mimics": Case(
+        lambda b: b.train("members.1.learns_from=[]"),
+        "members.1.learns_from is empty, but member 1 (m1) reads its peers through loss.mimicry (weight 1)",
+        "name a peer, or set members.1.loss.mimicry=0",
+    ),
+    "member_that_learns_from_an_unknown_peer": Case(
+        lambda b: b.train("members.0.name=primary", "members.1.learns_from=[teacher]"),
+        "members.1.learns_from: no member is named 'teacher'",
+        "members are primary, m1 (or 0..1)",
+    ),
+    "csmac_without_a_baseline_accuracy": Case(
+        lambda b: b.train("train.select_by=csmac"),
+        "train.select_by csmac needs train.baseline_acc",
+        "e.g. train.baseline_acc=0.7787",
+    ),
+    "reported_member_that_does_not_exist": Case(
+        lambda b: b.train("reported_members=[primary]"),
+        "reported_members: no member is named 'primary'",
+        "members are m0, m1 (or 0..1)",
+    ),
+    "member_schedule_of_an_unknown_name": Case(
+        lambda b: b.train("members.1.schedule={name: steplr}"),
+        "members.1.schedule.name 'steplr' is not valid",
+        "choose one of: step, step_lr, cosine",
+    ),
 }
 IN_A_SUBPROCESS = {
     # Found by the workers, which `cohort train` has started by then.

@@ -132,7 +132,9 @@ class MimicryConfig(TermConfig):
 
 @dataclass
 class DiversityConfig(TermConfig):
-    """DPLO, Diff-DML's diversity-preserving term (our formulation; see ``cohort.train.losses``)."""
+    """DPLO as the summary of Diff-DML reads it, a diversity-preserving term (our formulation, written
+    when no code was known; see ``cohort.train.losses``). The code's DPLO is a differentiated objective:
+    auxiliaries without CE that learn from the primary alone (``members.<i>.learns_from``)."""
 
     kind: str = "none"
     """``none``, ``margin`` (push apart peers closer than ``margin`` in KL) or
@@ -176,7 +178,7 @@ class LossConfig:
     mimicry: MimicryConfig = field(default_factory=MimicryConfig)
     """DML's mimicry (``MimicryConfig``)."""
     diversity: DiversityConfig = field(default_factory=DiversityConfig)
-    """Our reading of Diff-DML's DPLO (``DiversityConfig``)."""
+    """The summary's reading of Diff-DML's DPLO, our formulation (``DiversityConfig``)."""
     distill: DistillConfig = field(default_factory=DistillConfig)
     """Distillation from teachers (``DistillConfig``)."""
 

@@ -24,6 +24,16 @@ class MemberConfig:
     """Display name; defaults to ``m{index}``."""
     optim: dict[str, Any] = field(default_factory=dict)
     """Overrides of the cohort's ``optim`` for this member only (e.g. ``{lr: 0.05}``)."""
+    schedule: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the cohort's ``schedule`` for this member only, as ``optim`` overrides ``optim:``
+    (e.g. ``{name: constant}``: Diff-DML's auxiliaries keep their learning rate while the primary's
+    decays; ``CohortConfig.member_schedule``)."""
+    learns_from: list[int | str] | None = None
+    """The peers this member's terms read (``loss.mimicry``, ``loss.diversity``), by index or name;
+    None: every other member (DML). The exchange is unchanged: every member still sends its logits,
+    and this member's terms read the rows of the chosen peers (``CohortConfig.peer_positions``).
+    Diff-DML's code: the primary learns from its auxiliaries, each auxiliary from the primary only
+    (``[primary]``); a one-way teacher → student pair: the teacher's mimicry weight 0."""
     blurpool: bool = False
     """Blur before every strided convolution of ≥ 16 input channels (BlurPool, Zhang 2019, as
     ffcv-imagenet applies it to its ResNets)."""

@@ -25,6 +25,7 @@ ARCHITECTURE_NAMES: tuple[str, ...] = (
     "resnet110",
     "resnet18",
     "resnet34",
+    "resnet50",
     "preact_resnet18",
     "resnet56_bottleneck",
     "mobilenetv2",
@@ -102,7 +103,7 @@ def auto_policies(num_members: int) -> list[str]:
 
 # --- metrics ---------------------------------------------------------------------------------
 
-METRICS = ("acc", "nll", "brier", "ece", "cw_ece", "adaece")
-LOWER_IS_BETTER = {"nll", "brier", "ece", "cw_ece", "adaece", "pairwise_kl"}
+METRICS = ("acc", "nll", "brier", "ece", "cw_ece", "adaece", "mce", "full_ece")
+LOWER_IS_BETTER = {"nll", "brier", "ece", "cw_ece", "adaece", "mce", "full_ece", "pairwise_kl"}
 SELECTABLE = (*METRICS, *(f"c_{m}" for m in METRICS))
 """What ``train.select_by`` may select on: each metric, before and after temperature scaling."""

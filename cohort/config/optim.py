@@ -45,14 +45,16 @@ class OptimConfig:
             raise ConfigError(f"{where}.nesterov needs name=sgd and momentum > 0")
 
 
-SCHEDULES = ("step", "cosine", "constant", "cyclic", "warmup_linear_decay")
+SCHEDULES = ("step", "step_lr", "cosine", "constant", "cyclic", "warmup_linear_decay")
 """The learning-rate schedules ``cohort.train.optim.lr_factor`` knows."""
 
 
 @dataclass
 class ScheduleConfig:
     name: str = "step"
-    """``step`` (multiply by ``gamma`` at ``milestones``), ``cosine``, ``constant``, ``cyclic``
+    """``step`` (multiply by ``gamma`` at ``milestones``), ``step_lr`` (torch's ``StepLR``: ×``gamma``
+    every ``step_size`` epochs, stepped once per epoch from epoch ``step_begin`` on, as Diff-DML's
+    ``train.py`` steps it; ``cohort.train.optim.step_lr``), ``cosine``, ``constant``, ``cyclic``
     (ffcv-imagenet's: linear from 1e-4 of the LR to the LR at ``peak_epoch``, then linear to 0
     at the last epoch), or ``warmup_linear_decay`` (cs-giung/giung2's ``WarmupLinearDecayLR``,
     ``cohort.train.optim.warmup_linear_decay``: ``milestones`` [m0, m1, m2], linear warm-up from
@@ -69,24 +71,36 @@ class ScheduleConfig:
     """``cyclic`` only: where the LR peaks."""
     warmup_factor: float = 0.01
     """``warmup_linear_decay`` only: the factor of its first epoch (giung2's ``WARMUP_FACTOR``)."""
+    step_size: int = 0
+    """``step_lr`` only: epochs between two multiplications by ``gamma`` (StepLR's ``step_size``;
+    Diff-DML's ``SGD_lrdecay_step``, 50 on CIFAR)."""
+    step_begin: int = 0
+    """``step_lr`` only: the first epoch whose end steps the scheduler (Diff-DML's ``SGD_lrdecay_begin``,
+    50 on CIFAR: with ``step_size`` 50 the first decay then reaches epoch 100, counted from 0)."""
 
-    def validate(self) -> None:
-        choose("schedule.name", self.name, SCHEDULES)
+    def validate(self, where: str = "schedule") -> None:
+        choose(f"{where}.name", self.name, SCHEDULES)
+        if self.name == "step_lr" and (self.step_size < 1 or self.step_begin < 0 or self.milestones):
+            raise ConfigError(
+                f"{where}: step_lr multiplies by gamma every step_size epochs from step_begin on: need "
+                f"step_size >= 1, step_begin >= 0 and no milestones (e.g. step_size: 50, step_begin: 50), got "
+                f"step_size {self.step_size}, step_begin {self.step_begin}, milestones {self.milestones}"
+            )
         if self.name == "cyclic" and (self.peak_epoch <= 0 or self.warmup_epochs > 0):
             raise ConfigError(
-                f"schedule cyclic climbs to its peak itself: need peak_epoch > 0 and warmup_epochs 0, "
+                f"{where} cyclic climbs to its peak itself: need peak_epoch > 0 and warmup_epochs 0, "
                 f"got peak_epoch {self.peak_epoch}, warmup_epochs {self.warmup_epochs}"
             )
         if self.name == "warmup_linear_decay":
             if len(self.milestones) != 3 or self.milestones[0] < 1 or self.warmup_epochs > 0:
                 raise ConfigError(
-                    f"schedule warmup_linear_decay warms up itself: need three milestones [m0, m1, m2] with "
+                    f"{where} warmup_linear_decay warms up itself: need three milestones [m0, m1, m2] with "
                     f"m0 >= 1 (e.g. [5, 150, 270]) and warmup_epochs 0, got milestones {self.milestones}, "
                     f"warmup_epochs {self.warmup_epochs}"
                 )
             if not 0 < self.warmup_factor <= 1:
-                raise ConfigError(f"schedule.warmup_factor must be in (0, 1], got {self.warmup_factor}")
+                raise ConfigError(f"{where}.warmup_factor must be in (0, 1], got {self.warmup_factor}")
         if self.warmup_epochs < 0 or not self.gamma > 0:
-            raise ConfigError("schedule: need warmup_epochs >= 0 and gamma > 0")
+            raise ConfigError(f"{where}: need warmup_epochs >= 0 and gamma > 0")
         if sorted(self.milestones) != list(self.milestones):
-            raise ConfigError(f"schedule.milestones must increase, got {self.milestones}")
+            raise ConfigError(f"{where}.milestones must increase, got {self.milestones}")

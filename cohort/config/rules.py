@@ -88,6 +88,41 @@ def every_member_has_a_term(config: CohortConfig) -> None:
             raise ConfigError(f"member {m}'s objective has no term with weight > 0; set one, e.g. loss.ce.weight=1")
 
 
+def learners_name_their_peers(config: CohortConfig) -> None:
+    """``members.<i>.learns_from``: existing members (by index or name), not the member itself,
+    each once, and at least one while a term that reads peers has weight > 0 for the member."""
+    for i, member in enumerate(config.members):
+        chosen = config.learns_from(i)  # an unknown name or index is an error here
+        if chosen is None:
+            continue
+        key = f"members.{i}.learns_from"
+        if i in chosen:
+            raise ConfigError(
+                f"{key} names member {i} ({member.name}) itself; a member learns from its peers: name others, "
+                f"or remove the key (every peer)"
+            )
+        if len(set(chosen)) != len(chosen):
+            raise ConfigError(f"{key} names a member twice ({member.learns_from}); name each peer once")
+        reading = [name for name in config.enabled_terms(i) if "peers" in config.loss.terms()[name].NEEDS]
+        if not chosen and reading:
+            raise ConfigError(
+                f"{key} is empty, but member {i} ({member.name}) reads its peers through loss.{reading[0]} "
+                f"(weight {config.term_weight(i, reading[0]):g}); name a peer, or set members.{i}.loss.{reading[0]}=0"
+            )
+        if member.batch_ensemble > 1 and config.batch_ensemble.siblings_are_peers:
+            raise ConfigError(
+                f"{key} on a BatchEnsemble member whose internal members read each other "
+                f"(batch_ensemble.siblings_are_peers): each reads other rows; choose one of the two"
+            )
+
+
+def reported_members_exist(config: CohortConfig) -> None:
+    """``reported_members``: existing members, each once."""
+    reported = config.reported  # an unknown name or index is an error here
+    if len(set(reported)) != len(reported):
+        raise ConfigError(f"reported_members names a member twice ({config.reported_members}); name each once")
+
+
 def distillation_has_teachers(config: CohortConfig) -> None:
     """``loss.distill`` and ``teacher.run_dir`` come together."""
     if config.distils and not config.teacher.enabled:
@@ -204,6 +239,8 @@ RULES = (
     member_weights_name_terms,
     margin_outweighs_mimicry,
     every_member_has_a_term,
+    learners_name_their_peers,
+    reported_members_exist,
     distillation_has_teachers,
     ods_shares_views,
     partners_in_shuffled_order,

@@ -48,13 +48,18 @@ class CohortConfig:
     """R: data-parallel replicas per member (DDP). World size is K × R."""
     members: list[MemberConfig] = field(default_factory=lambda: [MemberConfig(), MemberConfig()])
     """The K members, one per rank (or R replica ranks), in order (``MemberConfig``)."""
+    reported_members: list[int | str] = field(default_factory=list)
+    """The members the run reports, by index or name (Diff-DML's code reports its primary alone):
+    the final table, ``cohort report``, ``study`` and ``dee`` show them first, marked, beside every
+    member and the ensemble; ``train.select_by: csmac`` reads them. Empty: no member stands out."""
     policies: str = "members"
     """``members``: each member's own ``policy``; ``auto``: distinct policies spread from the
-    mildest to the strongest (Diff-DML's differentiated training strategy)."""
+    mildest to the strongest (the summary's reading of Diff-DML's DTS; its code differentiates
+    the schedules instead: ``members.<i>.schedule``)."""
     views: str = "auto"
     """Whose random draws each member's augmentations use. ``shared``: one augmented view per
     sample for the whole cohort (the DML papers' code feeds every network the same batch);
-    ``own``: each member draws its own (Diff-DML's DTS); ``auto``: members with the same
+    ``own``: each member draws its own (the summary's reading of Diff-DML's DTS); ``auto``: members with the same
     policy and strength share one view, members with different ones draw their own."""
     data: DataConfig = field(default_factory=DataConfig)
     """The data and its loaders (``DataConfig``)."""
@@ -190,6 +195,54 @@ class CohortConfig:
         merged = {**dataclasses.asdict(self.optim), **self.members[index].optim}
         return build(OptimConfig, merged, f"members.{index}.optim", ConfigError)
 
+    def member_schedule(self, index: int) -> ScheduleConfig:
+        """The cohort's learning-rate schedule with member ``index``'s overrides applied."""
+        merged = {**dataclasses.asdict(self.schedule), **self.members[index].schedule}
+        return build(ScheduleConfig, merged, f"members.{index}.schedule", ConfigError)
+
+    def member_index(self, ref: int | str, key: str) -> int:
+        """The index of the member that ``ref`` (an index or a name) names, at config key ``key``."""
+        names = [m.name for m in self.members]
+        if isinstance(ref, int):
+            if 0 <= ref < len(names):
+                return ref
+            raise ConfigError(
+                f"{key}: member {ref} does not exist; members are 0..{len(names) - 1} ({', '.join(names)})"
+            )
+        if ref in names:
+            return names.index(ref)
+        raise ConfigError(f"{key}: no member is named {ref!r}; members are {', '.join(names)} (or 0..{len(names) - 1})")
+
+    def learns_from(self, member: int) -> list[int] | None:
+        """The members whose logits member ``member``'s terms read (``members.<i>.learns_from``,
+        names resolved to indices); None: every other member."""
+        chosen = self.members[member].learns_from
+        if chosen is None:
+            return None
+        return [self.member_index(ref, f"members.{member}.learns_from") for ref in chosen]
+
+    def peer_positions(self, member: int) -> list[int] | None:
+        """Where member ``member``'s chosen peers lie along the peer axis of what its terms read
+        (``LossInputs.peers``: every other network in ``member_names``' order, its own rows
+        removed; ``LogitExchange.peers``); None: every peer, the tensor as the exchange gives it."""
+        chosen = self.learns_from(member)
+        if chosen is None:
+            return None
+        others = [row for m in range(self.num_members) if m != member for row in self.member_rows(m)]
+        wanted = {row for m in chosen for row in self.member_rows(m)}
+        return [position for position, row in enumerate(others) if row in wanted]
+
+    @property
+    def reported(self) -> list[int]:
+        """The indices of ``reported_members``, in the order given."""
+        return [self.member_index(ref, "reported_members") for ref in self.reported_members]
+
+    @property
+    def reported_rows(self) -> list[int]:
+        """The reported members' rows among ``member_names`` (a BatchEnsemble member's n rows), as
+        metrics and predictions index them."""
+        return [row for member in self.reported for row in self.member_rows(member)]
+
     def resolve(self) -> None:
         """Fill in what the config derives: each unnamed member's name ``m{index}`` and, with
         ``policies: auto``, every member's policy. Checks nothing: a cohort that ``auto_policies``
@@ -217,6 +270,9 @@ class CohortConfig:
             self.member_optim(i).validate(f"members.{i}.optim")
         self.batch_ensemble.validate()
         self.schedule.validate()
+        for i, member in enumerate(self.members):
+            if member.schedule:
+                self.member_schedule(i).validate(f"members.{i}.schedule")
         self.loss.validate()
         self.teacher.validate()
         self.data.validate()

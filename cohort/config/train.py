@@ -80,10 +80,25 @@ class TrainConfig:
     progress: bool = True
     """tqdm progress bar on rank 0."""
     select_by: str = "last"
-    """Model selection on the validation split: ``last``, or ``val_<ensemble|members>_<metric>``
+    """Model selection on the validation split: ``last``, ``val_<ensemble|members>_<metric>``
     (e.g. ``val_ensemble_nll``; ``members`` is the members' mean; acc is maximised, the
-    rest minimised). The selected epoch's checkpoint is ``checkpoints/best``, its
-    predictions ``predictions/best``. The test split never chooses anything."""
+    rest minimised), or ``csmac`` (Diff-DML's two-stage rule on the ``reported_members``' mean,
+    every member's without them: ``baseline_acc``, ``acc_threshold``; ``cohort.run.selection``).
+    The selected epoch's checkpoint is ``checkpoints/best``, its predictions ``predictions/best``.
+    The test split never chooses anything."""
+    baseline_acc: float = 0.0
+    """``select_by: csmac``'s a, as a fraction (Diff-DML's ``--baseline_acc`` 77.87 is 0.7787): the
+    val accuracy of the cross-entropy baseline. 0: unset (``csmac`` refuses it)."""
+    acc_threshold: float = 0.01
+    """``select_by: csmac``'s c, as a fraction (the code's ``--acc_threshold`` 1, in points): from the
+    first evaluation whose val accuracy exceeds a − c on, keep the best val accuracy − val ECE."""
+    calibration_bins: int = 15
+    """M, the equal-width bins of ECE, class-wise ECE, MCE and full ECE, and the equal-mass bins of
+    adaptive ECE (Diff-DML's ``metric.py``: 10)."""
+    calibration_binning: str = "upper"
+    """Which bin holds a probability p: ``upper``, bin b holds (b/M, (b+1)/M] (Guo et al., giung2,
+    MDCA's code); ``floor``, bin floor(p·M), 1.0 in the last (Diff-DML's ``metric.py``, torchmetrics).
+    Every table names the binning it used (``cohort.evaluate.metrics.Binning``)."""
 
     def validate(self) -> None:
         choose("train.device", self.device, ("cpu", "cuda", "auto"))
@@ -101,6 +116,21 @@ class TrainConfig:
         if self.checkpoint_every_steps < 0 or self.keep_last < 0:
             raise ConfigError("train: need checkpoint_every_steps >= 0 and keep_last >= 0")
         parse_select_by(self.select_by)
+        if self.select_by == "csmac" and not 0 < self.baseline_acc <= 1:
+            percent = (
+                f" ({self.baseline_acc:g} % is {self.baseline_acc / 100:g})" if 1 < self.baseline_acc <= 100 else ""
+            )
+            raise ConfigError(
+                f"train.select_by csmac needs train.baseline_acc, the cross-entropy baseline's val accuracy as a "
+                f"fraction in (0, 1]{percent}, got {self.baseline_acc:g}; e.g. train.baseline_acc=0.7787"
+            )
+        if not 0 <= self.acc_threshold < 1:
+            raise ConfigError(
+                f"train.acc_threshold must be in [0, 1) (a fraction: 0.01 is one point), got {self.acc_threshold:g}"
+            )
+        if self.calibration_bins < 1:
+            raise ConfigError(f"train.calibration_bins must be >= 1, got {self.calibration_bins}")
+        choose("train.calibration_binning", self.calibration_binning, CALIBRATION_BINNINGS)
         if not MIN_DIST_TIMEOUT_S <= self.dist_timeout_s < math.inf:
             raise ConfigError(
                 f"train.dist_timeout_s must be a finite number of seconds >= {MIN_DIST_TIMEOUT_S:g}, "
@@ -132,16 +162,23 @@ MAX_THREADS_PER_RANK = 1024
 """The most ``train.threads_per_rank`` (see its docstring)."""
 
 
+CALIBRATION_BINNINGS = ("upper", "floor")
+"""The bin rules of ``train.calibration_binning``."""
+
+
 def parse_select_by(select_by: str) -> tuple[str, str] | None:
-    """``val_<who>_<metric>`` → (who, metric); ``last`` → None. Raises ConfigError otherwise."""
+    """``val_<who>_<metric>`` → (who, metric); ``csmac`` → ("csmac", "csmac"); ``last`` → None.
+    Raises ConfigError otherwise."""
     if select_by == "last":
         return None
+    if select_by == "csmac":
+        return "csmac", "csmac"
     parts = select_by.split("_", 2)
     if len(parts) != 3 or parts[0] != "val" or parts[1] not in ("ensemble", "members") or parts[2] not in SELECTABLE:
         if select_by.startswith("test"):
             raise ConfigError(f"train.select_by {select_by!r} selects on test; select on val (e.g. val_ensemble_nll)")
         raise ConfigError(
-            f"train.select_by {select_by!r} is not valid; use last or val_<ensemble|members>_<metric>, "
+            f"train.select_by {select_by!r} is not valid; use last, csmac or val_<ensemble|members>_<metric>, "
             f"metric one of: {', '.join(SELECTABLE)}"
         )
     return parts[1], parts[2]

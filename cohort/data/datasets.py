@@ -52,11 +52,12 @@ def write_arrays(
     classes: Sequence[str],
     val_size: int | None = None,
     train_size: int | None = None,
+    val_from: str = "random",
 ) -> dict:
-    """Carve val from train (``val_size`` images, else ``val_fraction`` of them), keep a
-    class-balanced ``train_size`` of the rest when given, compute the train mean/std, and
-    write the three splits."""
-    train_idx, val_idx = train_and_val(labels, val_fraction, val_size, train_size, name)
+    """Carve val from train (``val_size`` images, else ``val_fraction`` of them; at random, or the
+    last ones, ``val_from``), keep a class-balanced ``train_size`` of the rest when given, compute
+    the train mean/std, and write the three splits."""
+    train_idx, val_idx = train_and_val(labels, val_fraction, val_size, train_size, name, val_from)
     splits = {
         "train": ArrayDataset(images[train_idx], labels[train_idx]),
         "val": ArrayDataset(images[val_idx], labels[val_idx]),
@@ -71,6 +72,7 @@ def write_arrays(
         "mean": pixels.mean(0).round(4).tolist(),
         "std": pixels.std(0).round(4).tolist(),
         "decoder": "simple",
+        **({"val_from": val_from} if val_from != "random" else {}),
     }
     return _write_splits(out, splits, meta, write_mode="raw", max_resolution=None)
 
@@ -119,7 +121,9 @@ def _write_splits(
 # --- the datasets -----------------------------------------------------------------------------
 
 
-def write_digits(out: Path, size: int = 32, val_size: int | None = None, train_size: int | None = None) -> dict:
+def write_digits(
+    out: Path, size: int = 32, val_size: int | None = None, train_size: int | None = None, val_from: str = "random"
+) -> dict:
     """scikit-learn's bundled 8×8 digits (1,797 real scans), upscaled to ``size``² RGB.
 
     No download: the images ship with scikit-learn. Test takes 20 %, val 12.5 % of the rest
@@ -145,6 +149,7 @@ def write_digits(out: Path, size: int = 32, val_size: int | None = None, train_s
         classes=[str(d) for d in range(10)],
         val_size=val_size,
         train_size=train_size,
+        val_from=val_from,
     )
 
 
@@ -169,9 +174,11 @@ def write_cifar(
     download: bool = True,
     val_size: int | None = None,
     train_size: int | None = None,
+    val_from: str = "random",
 ) -> dict:
     """CIFAR-10/100 from torchvision's on-disk python format under ``source``; val is 10 % of
-    the training set (or ``val_size`` images), ``train_size`` a class-balanced subset of the rest.
+    the training set (or ``val_size`` images; drawn at random, or the last ones, ``val_from``: Diff-DML's
+    ``--val-size 5000 --val-from last``), ``train_size`` a class-balanced subset of the rest.
 
     If ``source`` does not hold the extracted archive, torchvision downloads it (needs
     the internet); the pickles are then read here, so a hand-made archive works too.
@@ -204,6 +211,7 @@ def write_cifar(
         classes=class_names,
         val_size=val_size,
         train_size=train_size,
+        val_from=val_from,
     )
 
 
@@ -287,7 +295,11 @@ FASHION_MNIST_URL = "https://github.com/zalandoresearch/fashion-mnist (data/fash
 
 
 def write_fashion_mnist(
-    out: Path, source: Path = FASHION_MNIST_DEBIAN, val_size: int | None = 10_000, train_size: int | None = None
+    out: Path,
+    source: Path = FASHION_MNIST_DEBIAN,
+    val_size: int | None = 10_000,
+    train_size: int | None = None,
+    val_from: str = "random",
 ) -> dict:
     """Zalando's Fashion-MNIST (60,000 training and 10,000 test 28×28 grey images of 10 kinds
     of clothing) from its four IDX files under ``source``, gzipped as Zalando and Debian ship
@@ -344,6 +356,7 @@ def write_fashion_mnist(
         classes=FASHION_MNIST_CLASSES,
         val_size=val_size,
         train_size=train_size,
+        val_from=val_from,
     )
 
 

@@ -66,13 +66,31 @@ def balanced_subset(labels: np.ndarray, kept: np.ndarray, size: int, source: str
     return np.sort(np.concatenate(chosen))
 
 
+VAL_FROM = ("random", "last")
+"""Where val comes from (``--val-from``): a fixed random draw, or the training set's last images."""
+
+
 def train_and_val(
-    labels: np.ndarray, val_fraction: float, val_size: int | None, train_size: int | None, source: str
+    labels: np.ndarray,
+    val_fraction: float,
+    val_size: int | None,
+    train_size: int | None,
+    source: str,
+    val_from: str = "random",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays (train, val) into a training set: val carved at random with a fixed
-    seed first, so it stays the same whatever ``train_size`` is; then, given
-    ``train_size``, a class-balanced subset of the rest (``balanced_subset``)."""
-    train_idx, val_idx = split_indices(len(labels), holdout_count(len(labels), val_fraction, val_size, source))
+    """Index arrays (train, val) into a training set: val carved first, so it stays the same
+    whatever ``train_size`` is, at random with a fixed seed (``val_from`` random) or as the last
+    images in the training set's own order (``last``: Diff-DML's code validates on CIFAR's last
+    5,000 training images and trains on the first 45,000, Luminova1996/Diff-DML
+    ``dataset_utils/cifar.py`` L128-136); then, given ``train_size``, a class-balanced subset
+    of the rest (``balanced_subset``)."""
+    count = holdout_count(len(labels), val_fraction, val_size, source)
+    if val_from == "last":
+        train_idx, val_idx = np.arange(len(labels) - count), np.arange(len(labels) - count, len(labels))
+    elif val_from == "random":
+        train_idx, val_idx = split_indices(len(labels), count)
+    else:
+        raise DataError(f"--val-from {val_from!r} is not valid; choose one of: {', '.join(VAL_FROM)}")
     if train_size is not None:
         train_idx = balanced_subset(labels, train_idx, train_size, source)
     return train_idx, val_idx

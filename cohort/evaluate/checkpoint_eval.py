@@ -56,9 +56,10 @@ def run_eval(plan: EvalPlan):
 
 def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]):
     """Compute the metrics, write ``eval/<checkpoint>/`` and print the table; returns the folder."""
-    from cohort.evaluate.metrics import evaluate_cohort
+    from cohort.evaluate.metrics import Binning, evaluate_cohort
 
-    results = evaluate_cohort(logits, labels)
+    binning = Binning.of(plan.config)
+    results = evaluate_cohort(logits, labels, binning)
     out = plan.run.evaluation(plan.folder.name)
     epoch = checkpoint_files.weights_epoch(plan.folder)
     # Each file whole or not at all (``replacing``); a full disk is one line naming it.
@@ -79,14 +80,16 @@ def write_eval(plan: EvalPlan, logits: dict[str, np.ndarray], labels: dict[str, 
         )
     table = results[plan.split]
     names = plan.config.member_names
-    print(f"{'':<10} {'acc':>7} {'nll':>7} {'ece':>7} {'c_nll':>7} {'c_ece':>7}")
-    for member in table:
+    print(f"{'':<10} {'acc':>7} {'nll':>7} {'ece':>7} {'mce':>7} {'c_nll':>7} {'c_ece':>7}")
+    reported = plan.config.reported_rows
+    for member in [*reported, *(m for m in table if m not in reported)]:
         row = table[member]
-        name = names[member] if member != "ensemble" else "ensemble"
+        name = names[member] + (" *" if member in reported else "") if member != "ensemble" else "ensemble"
         print(
-            f"{name:<10} {row['acc']:>7.4f} {row['nll']:>7.4f} {row['ece']:>7.4f} "
+            f"{name:<10} {row['acc']:>7.4f} {row['nll']:>7.4f} {row['ece']:>7.4f} {row['mce']:>7.4f} "
             f"{row['c_nll']:>7.4f} {row['c_ece']:>7.4f}"
         )
+    print(("* reported (reported_members); " if reported else "") + f"ECE and MCE: {binning.describe()}")
     print(f"\nwrote {out.path}")
     track_eval(plan, out, results)
     return out.path

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from cohort.evaluate.metrics import cross_validated_nll, ensemble_logits, subsets
-from cohort.evaluate.report import Run
+from cohort.evaluate.report import REPORTED, Run
 from cohort.run.files import RunDirError
 
 TEMPERATURES = ("val", "test-cv")
@@ -125,7 +125,10 @@ def run_dee(reference: str, runs: list[str], temperature: str = "val", rule: str
     results = []
     for path in runs:
         run = Run.load(path)
-        for member, c_nll in calibrated_nll(run, temperature).items():
+        values = calibrated_nll(run, temperature)
+        # The run's reported members (reported_members) first, marked; then the others and the ensemble.
+        for member in [*run.reported, *(m for m in values if m not in run.reported)]:
+            c_nll = values[member]
             dee, note = deep_ensemble_equivalent(c_nll, sizes, curve, rule)
             results.append(
                 {
@@ -137,8 +140,10 @@ def run_dee(reference: str, runs: list[str], temperature: str = "val", rule: str
                     "note": note,
                     "temperature": temperature,
                     "rule": rule,
+                    "reported": member in run.reported,
                 }
             )
             label = run.member_name(member)
+            label += f" {REPORTED}" if member in run.reported else ""
             print(f"{run.name:<24} {label:<10} c_nll {c_nll:.4f}  DEE {dee:.2f}" + (f"  ({note})" if note else ""))
     return results

@@ -2,7 +2,8 @@
 
 Per member and for the ensemble (the mean of member *probabilities*; docs/usage.md,
 "Evaluating and comparing"): accuracy, NLL, Brier (summed over classes), ECE (15 equal-width bins (lo, hi], as the
-seeds' code: see ``equal_width_bins``), class-wise ECE, adaptive ECE (15 equal-mass bins);
+seeds' code: see ``equal_width_bins``; ``Binning`` sets another count and rule), class-wise ECE,
+adaptive ECE (15 equal-mass bins), MCE and full ECE (Diff-DML's ``metric.py``);
 the same after temperature scaling fitted on the validation split (``c_`` prefix); cohort
 diversity (argmax disagreement, pairwise KL); and sub-ensembles of every size 1..K for the
 ensemble-size curve.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -55,35 +57,93 @@ def equal_width_bins(confidence: np.ndarray, bins: int = BINS) -> np.ndarray:
     return np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
 
 
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
+@dataclass(frozen=True)
+class Binning:
+    """How the calibration errors bin a probability p (``train.calibration_bins`` and
+    ``train.calibration_binning``): ``bins`` equal-width bins (adaptive ECE: equal-mass), bin b
+    holding (b/M, (b+1)/M] (``upper``, ``equal_width_bins``: the project's 15) or bin floor(p·M),
+    1.0 in the last (``floor``: Luminova1996/Diff-DML ``metric.py`` L14-16, its 10 bins; torchmetrics'
+    [lo, hi) too). The two differ only on a p that lies on an edge."""
+
+    bins: int = BINS
+    rule: str = "upper"
+
+    @classmethod
+    def of(cls, config) -> Binning:
+        """A run's binning, from its ``CohortConfig``."""
+        return cls(config.train.calibration_bins, config.train.calibration_binning)
+
+    def assign(self, p: np.ndarray) -> np.ndarray:
+        """Each probability's equal-width bin, 0..bins−1."""
+        if self.rule == "upper":
+            return equal_width_bins(p, self.bins)
+        if self.rule == "floor":
+            return np.clip(np.floor(p * self.bins).astype(np.int64), 0, self.bins - 1)
+        raise ValueError(f"unknown binning {self.rule!r}")
+
+    def describe(self) -> str:
+        """The binning, as a table names it."""
+        rule = "(lo, hi]" if self.rule == "upper" else "floor(p·M), as Diff-DML's metric.py"
+        return f"{self.bins} bins, {rule}"
+
+
+DEFAULT_BINNING = Binning()
+"""The project's: 15 equal-width bins (lo, hi]."""
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, binning: Binning = DEFAULT_BINNING) -> float:
     """ECE: Σ_b (n_b/N) |acc_b − conf_b| over equal-width bins of the top-1 confidence."""
     confidence = probs.max(1)
     hit = (probs.argmax(1) == labels).astype(np.float64)
-    return _binned_gap(confidence, hit, equal_width_bins(confidence, bins), len(labels))
+    return _binned_gap(confidence, hit, binning.assign(confidence), len(labels))
 
 
-def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
+def maximum_calibration_error(probs: np.ndarray, labels: np.ndarray, binning: Binning = DEFAULT_BINNING) -> float:
+    """MCE: max over the non-empty equal-width bins of |acc_b − conf_b| (Naeini et al. 2015; as
+    Luminova1996/Diff-DML ``metric.py`` ``MCE``, L29-46, whose empty bins give 0 through a 1e-9)."""
+    confidence = probs.max(1)
+    hit = (probs.argmax(1) == labels).astype(np.float64)
+    bin_of = binning.assign(confidence)
+    counts = np.bincount(bin_of)
+    nonempty = counts > 0
+    gaps = np.bincount(bin_of, weights=hit - confidence)[nonempty] / counts[nonempty]
+    return float(np.abs(gaps).max())
+
+
+def full_calibration_error(probs: np.ndarray, labels: np.ndarray, binning: Binning = DEFAULT_BINNING) -> float:
+    """ "Full ECE" (Luminova1996/Diff-DML ``metric.py`` ``Full_ECE``, L90-111): every probability p_ic
+    of every class in one set of equal-width bins, Σ_b |Σ_{(i,c) ∈ b} (1[y_i = c] − p_ic)| / N.
+    Not class-wise ECE, which bins each class apart and divides by N·C."""
+    flat = probs.reshape(-1)
+    hit = (np.arange(probs.shape[1])[None, :] == labels[:, None]).reshape(-1).astype(np.float64)
+    bin_of = binning.assign(flat)
+    return float(np.abs(np.bincount(bin_of, weights=hit - flat)).sum() / len(labels))
+
+
+def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, binning: Binning = DEFAULT_BINNING) -> float:
     """Class-wise ECE (SCE): 1/C Σ_c Σ_b (n_bc/N) |freq_bc − conf_bc|, bins on every p_c."""
     num_classes = probs.shape[1]
     total = sum(
-        _binned_gap(probs[:, c], (labels == c).astype(np.float64), equal_width_bins(probs[:, c], bins), len(labels))
+        _binned_gap(probs[:, c], (labels == c).astype(np.float64), binning.assign(probs[:, c]), len(labels))
         for c in range(num_classes)
     )
     return total / num_classes
 
 
-def adaptive_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:
-    """adaECE: ECE over ``bins`` equal-mass bins of the sorted top-1 confidences."""
+def adaptive_calibration_error(probs: np.ndarray, labels: np.ndarray, binning: Binning = DEFAULT_BINNING) -> float:
+    """adaECE: ECE over ``binning.bins`` equal-mass bins of the sorted top-1 confidences."""
     confidence = probs.max(1)
     order = np.argsort(confidence, kind="stable")
     bin_of = np.empty(len(labels), dtype=np.int64)
-    for b, chunk in enumerate(np.array_split(order, bins)):
+    for b, chunk in enumerate(np.array_split(order, binning.bins)):
         bin_of[chunk] = b
     hit = (probs.argmax(1) == labels).astype(np.float64)
     return _binned_gap(confidence, hit, bin_of, len(labels))
 
 
-def classification_metrics(log_probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def classification_metrics(
+    log_probs: np.ndarray, labels: np.ndarray, binning: Binning = DEFAULT_BINNING
+) -> dict[str, float]:
     """All of ``METRICS`` for log-probabilities ``[N, C]`` and integer labels ``[N]``."""
     log_probs = np.asarray(log_probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -93,9 +153,11 @@ def classification_metrics(log_probs: np.ndarray, labels: np.ndarray) -> dict[st
         "acc": float((probs.argmax(1) == labels).mean()),
         "nll": float(-log_probs[np.arange(len(labels)), labels].mean()),
         "brier": float(((probs - onehot) ** 2).sum(1).mean()),
-        "ece": expected_calibration_error(probs, labels),
-        "cw_ece": classwise_calibration_error(probs, labels),
-        "adaece": adaptive_calibration_error(probs, labels),
+        "ece": expected_calibration_error(probs, labels, binning),
+        "cw_ece": classwise_calibration_error(probs, labels, binning),
+        "adaece": adaptive_calibration_error(probs, labels, binning),
+        "mce": maximum_calibration_error(probs, labels, binning),
+        "full_ece": full_calibration_error(probs, labels, binning),
     }
 
 
@@ -187,8 +249,11 @@ def subsets(k: int, size: int) -> list[tuple[int, ...]]:
     return every
 
 
-def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Every metric of a cohort on each split, temperatures fitted on ``val``.
+def evaluate_cohort(
+    logits: dict[str, np.ndarray], labels: dict[str, np.ndarray], binning: Binning = DEFAULT_BINNING
+) -> dict[str, dict]:
+    """Every metric of a cohort on each split, temperatures fitted on ``val``; calibration errors
+    binned by ``binning``.
 
     ``logits[split]`` is ``[K, N, C]``. Returns ``{split: {member: row}}`` with member
     ``0..K−1`` and ``"ensemble"``; each row has ``METRICS``, their ``c_`` versions,
@@ -211,31 +276,33 @@ def evaluate_cohort(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
         table: dict = {}
         for member in [*range(k), "ensemble"]:
             z = split_logits[member] if member != "ensemble" else ensemble_logits(split_logits)
-            table[member] = _scored(z, y, temperatures[member])
+            table[member] = _scored(z, y, temperatures[member], binning)
         table["ensemble"].update(diversity(split_logits))
         table["ensemble"]["subensembles"] = [
-            _subensemble_row(split_logits, y, size, subset_temperatures) for size in range(1, k + 1)
+            _subensemble_row(split_logits, y, size, subset_temperatures, binning) for size in range(1, k + 1)
         ]
         results[split] = table
     return results
 
 
-def _subensemble_row(split_logits: np.ndarray, labels: np.ndarray, size: int, temperatures: dict) -> dict:
+def _subensemble_row(
+    split_logits: np.ndarray, labels: np.ndarray, size: int, temperatures: dict, binning: Binning
+) -> dict:
     """Every metric averaged over the ensembles of ``size`` members, each subset scored once
     (scoring it again for every metric took a K = 10 evaluation of 10,000 images a split 229 s,
     most of the 300 s its peers wait for rank 0)."""
     k = split_logits.shape[0]
     rows = [
-        _scored(ensemble_logits(split_logits[list(subset)]), labels, temperatures[subset])
+        _scored(ensemble_logits(split_logits[list(subset)]), labels, temperatures[subset], binning)
         for subset in subsets(k, size)
     ]
     keys = (*METRICS, *(f"c_{m}" for m in METRICS))
     return {"size": size, **{key: float(np.mean([row[key] for row in rows])) for key in keys}}
 
 
-def _scored(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
-    row = classification_metrics(log_softmax(logits, axis=-1), labels)
-    calibrated = classification_metrics(log_softmax(logits / temperature, axis=-1), labels)
+def _scored(logits: np.ndarray, labels: np.ndarray, temperature: float, binning: Binning) -> dict[str, float]:
+    row = classification_metrics(log_softmax(logits, axis=-1), labels, binning)
+    calibrated = classification_metrics(log_softmax(logits / temperature, axis=-1), labels, binning)
     row.update(
         {f"c_{key}": value for key, value in calibrated.items()},
         temperature=temperature,

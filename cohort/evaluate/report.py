@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cohort.config.names import LOWER_IS_BETTER
-from cohort.evaluate.metrics import ensemble_logits, equal_width_bins, probabilities
+from cohort.evaluate.metrics import DEFAULT_BINNING, Binning, ensemble_logits, equal_width_bins, probabilities
 from cohort.run import checkpoint_files
 from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError, replacing
@@ -26,7 +26,7 @@ from cohort.run.selection import Selection, read_selection
 from cohort.run.teacher_run import read_teachers_metrics
 from cohort.run.tracking import attach, each
 
-COLUMNS = ("acc", "nll", "ece", "c_nll", "c_ece")
+COLUMNS = ("acc", "nll", "ece", "mce", "c_nll", "c_ece")
 
 RERUN = "rerun `cohort report`"
 """What to do once a failed write's cause (a full disk) is fixed."""
@@ -51,6 +51,10 @@ class Run:
     names: list[str] = field(default_factory=list)
     """The members' names (``config.member_names``), in the order of the rows' ``member`` indices."""
     select_by: str = "last"
+    reported: tuple[int, ...] = ()
+    """The rows of its ``reported_members`` (``CohortConfig.reported_rows``)."""
+    binning: Binning = DEFAULT_BINNING
+    """How its calibration errors were binned (``train.calibration_bins``, ``calibration_binning``)."""
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
@@ -63,7 +67,10 @@ class Run:
         selected = run.selection_file.is_file()
         epoch = read_selection(run.selection_file)["epoch"] if selected else max(r["epoch"] for r in rows)
         names, select_by = config.member_names, config.train.select_by
-        return cls(run.path, config.name, config.independent, rows, epoch, selected, names, select_by)
+        reported, binning = tuple(config.reported_rows), Binning.of(config)
+        return cls(
+            run.path, config.name, config.independent, rows, epoch, selected, names, select_by, reported, binning
+        )
 
     def member_name(self, member: int | str) -> str:
         """A row's member as the config names it (``ensemble`` stays)."""
@@ -156,6 +163,8 @@ def summary_table(runs: list[Run]) -> str:
     )
     lines = [header, "|" + "---|" * (4 + 2 * len(COLUMNS))]
     for run in runs:
+        if run.reported:
+            lines.append(reported_row(run))
         for at, epoch in run.epochs():
             lines.append(summary_row(f"{run.label} | {at}", str(epoch + 1), run.at(epoch=epoch)))
         teachers = run.teachers()
@@ -179,9 +188,36 @@ def mean_std(values) -> str:
 
 def summary_row(label: str, epoch: str, table: dict) -> str:
     members = [row for key, row in table.items() if key != "ensemble"]
-    cells = [mean_std([m[c] for m in members]) for c in COLUMNS]
-    cells += [f"{table['ensemble'][c]:.4f}" for c in COLUMNS]
+    cells = [mean_std([m.get(c, np.nan) for m in members]) for c in COLUMNS]
+    cells += [f"{table['ensemble'].get(c, np.nan):.4f}" for c in COLUMNS]
     return f"| {label} | {epoch} | " + " | ".join(cells) + f" | {table['ensemble'].get('disagreement', 0.0):.4f} |"
+
+
+REPORTED = "★"
+"""The mark of a run's reported members (``reported_members``) in every table."""
+
+
+def reported_row(run: Run) -> str:
+    """The run's reported members alone, above its row of every member and the ensemble: the
+    members' cells over the reported ones, the ensemble's left to the row below."""
+    table = run.at()
+    cells = [mean_std([table[m].get(c, np.nan) for m in run.reported]) for c in COLUMNS]
+    cells += ["—"] * len(COLUMNS)
+    label = f"{REPORTED} {run.label}, reported: {reported_names(run)} | {run.epochs()[0][0]}"
+    return f"| {label} | {run.epoch + 1} | " + " | ".join(cells) + " | — |"
+
+
+def reported_names(run: Run) -> str:
+    """The reported members' names."""
+    return ", ".join(run.names[m] for m in run.reported)
+
+
+def binning_note(runs: list[Run]) -> str:
+    """Which binning the table's calibration errors used, run by run where they differ."""
+    used = {run.binning for run in runs}
+    if len(used) == 1:
+        return f"ECE, MCE and the other calibration errors: {next(iter(used)).describe()}."
+    return "Calibration errors: " + "; ".join(f"{run.label}: {run.binning.describe()}" for run in runs) + "."
 
 
 def reliability_figure(run: Run, out: RunDir) -> Path:
@@ -319,7 +355,9 @@ def build_report(paths: list[str]) -> tuple[Path, list[Path], str]:
         "Test split at each run's selected epoch (train.select_by, or its last evaluation), its best "
         f"epoch on val (by its train.select_by, else {BEST_BY}) and its last, epochs counted from 1; "
         "`c_` metrics after temperature scaling fitted on val. A student run "
-        "(teacher.run_dir) is followed by its teachers' row, from `teacher_metrics.json`.",
+        "(teacher.run_dir) is followed by its teachers' row, from `teacher_metrics.json`. "
+        f"A run that names reported_members has a row of them first, marked {REPORTED}.",
+        binning_note(runs),
         "",
         table,
         "",
@@ -335,6 +373,7 @@ def write_report(paths: list[str]) -> Path:
     run's tracked runs (``tracking.json``), if it has any."""
     report, figures, table = build_report(paths)
     print(table)
+    print(binning_note([Run.load(path) for path in paths]))
     print(f"\nwrote {report} and {', '.join(f.name for f in figures)}")
     trackers = attach(RunDir(paths[0]))
     for path in (report, *figures):

@@ -19,9 +19,10 @@ import numpy as np
 
 from cohort.config import CohortConfig, ConfigError, load_config
 from cohort.errors import CohortError
-from cohort.evaluate.report import NO_SPREAD, Run, mean_std
+from cohort.evaluate.report import NO_SPREAD, REPORTED, Run, binning_note, mean_std, reported_names
 from cohort.preflight import check_seeds, plan_run
 from cohort.run import checkpoint_files
+from cohort.run.directory import RunDir
 from cohort.run.files import RunDirError, make_folder
 from cohort.run.hold import RunHold
 
@@ -30,13 +31,14 @@ Launcher = Callable[[list[str], int], int]
 
 
 def members_mean(metric: str):
-    return lambda t: np.mean([r[metric] for k, r in t.items() if k != "ensemble"])
+    return lambda t: np.mean([r.get(metric, np.nan) for k, r in t.items() if k != "ensemble"])
 
 
 COLUMNS = (
     ("members acc", members_mean("acc")),
     ("members nll", members_mean("nll")),
     ("members ece", members_mean("ece")),
+    ("members mce", members_mean("mce")),
     ("ensemble acc", lambda t: t["ensemble"]["acc"]),
     ("ensemble nll", lambda t: t["ensemble"]["nll"]),
     ("ensemble ece", lambda t: t["ensemble"]["ece"]),
@@ -61,6 +63,18 @@ def finished(run_dir: Path, config: CohortConfig) -> bool:
         return False
 
 
+def same_config(run_dir: Path, config: CohortConfig, path: str) -> None:
+    """A finished run is reused only if it is a run of ``config`` (a config of that name may have
+    changed since, or been renamed: ``configs/*_diffdml.yaml`` once held another method)."""
+    try:
+        RunDir(run_dir).check(config)
+    except RunDirError as error:
+        raise RunDirError(
+            f"{str(error).removesuffix('; choose another run_dir=')}: a finished run the study would report for "
+            f"{path} with seed {config.seed}; choose another --out, or move {run_dir} away"
+        ) from None
+
+
 def check_out(out: Path) -> None:
     """Refuse an ``--out`` that cannot hold the study's folders, before anything starts."""
     if out.exists() and not out.is_dir():
@@ -72,11 +86,51 @@ def check_out(out: Path) -> None:
 
 
 def study_table(names: list[str], runs: dict[str, list[Run]]) -> str:
+    """One row per config (mean ± std over its seeds); a config that names ``reported_members`` has
+    a row of them first, marked, whose members' columns average the reported members alone."""
     lines = ["| config | seeds | " + " | ".join(c for c, _ in COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for name in names:
+        first = runs[name][0]
+        if first.reported:
+            values = [
+                [column(reported_only(run)) for title, column in COLUMNS if title.startswith("members")]
+                for run in runs[name]
+            ]
+            cells = [mean_std(v) for v in zip(*values)]
+            cells += ["—"] * (len(COLUMNS) - len(cells))
+            label = f"{REPORTED} {name}, reported: {reported_names(first)}"
+            lines.append(f"| {label} | {len(values)} | " + " | ".join(cells) + " |")
         values = [[column(run.at()) for _, column in COLUMNS] for run in runs[name]]
         cells = [mean_std(v) for v in zip(*values)]
         lines.append(f"| {name} | {len(values)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reported_only(run: Run, split: str = "test", epoch: int | None = None) -> dict:
+    """A run's table at its reported epoch with its reported members' rows alone."""
+    table = run.at(split, epoch)
+    return {member: table[member] for member in run.reported}
+
+
+CALIBRATION = ("acc", "nll", "ece", "cw_ece", "adaece", "mce", "full_ece")
+"""The members' metrics of ``calibration_table``, each before and after val temperature scaling."""
+
+
+def calibration_table(names: list[str], runs: dict[str, list[Run]]) -> str:
+    """The members' mean of every ``CALIBRATION`` metric, raw and after temperature scaling
+    fitted on val (``c_``), mean ± std over seeds: the reported members first where a config names them."""
+    keys = [*CALIBRATION, *(f"c_{m}" for m in CALIBRATION[1:])]
+    lines = ["| config | " + " | ".join(f"members {k}" for k in keys) + " |", "|---|" + "---|" * len(keys)]
+    for name in names:
+        tables = (
+            [(f"{REPORTED} {name}, reported: {reported_names(runs[name][0])}", reported_only)]
+            if runs[name][0].reported
+            else []
+        )
+        tables.append((name, lambda run: run.at()))
+        for label, table_of in tables:
+            values = [[members_mean(key)(table_of(run)) for key in keys] for run in runs[name]]
+            lines.append(f"| {label} | " + " | ".join(mean_std(v) for v in zip(*values)) + " |")
     return "\n".join(lines)
 
 
@@ -128,11 +182,13 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
     for path, config in configs.items():
         for seed in seeds:
             run_dir = Path(out) / config.name / f"seed{seed}"
+            argv = [path, *overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto", "train.progress=false"]
             if not finished(run_dir, config):
-                argv = [path, *overrides, f"seed={seed}", f"run_dir={run_dir}", "resume=auto", "train.progress=false"]
                 run_config = load_config(argv[0], argv[1:])
                 plan_run(run_config, write_data=True, local=True)
                 todo.append((argv, run_config))
+            else:
+                same_config(run_dir, load_config(argv[0], argv[1:]), path)
     for argv, config in todo:
         print(f"study: training {config.name} with seed {config.seed} in {config.run_dir}", flush=True)
         with RunHold.acquire(config.run_dir, "cohort study") as hold, hold.for_children():
@@ -151,13 +207,19 @@ def run_study(config_paths: list[str], seeds: list[int], out: str, overrides: li
             )
     runs = {name: [Run.load(Path(out) / name / f"seed{seed}") for seed in seeds] for name in names}
     table = study_table(names, runs)
+    calibration = calibration_table(names, runs)
     curves = "\n\n".join(curve_table(names, runs, metric) for metric in CURVES)
     spread = f" (± {NO_SPREAD}: one seed, no spread)" if len(seeds) == 1 else ""
+    binning = binning_note([run for name in names for run in runs[name][:1]])
     Path(out, "study.md").write_text(
-        f"Test split, mean ± std over seeds {seeds}{spread}.\n\n{table}\n\n"
+        f"Test split, mean ± std over seeds {seeds}{spread}; {REPORTED}: a config's reported members "
+        f"(reported_members). {binning}\n\n{table}\n\n"
+        f"The members' calibration, before and after temperature scaling fitted on val (c_):\n\n{calibration}\n\n"
         f"The cohort's diversity during training (each cell names the epoch it read, counted from 1):\n\n{curves}\n"
     )
     print(table + (f"\n± {NO_SPREAD}: one seed, no spread" if spread else ""))
+    print(binning)
+    print(f"\n{calibration}")
     print(f"\n{curves}")
     print(f"\nwrote {Path(out, 'study.md')}")
     return table

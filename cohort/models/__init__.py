@@ -21,7 +21,7 @@ from cohort.models.batch_ensemble import DEFAULT_FACTOR_INIT, BatchEnsemble, Fac
 from cohort.models.cifar_resnet import cifar_resnet, cifar_stem_resnet
 from cohort.models.lenet import LeNet5
 from cohort.models.mobilenetv2 import MobileNetV2
-from cohort.models.official_resnets import PreActResNet, bottleneck_resnet
+from cohort.models.official_resnets import PreActResNet, bottleneck_resnet, cifar_stem_resnet50
 from cohort.models.small_cnn import SmallCNN
 from cohort.models.wide_resnet import WideResNet
 
@@ -32,6 +32,7 @@ ARCHITECTURES: dict[str, Callable[[int], nn.Module]] = {
     **{f"resnet{d}": (lambda c, d=d: cifar_resnet(d, c)) for d in (20, 32, 44, 56, 110)},
     "resnet18": lambda c: cifar_stem_resnet((2, 2, 2, 2), c),
     "resnet34": lambda c: cifar_stem_resnet((3, 4, 6, 3), c),
+    "resnet50": cifar_stem_resnet50,  # Diff-DML's (Luminova1996/Diff-DML): the CIFAR stem, bottleneck blocks
     # The official code's networks of CS-KD (alinlab/cs-kd) and MDCA (mdca-loss/MDCA-Calibration).
     "preact_resnet18": lambda c: PreActResNet((2, 2, 2, 2), c),
     "resnet56_bottleneck": lambda c: bottleneck_resnet(56, c),

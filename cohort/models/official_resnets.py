@@ -8,6 +8,11 @@
   mdca-loss/MDCA-Calibration ``models/resnet.py``, ``resnet56``: the ``bottleneck`` block,
   depth 9n + 2), 614,452 parameters for 100 classes, as theirs. cohort's ``resnet56`` is He
   et al.'s basic-block ResNet-56 (6n + 2).
+- ``resnet50``: Diff-DML's primary (Luminova1996/Diff-DML ``model/resnet.py``, ``resnet50``
+  L276-278: ``ResNet(Bottleneck, [3, 4, 6, 3])``, L95-126), a bottleneck ResNet-50 with a 3×3
+  stride-1 stem and no max-pool (torchvision's ``tv.resnet50`` has ImageNet's 7×7 stride-2 stem
+  and max-pool); 23,705,252 parameters for 100 classes, as theirs. Its ``resnet18`` and
+  ``resnet34`` (L266-273) are cohort's.
 
 Written from the papers' descriptions and the official code's structure; ``tests/models/test_models.py``
 checks the parameter and layer counts against the official networks'.
@@ -102,3 +107,13 @@ def bottleneck_resnet(depth: int, num_classes: int) -> ResNet:
         raise ValueError(f"a bottleneck CIFAR ResNet's depth must be 9n + 2, got {depth}")
     n = (depth - 2) // 9
     return ResNet((16, 32, 64), (n, n, n), num_classes, block=Bottleneck)
+
+
+def cifar_stem_resnet50(num_classes: int) -> ResNet:
+    """Diff-DML's CIFAR ResNet-50 (``model/resnet.py`` L47-126, L276-278): a conv3×3(64)-BN-ReLU stem,
+    four stages of 3, 4, 6, 3 bottleneck blocks (64, 128, 256, 512 planes, ×4 out; stride 2 from
+    the second stage, on the 3×3 convolution), global average pooling and a linear layer from
+    2,048 features. Where it differs: its convolutions keep PyTorch's default initialisation,
+    these start Kaiming (fan-out) as the zoo's ``resnet18`` and ``resnet34``; its ``temp``
+    divisor of the logits is 1 in every script and is left out."""
+    return ResNet((64, 128, 256, 512), (3, 4, 6, 3), num_classes, block=Bottleneck)

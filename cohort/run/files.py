@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,7 +130,7 @@ def make_folder(
             # The ranks of a new run check its folder at once: one may remove what it made
             # while another looks or makes it. Nothing in the way: look again.
             where = Path(failure.filename) if failure.filename else path
-            blocker = next((p for p in [where, *where.parents] if os.path.exists(p) and not os.path.isdir(p)), None)
+            blocker = next((p for p in [where, *where.parents] if not_a_folder(p)), None)
             if blocker is None and failure.errno in (errno.EEXIST, errno.ENOENT) and attempt < 7:
                 continue
             if blocker is not None and failure.errno in (errno.ENOTDIR, errno.EEXIST):
@@ -141,6 +142,15 @@ def make_folder(
                 folder.rmdir()
             except OSError:
                 break
+
+
+def not_a_folder(path: Path) -> bool:
+    """Whether something other than a folder is at ``path``, from one ``stat`` (``exists`` then
+    ``isdir`` would call a folder another rank removed in between a file)."""
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:  # nothing there (or a symlink loop, which mkdir's error names)
+        return False
 
 
 def sync_folder(folder: Path) -> None:

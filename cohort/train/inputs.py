@@ -95,13 +95,15 @@ class Peers(Provider):
     input is absent). ``codistill``: computed on this rank's own batch by stale copies of the
     peers' networks (``cohort.train.codistill``), refreshed every ``exchange.refresh_every``
     steps after the burn-in (absent before the first refresh). Either way the same ``[M−1, B, C]``
-    (``LogitExchange.peers``), so every term that reads peers works unchanged."""
+    (``LogitExchange.peers``), so every term that reads peers works unchanged; of them, the rows of
+    the peers the member learns from (``members.<i>.learns_from``, ``chosen_peers``)."""
 
     need = "peers"
 
     def __init__(self, plan: RunPlan, rt: MemberRuntime):
         mesh = rt.mesh
         config = plan.config
+        self.positions = config.peer_positions(mesh.member)
         self.cadence = config.exchange
         self.autocast = rt.autocast
         self.copies = PeerCopies(config, mesh, rt.net, plan.meta) if config.codistills else None
@@ -117,14 +119,14 @@ class Peers(Provider):
 
     def __call__(self, view: StepView) -> dict:
         if self.copies is not None:
-            return {"peers": self.from_copies(view)}
+            return {"peers": chosen_peers(self.from_copies(view), self.positions)}
         if not self.cadence.gathers_at(view.step):
             return {"peers": None}
         waited = time.perf_counter()
         anchors = view.batch.indices[: view.batch.anchors]
         peers = self.exchange.peers(self.exchange.gather(view.logits, anchors, view.step))
         self.waited_s += time.perf_counter() - waited
-        return {"peers": peers}
+        return {"peers": chosen_peers(peers, self.positions)}
 
     def from_copies(self, view: StepView) -> torch.Tensor | None:
         """Codistillation: refresh the copies where the cadence says (a collective, timed as the
@@ -146,6 +148,15 @@ class Peers(Provider):
 
     def load_state_dict(self, state: dict | None, folder: Path) -> str:
         return "" if self.copies is None else self.copies.load_state_dict(state, folder)
+
+
+def chosen_peers(peers: torch.Tensor | None, positions: list[int] | None) -> torch.Tensor | None:
+    """The rows ``positions`` (``CohortConfig.peer_positions``) of the peer axis of ``peers``:
+    ``[P, B, C]``, or a BatchEnsemble member's ``[n, P, B, C]``; ``positions`` None: every peer, the
+    tensor itself (DML's cohort, bit for bit)."""
+    if peers is None or positions is None:
+        return peers
+    return peers.index_select(-3, torch.tensor(positions, dtype=torch.long, device=peers.device))
 
 
 class Partners(Provider):

@@ -163,8 +163,9 @@ def diversity_loss(
     margin: float = 0.0,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """DPLO, the diversity-preserving term of Diff-DML. Our formulation (docs/methods.md, Diff-DML): the
-    paper (CVPR 2025) publishes no code, so these are this project's definitions.
+    """DPLO as the summary of Diff-DML reads it, a diversity-preserving term. Our formulation
+    (docs/methods.md, "Diff-DML as the summary reads it"), written when no code was known: these are
+    this project's definitions. The code (Luminova1996/Diff-DML ``align.py``) has no such term.
 
     ``margin``:    T² · 1/(K−1) Σ_j relu(m − KL(p_j^T ‖ p_i^T)), penalising only the peers
                    that have come closer than ``margin`` nats (zero loss and gradient otherwise).

@@ -211,8 +211,9 @@ class Mimicry(Term):
 
 @register("diversity", DiversityConfig)
 class Diversity(Term):
-    """DPLO, Diff-DML's diversity-preserving term (Diff-DML, CVPR 2025, has no public code:
-    our formulation, ``cohort.train.losses.diversity_loss``). It reads mimicry's temperature."""
+    """DPLO as the summary of Diff-DML (CVPR 2025) reads it: our formulation, written when no code
+    was known (``cohort.train.losses.diversity_loss``; the code, Luminova1996/Diff-DML, differentiates
+    the objectives instead, docs/methods.md "Diff-DML, two readings"). It reads mimicry's temperature."""
 
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
         c = self.config

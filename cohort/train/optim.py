@@ -59,7 +59,8 @@ def lr_factor(schedule: ScheduleConfig, progress: float, total_epochs: int) -> f
     """Multiplier of the base LR after ``progress`` epochs (fractional) of ``total_epochs``.
 
     Linear warm-up reaches 1 at ``warmup_epochs``; then ``step`` multiplies by gamma at
-    each milestone passed, ``cosine`` anneals to 0 at the end, ``constant`` stays at 1.
+    each milestone passed, ``step_lr`` as torch's ``StepLR`` stepped from an epoch on (``step_lr``),
+    ``cosine`` anneals to 0 at the end, ``constant`` stays at 1.
     ``cyclic`` is ffcv-imagenet's (``get_cyclic_lr``, interpolated within each epoch as its
     training loop does): linear from 1e-4 to 1 at ``peak_epoch``, then to 0 at the end.
     ``warmup_linear_decay`` is giung2's ``WarmupLinearDecayLR`` (``warmup_linear_decay``).
@@ -71,11 +72,24 @@ def lr_factor(schedule: ScheduleConfig, progress: float, total_epochs: int) -> f
     warmup = min(1.0, progress / schedule.warmup_epochs) if schedule.warmup_epochs > 0 else 1.0
     if schedule.name == "step":
         decay = schedule.gamma ** sum(progress >= m for m in schedule.milestones)
+    elif schedule.name == "step_lr":
+        decay = step_lr(schedule, progress)
     elif schedule.name == "cosine":
         decay = 0.5 * (1.0 + math.cos(math.pi * min(progress / total_epochs, 1.0)))
     else:
         decay = 1.0
     return warmup * decay
+
+
+def step_lr(schedule: ScheduleConfig, progress: float) -> float:
+    """The LR factor of torch's ``StepLR(step_size, gamma)`` stepped as Diff-DML's code steps it
+    (Luminova1996/Diff-DML ``train.py`` L126 builds it, L312-317 step it): once after each training
+    epoch whose index (from 0) is at least ``step_begin`` (``SGD_lrdecay_begin``). Epoch e then
+    trains after max(0, e − begin) steps, at gamma ** (max(0, e − begin) // step_size): on CIFAR
+    (``dataset_utils/cifar.py`` L98-100: step 50, begin 50, gamma 0.1), 0.1 at epochs 0-99, 0.01 from
+    100, 0.001 from 150, and so on. Constant within an epoch, as there."""
+    stepped = max(0, math.floor(progress) - schedule.step_begin)
+    return schedule.gamma ** (stepped // schedule.step_size)
 
 
 def warmup_linear_decay(schedule: ScheduleConfig, progress: float) -> float:

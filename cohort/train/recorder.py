@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cohort.config import CohortConfig
-from cohort.evaluate.metrics import evaluate_cohort
+from cohort.evaluate.metrics import DEFAULT_BINNING, Binning, evaluate_cohort
 from cohort.run.directory import RunDir
 from cohort.run.files import write_json
 from cohort.run.selection import Selection
@@ -31,7 +31,10 @@ class Recorder:
         self.names = config.member_names  # a BatchEnsemble member's internal members are members here
         self.training_keys = [*term_names, "loss", *EPOCH_STATS]
         self.teachers = teachers
-        self.selection = Selection(config.train.select_by, run.path)
+        train = config.train
+        self.selection = Selection(
+            train.select_by, run.path, config.reported_rows, train.baseline_acc, train.acc_threshold
+        )
         self.tensorboard = None  # rank 0's SummaryWriter, when tensorboard is installed
         self.tracking = Tracking(config, run, self.names, self.training_keys)  # W&B, MLflow (track:)
         self.results: dict | None = None  # the latest evaluation's metrics
@@ -91,7 +94,7 @@ class Recorder:
         far by ``train.select_by`` (its predictions are then kept as best)."""
         if not self.is_main:
             return False
-        results = self.results = evaluate_cohort(logits, labels)
+        results = self.results = evaluate_cohort(logits, labels, Binning.of(self.config))
         for split in logits:
             self.run.save_predictions(split, logits[split], labels[split])
         rows = []
@@ -140,7 +143,9 @@ class Recorder:
         if note:
             print(f"cohort: no teachers' row in the report: {note}", flush=True)
             return
-        results = evaluate_cohort({s: saved[s][0] for s in labels}, {s: saved[s][1] for s in labels})
+        results = evaluate_cohort(
+            {s: saved[s][0] for s in labels}, {s: saved[s][1] for s in labels}, Binning.of(self.config)
+        )
         write_json(
             self.run.teacher_metrics_file,
             {
@@ -157,7 +162,10 @@ class Recorder:
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.is_main:  # a finished run started again (resume=auto) brings its trackers up to date
-            self.tracking.finish(print_summary(self.results, self.run, self.names) if self.results else "")
+            reported, binning = self.config.reported_rows, Binning.of(self.config)
+            self.tracking.finish(
+                print_summary(self.results, self.run, self.names, reported, binning) if self.results else ""
+            )
 
 
 def open_tensorboard(run: RunDir, resumed_at: int | None):
@@ -186,14 +194,26 @@ def write_scalars(writer, rows: list[dict], training_keys: list[str], names: lis
     writer.flush()
 
 
-def print_summary(results: dict[str, dict], run: RunDir, names: list[str]) -> str:
-    """The final table: accuracy and NLL of each member and the ensemble, val and test (printed, and returned)."""
-    lines = ["", f"{'':<10} {'val acc':>8} {'val nll':>8} {'test acc':>9} {'test nll':>9} {'test ece':>9}"]
-    for key in [*range(len(names)), "ensemble"]:
-        label = names[key] if key != "ensemble" else "ensemble"
+def print_summary(
+    results: dict[str, dict],
+    run: RunDir,
+    names: list[str],
+    reported: list[int] = (),
+    binning: Binning = DEFAULT_BINNING,
+) -> str:
+    """The final table: accuracy, NLL, ECE and MCE of each member and the ensemble, val and test;
+    the ``reported`` rows (``reported_members``) first, marked ``*`` (printed, and returned)."""
+    lines = [
+        "",
+        f"{'':<10} {'val acc':>8} {'val nll':>8} {'test acc':>9} {'test nll':>9} {'test ece':>9} {'test mce':>9}",
+    ]
+    others = [m for m in range(len(names)) if m not in reported]
+    for key in [*reported, *others, "ensemble"]:
+        label = names[key] + (" *" if key in reported else "") if key != "ensemble" else "ensemble"
         v, t = results["val"][key], results["test"][key]
         lines.append(
             f"{label:<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}"
+            f" {t['mce']:>9.4f}"
         )
     teachers = run.readable(run.teacher_metrics_file)
     if teachers.is_file():
@@ -201,8 +221,11 @@ def print_summary(results: dict[str, dict], run: RunDir, names: list[str]) -> st
         v, t = saved["val"]["ensemble"], saved["test"]["ensemble"]
         lines.append(
             f"{'teachers':<10} {v['acc']:>8.4f} {v['nll']:>8.4f} {t['acc']:>9.4f} {t['nll']:>9.4f} {t['ece']:>9.4f}"
-            f"   (their ensemble, {teachers.name})"
+            f" {t.get('mce', float('nan')):>9.4f}   (their ensemble, {teachers.name})"
         )
+    if reported:
+        lines.append("* reported (reported_members)")
+    lines.append(f"ECE and MCE: {binning.describe()}")
     lines.append(f"\nrun directory: {run.path}")
     print("\n".join(lines), flush=True)
     return "\n".join(lines).strip("\n")

@@ -77,6 +77,7 @@ class Trainer:
             )
         self.model = compiled(self.model, config.train.compile)  # ``self.net`` stays the plain module
         self.optim_config = config.member_optim(self.member)
+        self.schedule = config.member_schedule(self.member)
         self.optimizer = build_optimizer(
             parameter_groups(self.net, self.optim_config, config.batch_ensemble), self.optim_config
         )
@@ -168,9 +169,7 @@ class Trainer:
     def train_step(self, batch: Batch, progress: float) -> dict[str, torch.Tensor] | None:
         """One optimiser step; the objective's terms by name, or None when the step was skipped."""
         self.check_labels(batch.labels)
-        set_lr(
-            self.optimizer, self.optim_config.lr * lr_factor(self.config.schedule, progress, self.config.train.epochs)
-        )
+        set_lr(self.optimizer, self.optim_config.lr * lr_factor(self.schedule, progress, self.config.train.epochs))
         # The forward pass updates BatchNorm's running statistics: a step that may be skipped
         # keeps a copy, so that a non-finite batch cannot poison every later evaluation.
         buffers = [b.clone() for b in self.net.buffers()] if self.skip_nonfinite else None

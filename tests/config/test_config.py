@@ -103,6 +103,70 @@ def test_the_distillation_configs_hold_the_official_recipes():
         assert c.train.eval_every == 1, name  # the official validates every one of the last epochs
 
 
+def test_the_diffdml_configs_hold_the_codes_recipe():
+    # Luminova1996/Diff-DML train_align.sh (A resnet50, B resnet18, num_B 1, align weights 0.9, lr_B 0.01,
+    # train_B 0, lr_B_decay 0, batch 100, baseline_acc 77.87), opts.py (350 epochs, acc_threshold 1,
+    # ECE_bin 10), train.py L121-126 (SGD momentum 0.9, wd 5e-4, StepLR), dataset_utils/cifar.py L98-100
+    # (step 50, gamma 0.1, begin 50), train_DTDP.sh (ResNet-34's baseline_acc 76.93).
+    for name, (primary, a) in {
+        "cifar100_diffdml_resnet50_resnet18": ("resnet50", 0.7787),
+        "cifar100_diffdml_resnet34_resnet18": ("resnet34", 0.7693),
+    }.items():
+        c = load_config(REPO / "configs" / f"{name}.yaml")
+        assert [m.arch for m in c.members] == [primary, "resnet18"] and c.reported == [0], name
+        assert (c.data.batch_size, c.train.epochs, c.views, {m.policy for m in c.members}) == (
+            100,
+            350,
+            "shared",
+            {"standard"},
+        )
+        assert [c.member_optim(m).lr for m in (0, 1)] == [0.1, 0.01]
+        assert {(o.momentum, o.weight_decay, o.nesterov) for o in map(c.member_optim, (0, 1))} == {(0.9, 5e-4, False)}
+        s = c.member_schedule(0)
+        assert (s.name, s.step_size, s.step_begin, s.gamma) == ("step_lr", 50, 50, 0.1)
+        assert c.member_schedule(1).name == "constant"
+        assert c.enabled_terms(0) == {"ce": 1.0, "mimicry": 0.9} and c.enabled_terms(1) == {"mimicry": 0.9}
+        assert c.learns_from(0) is None and c.learns_from(1) == [0]
+        t = c.train
+        assert (t.select_by, t.baseline_acc, t.acc_threshold, t.calibration_bins, t.calibration_binning) == (
+            "csmac",
+            a,
+            0.01,
+            10,
+            "floor",
+        )
+    # Every *_diffdml.yaml: a reported primary with CE and an auxiliary without, learning from it alone,
+    # at a tenth of the primary's learning rate, constant.
+    for path in sorted((REPO / "configs").glob("*_diffdml*.yaml")):
+        c = load_config(path)
+        if path.stem.endswith("_aug"):  # the summary's reading: every member alike, per-member augmentation
+            assert c.views == "own" and c.loss.diversity.kind == "margin" and not c.reported, path.name
+            continue
+        assert c.reported == [0] and "ce" in c.enabled_terms(0), path.name
+        for aux in range(1, c.num_members):
+            assert "ce" not in c.enabled_terms(aux) and c.learns_from(aux) == [0], path.name
+            assert c.member_optim(aux).lr == pytest.approx(c.member_optim(0).lr / 10), path.name
+            assert c.member_schedule(aux).name == "constant", path.name
+
+
+def test_the_summarys_reading_moved_and_its_old_name_says_where():
+    with pytest.raises(ConfigError, match=r"cifar100_resnet34x3_diffdml\.yaml was renamed .*_diffdml_aug\.yaml"):
+        load_config(REPO / "configs" / "cifar100_resnet34x3_diffdml.yaml")
+
+
+def test_a_members_schedule_overrides_the_cohorts_as_its_optim_does(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "schedule: {name: step, milestones: [3], gamma: 0.5}\nmembers: [{}, {schedule: {name: constant}}]\n"
+    )
+    config = load_config(path)
+    assert (config.member_schedule(0).name, config.member_schedule(0).milestones) == ("step", [3])
+    assert (config.member_schedule(1).name, config.member_schedule(1).milestones) == ("constant", [3])
+    path.write_text("members: [{}, {schedule: {name: step_lr}}]\n")
+    with pytest.raises(ConfigError, match=r"^members\.1\.schedule: step_lr .*need step_size >= 1"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("name", ["cifar100_dml.yaml", "cifar100_independent.yaml"])
 def test_shipped_cifar_configs_load(name):
     config = load_config(REPO / "configs" / name)

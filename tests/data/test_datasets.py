@@ -63,6 +63,23 @@ def test_cifar_conversion_from_the_on_disk_format(tmp_path):
     np.testing.assert_array_equal(images.numpy(), data.reshape(-1, 3, 32, 32))
 
 
+def test_val_from_last_holds_the_training_sets_last_images_as_diffdmls_cifar_split(tmp_path, cli_here):
+    # Luminova1996/Diff-DML dataset_utils/cifar.py L128-136: train on images 0..44,999, validate on 45,000..49,999.
+    batches = write_fake_cifar10(tmp_path / "src" / "cifar-10-batches-py")
+    source = ["--source", str(tmp_path / "src"), "--no-download", "--val-size", "6"]
+    result = cli_here("data", "cifar10", "--out", str(tmp_path / "out"), *source, "--val-from", "last")
+    assert result.returncode == 0, result.stderr
+    labels = [label for i in range(1, 6) for label in batches[f"data_batch_{i}"][1]]  # the 40 in file order
+    assert split_labels(tmp_path / "out", "train") == labels[:34]
+    assert split_labels(tmp_path / "out", "val") == labels[34:]
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["val_from"] == "last"
+    assert cli_here("data", "cifar10", "--out", str(tmp_path / "random"), *source).returncode == 0
+    assert split_labels(tmp_path / "random", "val") != labels[34:]  # the default: a fixed random draw
+    assert "val_from" not in json.loads((tmp_path / "random" / "meta.json").read_text())
+    refused = cli_here("data", "imagefolder", "--out", str(tmp_path / "if"), "--val-from", "last")
+    assert refused.returncode == 2 and "all be of the last classes; use --val-from random" in refused.stderr
+
+
 def test_missing_folder_names_the_command(tmp_path):
     with pytest.raises(DataError, match=r"meta\.json is missing; write the data with `cohort data"):
         read_meta(tmp_path / "nowhere")

@@ -7,6 +7,7 @@ from scipy.special import log_softmax, softmax
 
 from cohort.evaluate.metrics import (
     TEMPERATURE_BOUNDS,
+    Binning,
     adaptive_calibration_error,
     at_bound,
     classification_metrics,
@@ -17,6 +18,8 @@ from cohort.evaluate.metrics import (
     evaluate_cohort,
     expected_calibration_error,
     fit_temperature,
+    full_calibration_error,
+    maximum_calibration_error,
 )
 
 LN3 = math.log(3.0)
@@ -210,8 +213,11 @@ def test_evaluate_cohort_rows_and_subensembles():
         "ece",
         "cw_ece",
         "adaece",
+        "mce",
+        "full_ece",
         "c_nll",
         "c_ece",
+        "c_mce",
         "temperature",
         "temperature_at_bound",
         "disagreement",
@@ -228,3 +234,134 @@ def test_evaluate_cohort_rows_and_subensembles():
     # Calibration on val can only help val NLL.
     for m in (0, 1, 2, "ensemble"):
         assert results["val"][m]["c_nll"] <= results["val"][m]["nll"] + 1e-9
+
+
+# Luminova1996/Diff-DML metric.py (commit 25cee66), transcribed for this test only: ECE L5-27 (its
+# over/under-confidence log line left out), MCE L29-46, AdaECE L48-66, Classwise_ECE L68-88,
+# Full_ECE L90-111; ignore_index −100 never occurs here.
+ignore_index = -100
+
+
+def diffdml_ece(pred, label, M):
+    conf = np.max(pred, axis=-1)
+    y = np.argmax(pred, axis=-1)
+    count_M, count_A, count_C = np.zeros(M), np.zeros(M), np.zeros(M)
+    for i in range(len(label)):
+        if label[i] != ignore_index:
+            k = int(np.floor(conf[i] * M))
+            if k == M:
+                k = M - 1
+            count_M[k] += 1
+            if y[i] == label[i]:
+                count_A[k] += 1
+            count_C[k] += conf[i]
+    return np.sum(np.abs(count_A - count_C)) / np.sum(label != ignore_index)
+
+
+def diffdml_mce(pred, label, M):
+    conf = np.max(pred, axis=-1)
+    y = np.argmax(pred, axis=-1)
+    count_M, count_A, count_C = np.zeros(M), np.zeros(M), np.zeros(M)
+    for i in range(len(label)):
+        if label[i] != ignore_index:
+            k = int(np.floor(conf[i] * M))
+            if k == M:
+                k = M - 1
+            count_M[k] += 1
+            if y[i] == label[i]:
+                count_A[k] += 1
+            count_C[k] += conf[i]
+    return np.max(np.abs(count_A - count_C) / (count_M + 1e-9))
+
+
+def diffdml_ada_ece(pred, label, M):
+    conf = np.max(pred, axis=-1)
+    y = np.argmax(pred, axis=-1)
+    cut_index = np.array_split(np.argsort(conf), M)
+    count_M, count_A, count_C = np.zeros(M), np.zeros(M), np.zeros(M)
+    for i in range(M):
+        if label[i] != ignore_index:
+            count_M[i] = len(cut_index[i])
+            for j in cut_index[i]:
+                if y[j] == label[j]:
+                    count_A[i] += 1
+                count_C[i] += conf[j]
+    return np.sum(np.abs(count_A - count_C)) / np.sum(label != ignore_index)
+
+
+def diffdml_classwise_ece(pred, label, M):
+    num_classes = len(pred[0])
+    count_M, count_A, count_C = np.zeros((M, num_classes)), np.zeros((M, num_classes)), np.zeros((M, num_classes))
+    for i in range(len(label)):
+        if label[i] != ignore_index:
+            for j in range(num_classes):
+                k = int(np.floor(pred[i][j] * M))
+                if k == M:
+                    k = M - 1
+                count_M[k][j] += 1
+                if j == label[i]:
+                    count_A[k][j] += 1
+                count_C[k][j] += pred[i][j]
+    return np.sum(np.abs(count_A - count_C)) / (np.sum(label != ignore_index) * num_classes)
+
+
+def diffdml_full_ece(pred, label, M):
+    num_classes = len(pred[0])
+    count_M, count_A, count_C = np.zeros(1), np.zeros(M), np.zeros(M)
+    for i in range(len(label)):
+        if label[i] != ignore_index:
+            count_M += 1
+            for j in range(num_classes):
+                k = int(np.floor(pred[i][j] * M))
+                if k == M:
+                    k = M - 1
+                if j == label[i]:
+                    count_A[k] += 1
+                count_C[k] += pred[i][j]
+    return np.sum(np.abs(count_A - count_C)) / np.sum(count_M)
+
+
+def test_calibration_errors_with_floor_binning_equal_diffdmls_metric_py():
+    rng = np.random.default_rng(7)
+    floor = Binning(10, "floor")
+    for scale in (0.5, 3.0, 40.0):
+        logits = rng.normal(size=(600, 10)) * scale
+        probs = np.exp(log_softmax(logits, axis=1))
+        probs[:5] = np.eye(10)[:5] * 0.0 + 0.1  # 0.1 each: p·M lands on the edge 1 (floor: bin 1)
+        labels = np.array([rng.choice(10, p=p) for p in softmax(0.7 * logits, axis=1)])
+        if scale == 40.0:
+            assert (probs.max(1) == 1.0).sum() > 50  # saturated: floor puts 1.0 in the last bin, as k == M there
+        assert expected_calibration_error(probs, labels, floor) == pytest.approx(
+            diffdml_ece(probs, labels, 10), abs=1e-12
+        )
+        assert maximum_calibration_error(probs, labels, floor) == pytest.approx(
+            diffdml_mce(probs, labels, 10), rel=1e-8
+        )
+        assert adaptive_calibration_error(probs, labels, floor) == pytest.approx(
+            diffdml_ada_ece(probs, labels, 10), abs=1e-12
+        )
+        assert classwise_calibration_error(probs, labels, floor) == pytest.approx(
+            diffdml_classwise_ece(probs, labels, 10), abs=1e-12
+        )
+        assert full_calibration_error(probs, labels, floor) == pytest.approx(
+            diffdml_full_ece(probs, labels, 10), abs=1e-12
+        )
+    # Full ECE pools every class's probabilities: it is not class-wise ECE (which also divides by C).
+    assert full_calibration_error(probs, labels, floor) != pytest.approx(
+        classwise_calibration_error(probs, labels, floor)
+    )
+
+
+def test_the_two_binnings_differ_only_on_an_edge():
+    confidence = np.array([0.0, 0.05, 0.1, np.nextafter(0.1, 1.0), 0.55, 1.0])
+    assert Binning(10, "upper").assign(confidence).tolist() == [0, 0, 0, 1, 5, 9]
+    assert Binning(10, "floor").assign(confidence).tolist() == [0, 0, 1, 1, 5, 9]
+    assert Binning().describe() == "15 bins, (lo, hi]" and "floor" in Binning(10, "floor").describe()
+
+
+def test_mce_is_the_worst_bins_gap():
+    # Bin (0.6, 0.8] of 5: confidences 0.7 and 0.7, one right → gap 0.2; bin (0.8, 1.0]: 0.9, right → 0.1.
+    probs = np.array([[0.7, 0.3], [0.3, 0.7], [0.9, 0.1]])
+    labels = np.array([0, 0, 0])
+    assert maximum_calibration_error(probs, labels, Binning(5)) == pytest.approx(0.2)
+    assert classification_metrics(log(probs), labels, Binning(5))["mce"] == pytest.approx(0.2)

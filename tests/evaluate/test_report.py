@@ -111,6 +111,20 @@ def test_dee_against_an_independent_reference(dml_pair, tmp_path, cli_here):
     assert "reference curve" in result.stdout and result.stdout.count("DEE") == 3
     line = one_error_line(cli_here("dee", "--reference", str(run), str(independent)))
     assert "the DEE reference must be an independent run" in line and "config.yaml" in line and "mimicry" in line
+    # A run that names its reported members: they come first, marked, in dee and in report.
+    reported = tmp_path / "reported"
+    shutil.copytree(run, reported)
+    config = yaml.safe_load((reported / "config.yaml").read_text())
+    (reported / "config.yaml").write_text(yaml.safe_dump({**config, "reported_members": ["m1"]}))
+    result = cli_here("dee", "--reference", str(independent), str(reported))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "DEE" in line and "c_nll" in line]
+    assert [line.split()[1:3] for line in lines] == [["member", "1"], ["member", "0"], ["ensemble", "c_nll"]]
+    assert "★" in lines[0] and "★" not in lines[1]
+    result = cli_here("report", str(reported))
+    assert result.returncode == 0, result.stderr
+    assert "| ★ test (reported), reported: m1 |" in result.stdout and "| test (reported) |" in result.stdout
+    assert "ECE, MCE and the other calibration errors: 15 bins, (lo, hi]." in (reported / "report.md").read_text()
 
 
 def test_bad_run_directories_are_one_line_errors(dml_pair, tmp_path, cli_here):

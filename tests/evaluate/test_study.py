@@ -14,7 +14,7 @@ from tests.conftest import REPO, run_cli, tiny_config
 pytestmark = pytest.mark.multiprocess
 
 
-def test_study_trains_each_seed_once_and_tabulates(digits_root, tmp_path):
+def test_study_trains_each_seed_once_and_tabulates(digits_root, tmp_path, cli_here):
     config = tiny_config(
         tmp_path,
         digits_root,
@@ -30,14 +30,24 @@ def test_study_trains_each_seed_once_and_tabulates(digits_root, tmp_path):
     for seed in (0, 1):
         assert yaml.safe_load((out / "tiny-diffdml" / f"seed{seed}" / "config.yaml").read_text())["seed"] == seed
     table_row = next(line for line in first.stdout.splitlines() if line.startswith("| tiny-diffdml"))
-    assert table_row.count("±") == 7 and "| 2 |" in table_row
+    assert table_row.count("±") == 8 and "| 2 |" in table_row
     assert table_row in (out / "study.md").read_text()
-    curve_rows = [line for line in first.stdout.splitlines() if line.startswith("| tiny-diffdml")][1:]
+    calibration_row, *curve_rows = [line for line in first.stdout.splitlines() if line.startswith("| tiny-diffdml")][1:]
+    assert calibration_row.count("±") == 13 and calibration_row in (out / "study.md").read_text()
     assert len(curve_rows) == 2 and all(
         row.count("±") == 5 and row in (out / "study.md").read_text() for row in curve_rows
     )
+    assert "calibration errors: 15 bins, (lo, hi]" in (out / "study.md").read_text()
     again = run_cli("study", str(config), "--seeds", "0", "1", "--out", str(out))
     assert again.returncode == 0 and "study: training" not in again.stdout and table_row in again.stdout
+    # A config of that name that has changed since is not reported from the old runs.
+    refused = cli_here("study", str(config), "--seeds", "0", "--out", str(out), "--set", "optim.lr=0.01")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert (
+        f"{out}/tiny-diffdml/seed0 holds a run of a different config (optim.lr: 0.05 there, 0.01 here)"
+        in refused.stderr
+    )
+    assert "choose another --out, or move" in refused.stderr
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """The tables of ``cohort study`` and ``cohort report``, from recorded metric rows (no process)."""
 
-from cohort.evaluate.report import Run, summary_row
-from cohort.evaluate.study import curve_table, study_table
+from cohort.evaluate.metrics import Binning
+from cohort.evaluate.report import Run, binning_note, summary_row, summary_table
+from cohort.evaluate.study import calibration_table, curve_table, study_table
 
-METRICS = {"acc": 0.9, "nll": 0.3, "ece": 0.05, "c_nll": 0.28, "c_ece": 0.02}
+METRICS = {"acc": 0.9, "nll": 0.3, "ece": 0.05, "mce": 0.2, "c_nll": 0.28, "c_ece": 0.02}
 
 
 def curve_run(path, scale, members=2, epochs=10, every=1):
@@ -49,9 +50,36 @@ def test_one_seed_or_one_member_prints_no_spread_instead_of_a_zero_std(tmp_path)
         return Run(tmp_path, "c", False, rows, 4, False)
 
     one_seed = study_table(["c"], {"c": [run([0.9, 0.8])]}).splitlines()[2]
-    assert "± 0.0000" not in one_seed and one_seed.count("± —") == 7 and "| 0.8500 ± — |" in one_seed
+    assert "± 0.0000" not in one_seed and one_seed.count("± —") == 8 and "| 0.8500 ± — |" in one_seed
     two_seeds = study_table(["c"], {"c": [run([0.9, 0.8]), run([0.7, 0.6])]}).splitlines()[2]
     assert two_seeds.count("± —") == 0 and "| 0.7500 ± 0.1000 |" in two_seeds
     one_member = summary_row("c", "4", table(1, [0.9]))
-    assert "± 0.0000" not in one_member and one_member.count("± —") == 5
+    assert "± 0.0000" not in one_member and one_member.count("± —") == 6
     assert summary_row("c", "4", table(2, [0.9, 0.8])).count("± —") == 0
+
+
+def test_reported_members_come_first_marked_beside_every_member_and_the_ensemble(tmp_path):
+    def run(primary, aux, folder):
+        rows = [
+            {"epoch": 3, "split": "test", "member": 0, **{**METRICS, "acc": primary}},
+            {"epoch": 3, "split": "test", "member": 1, **{**METRICS, "acc": aux}},
+            {"epoch": 3, "split": "test", "member": "ensemble", **METRICS, "disagreement": 0.1},
+        ]
+        rows += [{**row, "split": "val"} for row in rows]
+        return Run(tmp_path / folder, "d", False, rows, 3, True, ("primary", "aux"), "last", (0,), Binning(10, "floor"))
+
+    runs = {"d": [run(0.9, 0.5, "s0"), run(0.8, 0.7, "s1")]}
+    reported, every = study_table(["d"], runs).splitlines()[2:4]
+    assert reported.startswith("| ★ d, reported: primary | 2 | 0.8500 ± 0.0500 |") and reported.count("—") == 4
+    assert every.startswith("| d | 2 | 0.7250 ± 0.0250 |") and every.endswith("| 0.1000 ± 0.0000 |")
+    calibration = calibration_table(["d"], runs).splitlines()
+    assert calibration[2].startswith("| ★ d, reported: primary | 0.8500 ± 0.0500 |") and calibration[3].startswith(
+        "| d |"
+    )
+    report = summary_table([runs["d"][0]]).splitlines()
+    assert report[2].startswith("| ★ d (s0), reported: primary | selected (last) | 4 | 0.9000 ± — |")
+    assert report[3].startswith("| d (s0) | selected (last) | 4 |")
+    assert (
+        binning_note(runs["d"])
+        == "ECE, MCE and the other calibration errors: 10 bins, floor(p·M), as Diff-DML's metric.py."
+    )

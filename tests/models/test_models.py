@@ -114,3 +114,84 @@ def test_flip_test_time_augmentation_averages_the_logits_of_the_mirror():
         both = evaluation_logits(net, x, flip_tta=True)
         assert torch.allclose(both, (net(x) + net(x.flip(3))) / 2)
         assert torch.allclose(evaluation_logits(net, x.flip(3), flip_tta=True), both, atol=1e-6)
+
+
+class DiffDMLBottleneck(torch.nn.Module):
+    """Luminova1996/Diff-DML model/resnet.py ``Bottleneck`` (L47-82), transcribed for this test only
+    (its ``init_zero`` option, off in its ResNet, left out)."""
+
+    expansion = 4
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        nn, F = torch.nn, torch.nn.functional
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, self.expansion * planes, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(self.expansion * planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != self.expansion * planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(self.expansion * planes),
+            )
+        self.relu = F.relu
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += self.shortcut(x)
+        return self.relu(out)
+
+
+class DiffDMLResNet(torch.nn.Module):
+    """Its ``ResNet`` (L95-126) as ``resnet50`` builds it (L276-278: Bottleneck, [3, 4, 6, 3], temp 1)."""
+
+    def __init__(self, num_blocks=(3, 4, 6, 3), num_classes=100):
+        super().__init__()
+        nn = torch.nn
+        self.in_planes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = self._make_layer(64, num_blocks[0], stride=1)
+        self.layer2 = self._make_layer(128, num_blocks[1], stride=2)
+        self.layer3 = self._make_layer(256, num_blocks[2], stride=2)
+        self.layer4 = self._make_layer(512, num_blocks[3], stride=2)
+        self.fc = nn.Linear(512 * DiffDMLBottleneck.expansion, num_classes)
+
+    def _make_layer(self, planes, num_blocks, stride):
+        layers = []
+        for block_stride in [stride] + [1] * (num_blocks - 1):  # its loop reuses the name stride
+            layers.append(DiffDMLBottleneck(self.in_planes, planes, block_stride))
+            self.in_planes = planes * DiffDMLBottleneck.expansion
+        return torch.nn.Sequential(*layers)
+
+    def forward(self, x):
+        F = torch.nn.functional
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = F.adaptive_avg_pool2d(out, 1).view(x.size(0), -1)
+        return self.fc(out) / 1.0
+
+
+def test_resnet50_is_diffdmls_cifar_resnet50_layer_for_layer():
+    torch.manual_seed(0)
+    official = DiffDMLResNet().eval()
+    ours = build_model("resnet50", 100, [0.0] * 3, [1.0] * 3)[1].eval()  # behind Normalize (identity here)
+    theirs, mine = official.state_dict(), ours.state_dict()
+    assert [t.shape for t in theirs.values()] == [t.shape for t in mine.values()]  # in the same order
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in official.parameters()) == 23_705_252
+    with torch.no_grad():  # their weights and (drawn) BatchNorm statistics in ours: the same function
+        for name, value in theirs.items():
+            if name.endswith("running_mean"):
+                value.normal_(0.0, 0.1)
+            elif name.endswith("running_var"):
+                value.uniform_(0.5, 1.5)
+        ours.load_state_dict(dict(zip(mine, theirs.values())))
+        x = torch.rand(2, 3, 32, 32)
+        assert torch.allclose(ours(x), official(x), rtol=1e-5, atol=1e-5)
+    tv = build_model("tv.resnet50", 100, [0.0] * 3, [1.0] * 3)[1]  # ImageNet's stem: not this network
+    assert [t.shape for t in tv.state_dict().values()] != [t.shape for t in mine.values()]

@@ -124,7 +124,7 @@ def objective_gradient(objective, own, peers, labels):
     return own.grad
 
 
-@pytest.mark.parametrize("shipped", ["digits_diffdml.yaml", "cifar100_resnet34x3_diffdml.yaml"])
+@pytest.mark.parametrize("shipped", ["digits_diffdml_aug.yaml", "cifar100_resnet34x3_diffdml_aug.yaml"])
 def test_the_shipped_dplo_weights_push_a_too_close_pair_apart(shipped):
     from tests.conftest import REPO
 

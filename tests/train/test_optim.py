@@ -99,3 +99,22 @@ def test_batchnorm_parameters_can_skip_weight_decay():
     assert len(decayed["params"]) == 4  # the convolution's and the linear layer's weights and biases
     (single,) = parameter_groups(net, OptimConfig())
     assert len(single["params"]) == 6
+
+
+@pytest.mark.parametrize("step_size, step_begin, epochs", [(50, 50, 350), (3, 2, 14), (1, 0, 5)])
+def test_step_lr_is_torchs_step_lr_stepped_as_diffdmls_train_py(step_size, step_begin, epochs):
+    # Luminova1996/Diff-DML train.py: StepLR(optimizer_A, step_size, gamma) (L126), and after each
+    # training epoch `if epoch >= schedule_begin: scheduler_A.step()` (L312-317).
+    s = ScheduleConfig(name="step_lr", step_size=step_size, step_begin=step_begin, gamma=0.1)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    official = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=0.1)
+    for epoch in range(epochs):
+        for fraction in (0.0, 0.5, 0.99):
+            assert 0.1 * lr_factor(s, epoch + fraction, epochs) == pytest.approx(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # the epoch's steps (no gradient: nothing moves), before the scheduler's, as there
+        if epoch >= step_begin:
+            official.step()
+    if (step_size, step_begin) == (50, 50):  # CIFAR's (dataset_utils/cifar.py L98-100): the first decay at 100
+        assert [lr_factor(s, e, epochs) for e in (0, 99, 100, 149, 150, 349)] == pytest.approx(
+            [1, 1, 0.1, 0.1, 0.01, 1e-5]
+        )
