@@ -11,8 +11,8 @@ first, as over a slow link: this kernel has no netem to delay loopback for real,
 bench's own worker, ``bench/delayed_link.py``, sleeps before every all-gather and broadcast
 of a step). Every run is a real torchrun cohort on the digits; the modes alternate within a
 round so that drift in the machine's load hits them alike; epoch 1 (FFCV's compilation) is
-left out; images/s per member are medians over member-epochs. It also prints the bytes each
-mode moves per step and rank, from the sizes.
+left out; images/s per member are medians over member-epochs. It also prints the bytes a
+rank receives per step in each mode, from the sizes.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def member_rows(run_dir: Path) -> list[dict]:
     return [r for r in rows if r["split"] == "val" and r["member"] != "ensemble" and r["epoch"] >= 1]
 
 
-def bytes_per_step(config, meta: dict) -> str:
-    """What one rank sends and receives per step, averaged over the exchange's cadence."""
+def bytes_received(config, meta: dict) -> str:
+    """What one rank receives per step over the exchange, averaged over the exchange's cadence
+    (and, for codistillation, over the members: each receives its peers' parameters)."""
     from cohort.dist.memory import parameter_bytes
 
     k, batch, classes = config.num_members, config.data.batch_size, meta["num_classes"]
@@ -56,10 +57,9 @@ def bytes_per_step(config, meta: dict) -> str:
         return "0 B"
     if config.exchange.mode == "logits":
         message = batch * (classes + 1) * 4  # [B, C] logits and the index column, float32
-        return f"{message * k / config.exchange.every:.0f} B (sends {message}, receives {message * (k - 1)} per gather)"
-    sizes = parameter_bytes(config, meta)
-    per_refresh = sum(sizes)  # every member's parameters cross each exchange group once
-    return f"{per_refresh / config.exchange.refresh_every:.0f} B ({per_refresh} per refresh)"
+        return f"{message * (k - 1) / config.exchange.every:.0f} B ({message} from each peer per gather)"
+    per_refresh = sum(parameter_bytes(config, meta)) * (k - 1) / k  # the peers' parameters, a member's mean
+    return f"{per_refresh / config.exchange.refresh_every:.0f} B ({per_refresh:.0f} per refresh)"
 
 
 def main() -> int:
@@ -97,7 +97,7 @@ def main() -> int:
             os.environ.pop("COHORT_BENCH_DELAY_S", None)
     meta = read_meta(load_config(config_path).data.root)
     print(f"\nimages/s per member, median over {args.rounds} rounds × {args.epochs - 1} epochs (epoch 1 left out):")
-    print("| mode | " + " | ".join(speeds) + " | bytes per step and rank |")
+    print("| mode | " + " | ".join(speeds) + " | received per step and rank |")
     print("|---|" + "---|" * (len(speeds) + 1))
     for mode, extra in MODES.items():
         cells = []
@@ -106,7 +106,7 @@ def main() -> int:
             ratio = sum(per) / sum(statistics.median(table["independent", m]) for m in range(2))
             cells.append(f"{per[0]:.0f} / {per[1]:.0f} ({ratio:.2f})")
         config = load_config(config_path, [SETTINGS["equal"], *extra])
-        print(f"| {mode} | " + " | ".join(cells) + f" | {bytes_per_step(config, meta)} |")
+        print(f"| {mode} | " + " | ".join(cells) + f" | {bytes_received(config, meta)} |")
     print("\nEach cell: member 0 / member 1 images/s (the two members' sum against independent's).")
     return 0
 
