@@ -88,15 +88,20 @@ class Run:
         return self.select_by if self.select_by != "last" else BEST_BY
 
     def best_epoch(self) -> int:
-        """The epoch whose validation ``best_by`` is best (the first of equals, as selection keeps it)."""
-        selection = Selection(self.best_by, self.path)
+        """The epoch whose validation ``best_by`` is best (the first of equals, as selection keeps
+        it); for ``csmac``, its score alone (the reported members' accuracy − ECE), without its
+        threshold: the best CSMAC could have kept."""
+        selection = Selection(self.best_by, self.path, self.reported)
+        if selection.who == "csmac":
+            return max(self.evaluated, key=lambda epoch: selection.score(self.at("val", epoch)))
         sign = 1.0 if selection.metric.removeprefix("c_") in LOWER_IS_BETTER else -1.0
         return min(self.evaluated, key=lambda epoch: sign * selection.value(self.at("val", epoch)))
 
     def epochs(self) -> list[tuple[str, int]]:
         """The rows of the report's table: the selected epoch, the best on validation, the last."""
         chosen = f"selected ({self.select_by})" if self.selected else "selected (last)"
-        return [(chosen, self.epoch), (f"best {self.best_by}", self.best_epoch()), ("last", self.evaluated[-1])]
+        best = "best val acc − ECE" if self.best_by == "csmac" else f"best {self.best_by}"
+        return [(chosen, self.epoch), (best, self.best_epoch()), ("last", self.evaluated[-1])]
 
     @property
     def dir(self) -> RunDir:

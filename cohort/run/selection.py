@@ -85,10 +85,13 @@ class Selection:
         write_json(self.file, {"select_by": self.select_by, "epoch": epoch, "value": value})
         return True
 
+    def score(self, val_table: dict) -> float:
+        """CSMAC's value of an evaluation: the members' accuracy − ECE (``members``)."""
+        return self.value(val_table, "acc") - self.value(val_table, "ece")
+
     def offer_csmac(self, epoch: int, val_table: dict) -> bool:
-        """CSMAC's two stages (the class docstring); the kept value is accuracy − ECE."""
-        acc = self.value(val_table, "acc")
-        score = acc - self.value(val_table, "ece")
+        """CSMAC's two stages (the class docstring); the kept value is accuracy − ECE (``score``)."""
+        acc, score = self.value(val_table, "acc"), self.score(val_table)
         if self.stage == 1:
             if not acc > self.acc:
                 return False

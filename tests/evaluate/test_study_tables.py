@@ -83,3 +83,20 @@ def test_reported_members_come_first_marked_beside_every_member_and_the_ensemble
         binning_note(runs["d"])
         == "ECE, MCE and the other calibration errors: 10 bins, floor(p·M), as Diff-DML's metric.py."
     )
+
+
+def test_a_csmac_run_reports_its_best_val_accuracy_minus_ece_on_its_reported_members(tmp_path):
+    """``cohort report``'s "best" row for a run selected by CSMAC: the epoch with the highest val
+    accuracy − ECE of its reported members (CSMAC's score without its threshold), not a metric
+    named ``csmac`` (the merge of reports' best rows with Diff-DML's selection once raised KeyError)."""
+    rows = []
+    for epoch, (acc, ece, aux_acc) in enumerate([(0.80, 0.05, 0.99), (0.85, 0.02, 0.50), (0.86, 0.08, 0.99)]):
+        for split in ("val", "test"):
+            rows += [
+                {"epoch": epoch, "split": split, "member": 0, **{**METRICS, "acc": acc, "ece": ece}},
+                {"epoch": epoch, "split": split, "member": 1, **{**METRICS, "acc": aux_acc, "ece": 0.0}},
+                {"epoch": epoch, "split": split, "member": "ensemble", **METRICS},
+            ]
+    run = Run(tmp_path, "d", False, rows, 2, True, ["primary", "aux"], "csmac", (0,), Binning())
+    assert run.epochs() == [("selected (csmac)", 2), ("best val acc − ECE", 1), ("last", 2)]
+    assert "| d (" in summary_table([run]) and "| best val acc − ECE | 2 |" in summary_table([run])
