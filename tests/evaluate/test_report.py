@@ -119,7 +119,7 @@ def test_dee_against_an_independent_reference(dml_pair, tmp_path, cli_here):
     result = cli_here("dee", "--reference", str(independent), str(reported))
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if "DEE" in line and "c_nll" in line]
-    assert [line.split()[1:3] for line in lines] == [["member", "1"], ["member", "0"], ["ensemble", "c_nll"]]
+    assert [line.split()[1:3] for line in lines] == [["m1", "★"], ["m0", "c_nll"], ["ensemble", "c_nll"]]
     assert "★" in lines[0] and "★" not in lines[1]
     result = cli_here("report", str(reported))
     assert result.returncode == 0, result.stderr
@@ -131,7 +131,9 @@ def test_bad_run_directories_are_one_line_errors(dml_pair, tmp_path, cli_here):
     _, run, _ = dml_pair
     assert "is not a cohort run directory" in one_error_line(cli_here("report", str(tmp_path)))
     broken = tmp_path / "broken"
-    shutil.copytree(run, broken)
+    # Without eval/: `cohort eval`'s predictions of the same checkpoint (which an earlier test may
+    # have written into the shared run) would stand in for the missing ones.
+    shutil.copytree(run, broken, ignore=shutil.ignore_patterns("eval"))
     shutil.rmtree(broken / "predictions")
     assert "predictions/best/test.npz is missing" in one_error_line(cli_here("report", str(broken)))
     shutil.copytree(run / "predictions", broken / "predictions")
@@ -158,7 +160,7 @@ def test_the_report_names_members_shows_histograms_and_the_best_and_last_epochs(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cohort.evaluate.report import Run, build_report, draw_curves, draw_reliability
+    from cohort.evaluate.report import COLUMNS, Run, build_report, draw_curves, draw_reliability
 
     _, run, _ = dml_pair
     copy = tmp_path / "named"
@@ -178,7 +180,8 @@ def test_the_report_names_members_shows_histograms_and_the_best_and_last_epochs(
         ("last", str(last + 1)),
     ]
     test_at = {r["epoch"]: r for r in rows if r["split"] == "test" and r["member"] == "ensemble"}
-    assert lines[2][8] == f"{test_at[last]['acc']:.4f}"  # the last row reads the last epoch's test
+    ensemble_acc = 3 + len(COLUMNS)  # run, at, epoch, the members' columns, then the ensemble's
+    assert lines[2][ensemble_acc] == f"{test_at[last]['acc']:.4f}"  # the last row reads the last epoch's test
 
     saved = Run.load(copy)
     fig = draw_reliability(saved)
