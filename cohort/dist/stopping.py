@@ -108,7 +108,14 @@ class Startup:
         raise StoppedAtStartup(signum)
 
     def phase(self, name: str) -> None:
-        """The phase ``name`` of ``STARTUP_PHASES`` ended now."""
+        """The phase ``name`` of ``STARTUP_PHASES`` ended now; a stop signal received during it
+        whose exception was lost ends the start-up here."""
+        if self.received and not self.done:
+            # ``stop_now``'s exception goes nowhere when the signal lands in a ctypes callback
+            # (numba compiling FFCV's pipeline calls back into Python through llvmlite:
+            # "Exception ignored on calling ctypes callback function"); the rank then trained on
+            # and the job, its time-limit warning lost, was not requeued.
+            raise StoppedAtStartup(self.received)
         now = time.monotonic()
         self.phases[name], self.mark = now - self.mark, now
         self.done = self.done or name == STARTUP_PHASES[-1]
