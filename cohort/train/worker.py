@@ -97,6 +97,9 @@ def run_worker(argv: list[str], launch: Launch, startup: Startup | None = None) 
             mesh.close()
             ignore_stop_signals()
     except CohortError as error:
+        # Leaving: the start-up's guard (``Startup``) would turn torchrun's SIGTERM to the other
+        # ranks, once one has exited, into a traceback in the wait below.
+        ignore_stop_signals()
         # An error every rank meets alike is printed once (by rank 0); an error of one rank
         # (its own loss went non-finite) by that rank (``cohort.errors``).
         if launch.rank == 0 or not error.shared:
