@@ -5,6 +5,7 @@ start without a step logged twice. The multi-process kill and resume is tests/sc
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import struct
@@ -19,6 +20,14 @@ from cohort.run.directory import RunDir
 from cohort.run.trackers import quiet_environment
 from cohort.run.tracking import PROBE_TIMEOUT_S, TrackingError, check_trackers, mlflow_uri, tracked_metrics
 from cohort.train.tracking import Tracking
+
+TRACKERS_INSTALLED = all(importlib.util.find_spec(name) is not None for name in ("mlflow", "wandb"))
+needs_trackers = pytest.mark.skipif(
+    not TRACKERS_INSTALLED,
+    reason="the tracking extras are not installed (`pip install -e .[wandb,mlflow]`; the README's `.[dev]` has them)",
+)
+"""Tests that run W&B and MLflow for real; an install without the optional extras (the GPU
+machine's, ``bench/gpu_rehearsal.sh``) skips them, and ``.[dev]``, which CI installs, has both."""
 
 WANDB_BLOCK = 32768
 
@@ -146,6 +155,7 @@ def test_mlflow_without_a_uri_writes_into_the_run_directory_and_paths_are_made_a
     assert mlflow_uri(MlflowConfig(tracking_uri="http://h:5000"), run) == "http://h:5000"
 
 
+@needs_trackers
 def test_a_tracker_that_cannot_start_is_one_line_before_anything_starts(tmp_path, monkeypatch):
     with socket.socket() as probe:  # a port nobody listens on: refused at once
         probe.bind(("127.0.0.1", 0))
@@ -166,6 +176,7 @@ def test_a_tracker_that_cannot_start_is_one_line_before_anything_starts(tmp_path
     assert PROBE_TIMEOUT_S <= 10
 
 
+@needs_trackers
 def test_a_second_start_continues_the_tracked_runs_and_logs_no_step_twice(tmp_path):
     """As a resume from the checkpoint after epoch 0 would: the file is cut back to epoch 0, epoch 1
     is redone (its wall-clock figure differs) and epoch 2 follows. MLflow and W&B each hold one run
@@ -205,6 +216,7 @@ def test_a_second_start_continues_the_tracked_runs_and_logs_no_step_twice(tmp_pa
     assert rows[1]["train/seconds/plain"] == 1.0 and rows[2]["val/acc/crop-a.0"] == pytest.approx(0.2)
 
 
+@needs_trackers
 def test_an_evaluation_is_added_once_however_often_it_is_repeated(tmp_path):
     """``cohort eval`` of one checkpoint, twice: MLflow's history gets its metrics once, at its step."""
     from cohort.run.tracking import attach
@@ -223,6 +235,7 @@ def test_an_evaluation_is_added_once_however_often_it_is_repeated(tmp_path):
     assert history["eval/best/test/acc/ensemble"] == [(4, 0.5)] and history["epoch"] == [(4, 0.0), (8, 1.0)]
 
 
+@needs_trackers
 def test_a_tracker_added_later_or_pointed_elsewhere_catches_up_from_the_rows(tmp_path):
     """``track`` is run-neutral: a tracker added when a run resumes logs the rows it already has;
     another tracking URI opens a new tracked run there, which gets them all."""
@@ -241,6 +254,7 @@ def test_a_tracker_added_later_or_pointed_elsewhere_catches_up_from_the_rows(tmp
     assert entries[0]["run_id"] != entries[1]["run_id"] and entries[1]["tracking_uri"] == (tmp_path / "b").as_uri()
 
 
+@needs_trackers
 def test_training_feeds_the_tracker_and_a_finished_run_started_again_brings_a_new_one_up_to_date(digits_root, tmp_path):
     """In process, one member on a one-process group: the recorder's rows reach MLflow at their
     steps, with the config, the run's path and the report's files; MLflow added to the finished

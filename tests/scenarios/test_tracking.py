@@ -15,10 +15,10 @@ import pytest
 from cohort.run.directory import RunDir
 from cohort.run.tracking import tracked_metrics
 from tests.conftest import tiny_config
-from tests.run.test_tracking import mlflow_history, wandb_history
+from tests.run.test_tracking import mlflow_history, needs_trackers, wandb_history
 from tests.scenarios.test_fault_tolerance import start_torchrun, wait_for, worker
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, needs_trackers]
 
 NAMES = ["crop-a", "plain"]
 WALL_CLOCK = ("seconds", "images_per_s", "data_seconds", "exchange_seconds")
