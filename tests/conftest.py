@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -201,3 +203,22 @@ def train_here(config_path: Path, *overrides: str) -> Path:
             signal.signal(signum, handler)
         torch.set_num_threads(threads)
     return Path(config.run_dir)
+
+
+def signal_while_reading(process: subprocess.Popen, fifo: Path, signum: int) -> tuple[str, str]:
+    """Send ``signum`` to ``process`` while it blocks reading ``fifo`` (its config, made with
+    ``os.mkfifo``), so that the signal lands inside that read for certain; its stdout and stderr."""
+    deadline = time.monotonic() + 120
+    while True:  # a writer can open the FIFO only once the process opened it to read
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as error:
+            assert error.errno == errno.ENXIO and time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+    try:
+        time.sleep(0.2)  # into its read(), which waits for the config's text
+        process.send_signal(signum)
+        return process.communicate(timeout=60)
+    finally:
+        os.close(writer)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import subprocess
 import sys
-import time
 
-from tests.conftest import REPO
+from tests.conftest import REPO, signal_while_reading
 
 
 def test_ctrl_c_while_the_config_is_read_is_one_line_and_exit_130(tmp_path):
@@ -27,19 +25,6 @@ def test_ctrl_c_while_the_config_is_read_is_one_line_and_exit_130(tmp_path):
         # SIGINT ignored, and Python then keeps ignoring it; a terminal's Ctrl-C is never ignored.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 120
-    while True:  # a writer can open the FIFO only once the command opened it to read
-        try:
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError as error:
-            assert error.errno == errno.ENXIO and time.monotonic() < deadline and cli.poll() is None
-            time.sleep(0.05)
-    try:
-        time.sleep(0.2)  # into its read(), which waits for the config's text
-        cli.send_signal(signal.SIGINT)
-        out, err = cli.communicate(timeout=60)
-    finally:
-        os.close(writer)
+    out, err = signal_while_reading(cli, fifo, signal.SIGINT)
     assert cli.returncode == 130, err[-2000:]
     assert err == "cohort: interrupted (Ctrl-C) during `cohort train`; no run started\n", err[-2000:]

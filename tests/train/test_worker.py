@@ -4,14 +4,12 @@ that failed with an error of its own is named with that error, not as a lost pee
 from __future__ import annotations
 
 import datetime
-import errno
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch.distributed as dist
@@ -29,7 +27,7 @@ from cohort.train.worker import (
     tell_peers,
     tell_peers_of_failure,
 )
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, signal_while_reading, tiny_config
 
 
 @pytest.fixture
@@ -123,20 +121,7 @@ def test_a_worker_signalled_during_its_start_up_leaves_at_once_naming_its_phases
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while True:  # a writer can open the FIFO only once the worker opened it to read
-        try:
-            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            break
-        except OSError as error:
-            assert error.errno == errno.ENXIO and time.monotonic() < deadline and worker.poll() is None
-            time.sleep(0.05)
-    try:
-        time.sleep(0.2)  # into its read(), which waits for the config's text
-        worker.send_signal(signal.SIGUSR2)
-        out, err = worker.communicate(timeout=60)
-    finally:
-        os.close(writer)
+    out, err = signal_while_reading(worker, fifo, signal.SIGUSR2)
     assert worker.returncode == 0, err[-2000:]
     assert re.fullmatch(
         r"cohort: stopped by SIGUSR2 during start-up, [\d.]+ s \(imports [\d.]+ s, checks [\d.]+ s so far\), before "
